@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs Orderly locally (dev profile) with its own Redis and MongoDB-protocol
+# server. Ctrl-C stops everything. Set REDIS_URL / MONGODB_URI to use yours.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
+cd "$ROOT"
+require_rust
+start_services
+
+log "building orderly (release)"
+cargo build --release --locked --bin orderly
+
+export ORDERLY_ENV="${ORDERLY_ENV:-dev}"
+export ORDERLY__REDIS__URL="$REDIS_URL"
+export ORDERLY__MONGODB__URI="$MONGODB_URI"
+export ORDERLY__SERVER__PORT="${ORDERLY__SERVER__PORT:-8080}"
+export RUST_LOG="${RUST_LOG:-info}"
+URL="http://127.0.0.1:$ORDERLY__SERVER__PORT"
+
+cat >&2 <<MSG
+
+  Orderly is starting on $URL  (Ctrl-C to stop)
+
+  Try it:
+    curl -s -X POST $URL/v1/auth/register -H 'Content-Type: application/json' \\
+         -d '{"email":"ann@example.com","password":"correct horse"}'
+    TOKEN=\$(curl -s -X POST $URL/v1/auth/login -H 'Content-Type: application/json' \\
+         -d '{"email":"ann@example.com","password":"correct horse"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    curl -s $URL/v1/auth/me -H "Authorization: Bearer \$TOKEN"
+
+MSG
+./target/release/orderly &
+ORDERLY_PID=$!
+SERVICE_PIDS+=("$ORDERLY_PID")
+wait "$ORDERLY_PID"

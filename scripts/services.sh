@@ -1,0 +1,120 @@
+# shellcheck shell=bash
+# Sourced by run.sh, test.sh and bench.sh: installs (if missing) and starts a
+# throw-away local Redis and MongoDB-protocol server on free loopback ports, and
+# stops them when the calling script exits.
+#
+# Honours REDIS_URL / MONGODB_URI: when set, that server is used instead and
+# nothing is started for it. Exports REDIS_URL and MONGODB_URI for the caller.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOCAL_DIR="$ROOT/.local"            # git-ignored: venv, data dirs, logs
+VENV="$LOCAL_DIR/venv"
+SECANTUS_VERSION="0.7.0b3"
+
+log() { printf '\033[1m[orderly]\033[0m %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi
+}
+
+APT_UPDATED=""
+apt_install() {
+  command -v apt-get >/dev/null || die "apt-get not found; install $* yourself"
+  if [ -z "$APT_UPDATED" ]; then
+    log "apt-get update"
+    as_root apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+require_rust() {
+  command -v cargo >/dev/null || die "cargo (Rust >= 1.88) is required; see README 'Requirements'"
+}
+
+ensure_redis_installed() {
+  command -v redis-server >/dev/null || apt_install redis-server redis-tools
+  command -v redis-cli >/dev/null || apt_install redis-tools
+}
+
+ensure_python() {
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    apt_install python3 python3-venv python3-pip
+  fi
+}
+
+ensure_secantus_installed() {
+  if [ ! -x "$VENV/bin/secantusd-py" ]; then
+    ensure_python
+    log "installing secantusdb==$SECANTUS_VERSION into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "secantusdb==$SECANTUS_VERSION"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_for_port PORT SECONDS NAME LOGFILE
+wait_for_port() {
+  local port=$1 deadline=$((SECONDS + $2)) name=$3 logfile=$4
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 20 "$logfile" >&2 || true
+      die "$name did not start on port $port"
+    fi
+    sleep 0.2
+  done
+}
+
+SERVICE_PIDS=()
+RUN_DIR=""
+stop_services() {
+  local pid
+  for pid in "${SERVICE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${SERVICE_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "$RUN_DIR" ] && rm -rf "$RUN_DIR"
+}
+
+# start_redis: a redis-server with AOF (appendfsync everysec) in a throw-away dir.
+start_redis() {
+  if [ -n "${REDIS_URL:-}" ]; then log "using Redis at $REDIS_URL"; return; fi
+  ensure_redis_installed
+  local port; port=$(free_port)
+  mkdir -p "$RUN_DIR/redis"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$RUN_DIR/redis" \
+    --appendonly yes --appendfsync everysec --save "" \
+    --maxclients 10000 --logfile "$RUN_DIR/redis.log" --daemonize no &
+  SERVICE_PIDS+=($!)
+  wait_for_port "$port" 20 redis-server "$RUN_DIR/redis.log"
+  export REDIS_URL="redis://127.0.0.1:$port"
+  log "redis-server on $REDIS_URL"
+}
+
+# start_mongo: a SecantusDB (MongoDB wire protocol) server in a throw-away dir.
+start_mongo() {
+  if [ -n "${MONGODB_URI:-}" ]; then log "using MongoDB at $MONGODB_URI"; return; fi
+  ensure_secantus_installed
+  local port; port=$(free_port)
+  mkdir -p "$RUN_DIR/mongo"
+  # Run from the data dir so no stray secantusd.toml is auto-discovered.
+  (cd "$RUN_DIR/mongo" && exec "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" \
+    --storage-path "$RUN_DIR/mongo/data" --log-level WARNING >"$RUN_DIR/mongo.log" 2>&1) &
+  SERVICE_PIDS+=($!)
+  wait_for_port "$port" 60 secantusd "$RUN_DIR/mongo.log"
+  export MONGODB_URI="mongodb://127.0.0.1:$port"
+  log "MongoDB-protocol server on $MONGODB_URI"
+}
+
+start_services() {
+  mkdir -p "$LOCAL_DIR"
+  RUN_DIR="$(mktemp -d "$LOCAL_DIR/run.XXXXXX")"
+  trap stop_services EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  start_redis
+  start_mongo
+}

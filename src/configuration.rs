@@ -1,0 +1,295 @@
+//! Layered settings: `config/default.toml`, then `config/<ORDERLY_ENV>.toml`,
+//! then `ORDERLY__SECTION__KEY` environment variables.
+//!
+//! This module only reads and checks settings; it never connects to anything.
+//! [`Settings::validate`] holds the rules the server refuses to start without.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Marker carried by the example JWT secret in `config/default.toml`.
+pub const EXAMPLE_SECRET_MARKER: &str = "INSECURE-dev-only-example";
+
+/// Shortest accepted JWT secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The deployment profile, from `ORDERLY_ENV`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Test,
+    Production,
+}
+
+impl Profile {
+    /// Reads `ORDERLY_ENV`; unset means `dev`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match std::env::var("ORDERLY_ENV") {
+            Ok(value) => value.parse(),
+            Err(_) => Ok(Profile::Dev),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Dev => "dev",
+            Profile::Test => "test",
+            Profile::Production => "production",
+        }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "dev" | "development" | "local" => Ok(Profile::Dev),
+            "test" => Ok(Profile::Test),
+            "production" | "prod" => Ok(Profile::Production),
+            other => Err(ConfigError::Invalid(format!(
+                "ORDERLY_ENV must be dev, test or production, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Why settings could not be loaded or were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Every setting of the service. See the README for each key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Filled from `ORDERLY_ENV`, not from files.
+    #[serde(skip, default = "default_profile")]
+    pub profile: Profile,
+    pub server: ServerSettings,
+    pub redis: RedisSettings,
+    pub mongodb: MongoSettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub worker: WorkerSettings,
+    pub queues: QueueDefaults,
+    pub delivery: DeliverySettings,
+    pub metrics: MetricsSettings,
+}
+
+fn default_profile() -> Profile {
+    Profile::Dev
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    /// `0` binds a free port; the application reports the real one.
+    pub port: u16,
+    /// HTTP worker threads; `0` means one per core.
+    pub workers: usize,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: String,
+    pub key_prefix: String,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MongoSettings {
+    pub uri: String,
+    pub database: String,
+    pub server_selection_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub jwt_secret: String,
+    pub jwt_issuer: String,
+    pub token_lifetime_s: u64,
+    pub bcrypt_cost: u32,
+    pub hash_threads: usize,
+    pub hash_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub login_failures_per_email: u32,
+    pub login_failures_per_ip: u32,
+    pub login_window_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueDefaults {
+    pub lease_ms: u64,
+    pub retention_s: u64,
+    pub max_attempts: u32,
+    pub idempotency_window_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliverySettings {
+    pub timeout_ms: u64,
+    pub allow_private_targets: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+}
+
+impl Settings {
+    /// Loads the settings the binary runs with: profile from `ORDERLY_ENV`,
+    /// files from `ORDERLY_CONFIG_DIR` (default `./config`), then the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let profile = Profile::from_env()?;
+        let dir = std::env::var_os("ORDERLY_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"));
+        Self::load(profile, &dir, true)
+    }
+
+    /// Loads `default.toml` and `<profile>.toml` from `dir`, plus
+    /// `ORDERLY__…` variables when `with_env` is set, and validates the result.
+    pub fn load(profile: Profile, dir: &Path, with_env: bool) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(dir.join("default.toml")))
+            .add_source(
+                config::File::from(dir.join(format!("{}.toml", profile.as_str()))).required(false),
+            );
+        if with_env {
+            builder = builder.add_source(
+                config::Environment::with_prefix("ORDERLY")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        }
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.profile = profile;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The rules the server refuses to start without.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let secret = &self.auth.jwt_secret;
+        if secret.trim().is_empty() {
+            return Err(ConfigError::Invalid("auth.jwt_secret is empty".into()));
+        }
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "auth.jwt_secret must be at least {MIN_SECRET_BYTES} bytes"
+            )));
+        }
+        if self.profile == Profile::Production && secret.contains(EXAMPLE_SECRET_MARKER) {
+            return Err(ConfigError::Invalid(
+                "auth.jwt_secret is the dev/test example; set ORDERLY__AUTH__JWT_SECRET".into(),
+            ));
+        }
+        if !(4..=31).contains(&self.auth.bcrypt_cost) {
+            return Err(ConfigError::Invalid(
+                "auth.bcrypt_cost must be between 4 and 31".into(),
+            ));
+        }
+        if self.auth.hash_threads == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.hash_threads must be >= 1".into(),
+            ));
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::Invalid(
+                "redis.key_prefix must be non-empty and contain no braces".into(),
+            ));
+        }
+        if self.server.body_limit_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "server.body_limit_bytes must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RedisSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+}
+
+impl MongoSettings {
+    pub fn server_selection_timeout(&self) -> Duration {
+        Duration::from_millis(self.server_selection_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    #[test]
+    fn test_profile_loads_with_cheap_hashing() {
+        let settings = Settings::load(Profile::Test, &config_dir(), false).unwrap();
+        assert_eq!(settings.auth.bcrypt_cost, 4);
+        assert_eq!(settings.server.body_limit_bytes, 1024 * 1024);
+        assert!(settings.delivery.allow_private_targets);
+    }
+
+    #[test]
+    fn production_refuses_the_example_secret() {
+        let err = Settings::load(Profile::Production, &config_dir(), false).unwrap_err();
+        assert!(err.to_string().contains("example"), "{err}");
+    }
+
+    #[test]
+    fn production_accepts_a_real_secret_and_blocks_private_targets() {
+        let mut settings = Settings::load(Profile::Dev, &config_dir(), false).unwrap();
+        settings.profile = Profile::Production;
+        settings.auth.jwt_secret = "k".repeat(40);
+        settings.delivery.allow_private_targets = false;
+        assert!(settings.validate().is_ok());
+        let prod = config::Config::builder()
+            .add_source(config::File::from(config_dir().join("production.toml")))
+            .build()
+            .unwrap();
+        assert!(!prod.get_bool("delivery.allow_private_targets").unwrap());
+    }
+
+    #[test]
+    fn short_and_empty_secrets_are_refused() {
+        let mut settings = Settings::load(Profile::Dev, &config_dir(), false).unwrap();
+        settings.auth.jwt_secret = "x".repeat(MIN_SECRET_BYTES - 1);
+        assert!(settings.validate().unwrap_err().to_string().contains("32"));
+        settings.auth.jwt_secret = "   ".into();
+        assert!(
+            settings
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+    }
+}

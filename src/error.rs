@@ -1,0 +1,279 @@
+//! The HTTP error contract: every error leaves the service as
+//! `{"error": {"code", "message", "request_id", "fields"?}}`.
+//!
+//! Domain modules keep their own error enums; this module is the one place that
+//! maps them (and actix's own extractor errors) to a status and a stable `code`.
+//! It never puts internal details (driver errors, paths) into a response body.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// An error as the client sees it.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    fields: Option<BTreeMap<String, String>>,
+    retry_after_s: Option<u64>,
+    bearer_challenge: bool,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            fields: None,
+            retry_after_s: None,
+            bearer_challenge: false,
+        }
+    }
+
+    pub fn invalid_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// `422` with one reason per offending field.
+    pub fn validation(fields: BTreeMap<String, String>) -> Self {
+        let mut err = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "the request has invalid fields",
+        );
+        err.fields = Some(fields);
+        err
+    }
+
+    /// `422` for a single field.
+    pub fn invalid_field(field: &str, reason: impl Into<String>) -> Self {
+        Self::validation(BTreeMap::from([(field.to_owned(), reason.into())]))
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        let mut err = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        err.bearer_challenge = true;
+        err
+    }
+
+    pub fn invalid_credentials() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "email or password is incorrect",
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not accept that method",
+        )
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body exceeds the configured limit",
+        )
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the request body must be JSON (Content-Type: application/json)",
+        )
+    }
+
+    pub fn rate_limited(retry_after_s: u64) -> Self {
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many failed attempts; retry later",
+        );
+        err.retry_after_s = Some(retry_after_s.max(1));
+        err
+    }
+
+    /// `503`: a dependency (or a bounded pool) cannot serve the request now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        err.retry_after_s = Some(1);
+        err
+    }
+
+    /// `500` with a fixed message; the cause is logged, never sent.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        log::error!("internal error: {cause}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// Maps any actix error (ours, or an extractor's) onto the contract.
+    pub fn from_actix(err: &actix_web::Error) -> ApiError {
+        if let Some(api) = err.as_error::<ApiError>() {
+            return api.clone();
+        }
+        if let Some(json) = err.as_error::<JsonPayloadError>() {
+            return Self::from_json_payload(json);
+        }
+        if let Some(payload) = err.as_error::<PayloadError>() {
+            return Self::from_payload(payload);
+        }
+        if let Some(path) = err.as_error::<PathError>() {
+            return Self::not_found(path.to_string());
+        }
+        if let Some(query) = err.as_error::<QueryPayloadError>() {
+            return Self::invalid_field("query", query.to_string());
+        }
+        Self::from_status(err.as_response_error().status_code())
+    }
+
+    /// The error a bare status maps to, for responses produced without one.
+    pub fn from_status(status: StatusCode) -> ApiError {
+        match status {
+            StatusCode::NOT_FOUND => Self::not_found("no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => Self::method_not_allowed(),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::unsupported_media_type(),
+            StatusCode::SERVICE_UNAVAILABLE => Self::unavailable("service unavailable"),
+            status if status.is_client_error() => {
+                Self::new(status, "bad_request", "the request was rejected")
+            }
+            status => Self::internal(format_args!("unmapped error status {status}")),
+        }
+    }
+
+    pub fn from_payload(err: &PayloadError) -> ApiError {
+        match err {
+            PayloadError::Overflow => Self::payload_too_large(),
+            other => Self::bad_request(format!("cannot read the request body: {other}")),
+        }
+    }
+
+    fn from_json_payload(err: &JsonPayloadError) -> ApiError {
+        match err {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                Self::payload_too_large()
+            }
+            JsonPayloadError::ContentType => Self::unsupported_media_type(),
+            JsonPayloadError::Payload(payload) => Self::from_payload(payload),
+            other => Self::invalid_json(other.to_string()),
+        }
+    }
+
+    /// The response for this error, tagged with the request's id.
+    pub fn render(&self, request_id: &str) -> HttpResponse {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'a str,
+            message: &'a str,
+            request_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            fields: Option<&'a BTreeMap<String, String>>,
+        }
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_s {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if self.bearer_challenge {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"orderly\""),
+            ));
+        }
+        response.json(Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+                request_id,
+                fields: self.fields.as_ref(),
+            },
+        })
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Rendered without a request id here; the request-id middleware renders
+    /// the final body (see `http::request_id`).
+    fn error_response(&self) -> HttpResponse {
+        self.render("")
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(err: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match err {
+            AuthError::EmailTaken => {
+                Self::conflict("email_taken", "this email is already registered")
+            }
+            AuthError::InvalidCredentials => Self::invalid_credentials(),
+            AuthError::RateLimited { retry_after_s } => Self::rate_limited(retry_after_s),
+            AuthError::UnknownUser => Self::unauthorized("the token names no existing user"),
+            AuthError::Busy => Self::unavailable("too many concurrent logins; retry shortly"),
+            AuthError::Unavailable(what) => Self::unavailable(format!("{what} is unavailable")),
+            AuthError::Internal(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(err: actix::MailboxError) -> Self {
+        log::error!("actor mailbox error: {err}");
+        Self::unavailable("the service is busy or restarting; retry shortly")
+    }
+}

@@ -1,0 +1,123 @@
+//! `ApiJson<T>`: the body extractor every JSON route uses.
+//!
+//! It answers `415` for a non-JSON content type, `413` over the body limit,
+//! `400 invalid_json` for bytes that are not JSON (including invalid UTF-8 and
+//! nesting deeper than serde_json's recursion limit), and `422` with the path of
+//! the offending field when the JSON does not fit `T`. It parses in one pass.
+
+use std::collections::BTreeMap;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, mime, web};
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON request body parsed into `T`.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T> ApiJson<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    match req.mime_type() {
+        Ok(Some(mime)) => mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON),
+        _ => false,
+    }
+}
+
+/// Parses `bytes` as `T`, classifying failures per the contract.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        // A data error may come before a syntax error later in the body
+        // (`{} {}`): bytes that are not JSON at all are always a 400.
+        if inner.is_data() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+            let field = if path == "." { "body".to_owned() } else { path };
+            ApiError::validation(BTreeMap::from([(field, strip_position(&inner))]))
+        } else {
+            ApiError::invalid_json(format!("the body is not valid JSON: {inner}"))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|err| ApiError::invalid_json(format!("the body is not valid JSON: {err}")))?;
+    Ok(value)
+}
+
+/// serde's data errors end with " at line 1 column 42", useless to a client.
+fn strip_position(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(idx) => text[..idx].to_owned(),
+        None => text,
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if !is_json(req) {
+            return Box::pin(async { Err(ApiError::unsupported_media_type()) });
+        }
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = body.await.map_err(|err| match err.as_error() {
+                Some(payload) => ApiError::from_payload(payload),
+                None => ApiError::from_actix(&err),
+            })?;
+            parse(&bytes).map(ApiJson)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Login {
+        email: String,
+        password: String,
+    }
+
+    #[test]
+    fn syntax_errors_are_invalid_json() {
+        let err = parse::<Login>(b"{\"email\":").unwrap_err();
+        assert_eq!(err.code(), "invalid_json");
+        let err = parse::<Login>(b"\xff\xfe").unwrap_err();
+        assert_eq!(err.code(), "invalid_json");
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let err = parse::<Login>(br#"{"email":{"$gt":""},"password":"x"}"#).unwrap_err();
+        assert_eq!(err.code(), "validation_failed");
+        assert!(format!("{err:?}").contains("\"email\""));
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_without_overflowing_the_stack() {
+        let depth = 100_000;
+        let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let err = parse::<serde_json::Value>(body.as_bytes()).unwrap_err();
+        assert_eq!(err.code(), "invalid_json");
+    }
+
+    #[test]
+    fn trailing_garbage_is_invalid_json() {
+        let err = parse::<serde_json::Value>(b"{} {}").unwrap_err();
+        assert_eq!(err.code(), "invalid_json");
+    }
+}

@@ -1,0 +1,31 @@
+//! The HTTP edge: thin handlers that extract, parse into domain types, send
+//! one actor message and map the reply to JSON. Route patterns are registered
+//! here, in one place.
+
+pub mod auth;
+pub mod health;
+pub mod metrics;
+
+use actix_web::web;
+
+use crate::error::ApiError;
+
+/// Registers every route of the API; `/metrics` only when `expose_metrics`.
+pub fn configure(cfg: &mut web::ServiceConfig, expose_metrics: bool) {
+    if expose_metrics {
+        cfg.route("/metrics", web::get().to(metrics::scrape));
+    }
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .service(
+            web::scope("/v1/auth")
+                .route("/register", web::post().to(auth::register))
+                .route("/login", web::post().to(auth::login))
+                .route("/me", web::get().to(auth::me)),
+        );
+}
+
+/// Fallback for paths no route matches.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such route"))
+}

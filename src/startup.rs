@@ -1,0 +1,162 @@
+//! Wiring: builds every actor and the HTTP server from [`Settings`].
+//!
+//! [`Application::build`] must run inside an actix `System` (the binary's
+//! `main`, or an `#[actix_web::test]`). It binds the listener itself, so tests
+//! pass port `0` and read the real one from [`Application::port`].
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use actix_web::dev::{Server, ServerHandle, ServiceRequest};
+use actix_web::middleware::{Logger, from_fn};
+use actix_web::{App, HttpMessage, HttpServer, web};
+use mongodb::Database;
+use redis::aio::ConnectionManager;
+
+use crate::auth::hasher::HashPool;
+use crate::auth::rate_limit::LoginLimiter;
+use crate::auth::users::UserStore;
+use crate::auth::{AuthActor, TokenKeys};
+use crate::configuration::{ConfigError, Settings};
+use crate::http::in_flight::{self, InFlight};
+use crate::http::{RequestId, request_id};
+use crate::metrics::Metrics;
+use crate::{routes, storage};
+
+/// One access-log line per request, tagged with the request id.
+const ACCESS_LOG: &str = "%a \"%r\" %s %b %Dms request_id=%{request_id}xi";
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Handles to the backing stores, for readiness probes.
+pub struct Dependencies {
+    pub redis: ConnectionManager,
+    pub mongo: Database,
+}
+
+/// A built, bound, not yet awaited Orderly server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    metrics: Metrics,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        settings.validate()?;
+        let redis = storage::redis_connection(&settings.redis)?;
+        let mongo = storage::mongo_database(&settings.mongodb).await?;
+        let metrics = Metrics::new().map_err(|e| StartupError::Other(e.to_string()))?;
+
+        let auth_settings = &settings.auth;
+        let hasher = HashPool::start(
+            auth_settings.hash_threads,
+            auth_settings.hash_queue,
+            auth_settings.bcrypt_cost,
+        );
+        let dummy_hash = hasher
+            .hash(uuid::Uuid::new_v4().to_string())
+            .await
+            .map_err(|e| StartupError::Other(format!("cannot compute the dummy hash: {e}")))?;
+        let tokens = Arc::new(TokenKeys::new(auth_settings));
+        let limiter = LoginLimiter::new(
+            redis.clone(),
+            &settings.redis.key_prefix,
+            settings.rate_limit.clone(),
+        );
+        let auth = AuthActor::new(
+            UserStore::new(&mongo),
+            hasher,
+            tokens.clone(),
+            limiter,
+            dummy_hash,
+        )
+        .start();
+
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
+        let port = listener.local_addr()?.port();
+
+        let auth = web::Data::new(auth);
+        let tokens = web::Data::from(tokens);
+        let deps = web::Data::new(Dependencies { redis, mongo });
+        let in_flight_gauge = web::Data::new(InFlight(metrics.in_flight.clone()));
+        let prometheus = metrics.http.clone();
+        let metrics_data = web::Data::new(metrics.clone());
+        let expose_metrics = settings.metrics.enabled;
+        let body_limit = settings.server.body_limit_bytes;
+
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(Logger::new(ACCESS_LOG).custom_request_replace("request_id", log_request_id))
+                .wrap(from_fn(in_flight::middleware))
+                .wrap(prometheus.clone())
+                .wrap(from_fn(request_id::middleware))
+                .app_data(web::PayloadConfig::new(body_limit))
+                .app_data(auth.clone())
+                .app_data(tokens.clone())
+                .app_data(deps.clone())
+                .app_data(in_flight_gauge.clone())
+                .app_data(metrics_data.clone())
+                .configure(|cfg| routes::configure(cfg, expose_metrics))
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(settings.server.shutdown_grace_s);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.run();
+        Ok(Self {
+            port,
+            server,
+            metrics,
+        })
+    }
+
+    /// The port actually bound (meaningful when the settings asked for `0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that stops the server (gracefully with `stop(true)`).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// This instance's metrics (its own Prometheus registry).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM or the handle).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn log_request_id(req: &ServiceRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default()
+}
+
+/// How long to wait for in-flight work on shutdown.
+pub fn shutdown_grace(settings: &Settings) -> Duration {
+    Duration::from_secs(settings.server.shutdown_grace_s)
+}

@@ -1,0 +1,48 @@
+//! Connections to Redis and MongoDB, and the readiness probes on them.
+//!
+//! Connections are lazy: the process starts (and answers `/healthz`) while a
+//! dependency is down, and reconnects by itself when it returns. Nothing here
+//! reads or writes application data.
+
+use std::time::Duration;
+
+use mongodb::Database;
+use mongodb::bson::doc;
+use mongodb::options::ClientOptions;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::configuration::{MongoSettings, RedisSettings};
+
+/// A shared, self-reconnecting Redis connection (requests are pipelined on it).
+pub fn redis_connection(settings: &RedisSettings) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(settings.url.as_str())?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout()))
+        .set_response_timeout(Some(settings.response_timeout()))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1));
+    ConnectionManager::new_lazy_with_config(client, config)
+}
+
+/// The application database; the driver connects on first use.
+pub async fn mongo_database(settings: &MongoSettings) -> mongodb::error::Result<Database> {
+    let mut options = ClientOptions::parse(&settings.uri).await?;
+    options.server_selection_timeout = Some(settings.server_selection_timeout());
+    options.connect_timeout = Some(settings.server_selection_timeout());
+    options.app_name = Some("orderly".into());
+    let client = mongodb::Client::with_options(options)?;
+    Ok(client.database(&settings.database))
+}
+
+/// `true` if Redis answers `PING` within `timeout`.
+pub async fn redis_answers(mut redis: ConnectionManager, timeout: Duration) -> bool {
+    let cmd = redis::cmd("PING");
+    let ping = cmd.query_async::<String>(&mut redis);
+    matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+}
+
+/// `true` if MongoDB answers `ping` within `timeout`.
+pub async fn mongo_answers(db: &Database, timeout: Duration) -> bool {
+    let ping = db.run_command(doc! { "ping": 1 });
+    matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+}

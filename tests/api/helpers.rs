@@ -1,0 +1,203 @@
+//! `spawn_app()`: every test gets its own Orderly on a free port, its own Redis
+//! key prefix and its own MongoDB database, against the real servers named by
+//! `REDIS_URL` and `MONGODB_URI` (scripts/test.sh starts them).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use orderly::configuration::{Profile, Settings};
+use orderly::startup::Application;
+use serde_json::{Value, json};
+
+pub struct TestApp {
+    pub address: String,
+    pub settings: Settings,
+    pub client: reqwest::Client,
+    /// The app's own MongoDB database, for reading what it stored.
+    pub db: mongodb::Database,
+    handle: ServerHandle,
+}
+
+/// A test user with a valid token.
+pub struct TestUser {
+    pub id: String,
+    pub token: String,
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
+/// Test-profile settings with a fresh key prefix and database.
+pub fn test_settings() -> Settings {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut settings = Settings::load(Profile::Test, &dir, false).expect("test settings load");
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port = 0;
+    settings.redis.url = redis_url();
+    settings.redis.key_prefix = format!("test-{unique}");
+    settings.mongodb.uri = mongodb_uri();
+    settings.mongodb.database = format!("orderly_test_{unique}");
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns an app after letting the test adjust its settings.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut settings = test_settings();
+    adjust(&mut settings);
+    let app = Application::build(settings.clone())
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mongo = mongodb::Client::with_uri_str(&settings.mongodb.uri)
+        .await
+        .expect("mongodb client");
+    TestApp {
+        address,
+        db: mongo.database(&settings.mongodb.database),
+        settings,
+        client,
+        handle,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/v1/auth/register",
+            &json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/v1/auth/login",
+            &json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// Registers and logs in a fresh user.
+    pub async fn signed_up_user(&self) -> TestUser {
+        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
+        let password = "correct horse battery".to_owned();
+        let registered = self.register(&email, &password).await;
+        assert_eq!(registered.status(), 201);
+        let id = body(registered).await["id"].as_str().unwrap().to_owned();
+        let login = self.login(&email, &password).await;
+        assert_eq!(login.status(), 200);
+        let token = body(login).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        TestUser { id, token }
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let response = self.get("/metrics").await;
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+}
+
+/// The JSON body of a response.
+pub async fn body(response: reqwest::Response) -> Value {
+    let text = response.text().await.expect("body read");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts the error contract and returns the error object.
+pub async fn error_body(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "error response lacks X-Request-Id"
+    );
+    let body = body(response).await;
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    assert!(body["error"]["message"].is_string(), "body: {body}");
+    assert!(
+        !body["error"]["request_id"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "body: {body}"
+    );
+    body["error"].clone()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}

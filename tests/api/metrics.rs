@@ -1,0 +1,79 @@
+//! `/metrics`: request counts and durations by route pattern, and the
+//! in-flight gauge.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::helpers::{eventually, spawn_app};
+
+fn gauge_value(text: &str, name: &str) -> Option<i64> {
+    text.lines()
+        .find(|line| line.starts_with(name) && !line.starts_with('#'))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as i64)
+}
+
+#[actix_web::test]
+async fn requests_are_counted_by_route_pattern_not_raw_path() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    assert_eq!(
+        app.get_with_token("/v1/auth/me", &user.token)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.get("/v1/jobs/some-raw-id-123").await.status(), 404);
+    let text = app.metrics_text().await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("orderly_http_requests_total{")
+                && l.contains(r#"endpoint="/v1/auth/me""#)
+                && l.contains(r#"method="GET""#)
+                && l.contains(r#"status="200""#)),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("orderly_http_requests_duration_seconds_bucket{")
+                && l.contains(r#"endpoint="/v1/auth/login""#)
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"endpoint="unmatched""#), "{text}");
+    assert!(
+        !text.contains("some-raw-id-123"),
+        "raw path leaked into labels"
+    );
+    assert!(!text.contains(&user.id), "user id leaked into labels");
+}
+
+#[actix_web::test]
+async fn the_in_flight_gauge_counts_requests_being_handled() {
+    let app = spawn_app().await;
+    // The scrape itself is in flight while the gauge is read.
+    let in_flight = || async {
+        gauge_value(&app.metrics_text().await, "orderly_http_requests_in_flight").map(|n| n - 1)
+    };
+    assert_eq!(in_flight().await, Some(0));
+    // A request whose body never finishes stays in flight.
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stalled,
+        "POST /v1/auth/login HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"email\""
+    )
+    .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "gauge shows the stalled request",
+        || async { (in_flight().await == Some(1)).then_some(()) },
+    )
+    .await;
+    drop(stalled);
+    eventually(Duration::from_secs(5), "gauge returns to 0", || async {
+        (in_flight().await == Some(0)).then_some(())
+    })
+    .await;
+}
