@@ -6,7 +6,6 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::Actor;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest};
@@ -154,9 +153,4 @@ fn log_request_id(req: &ServiceRequest) -> String {
         .get::<RequestId>()
         .map(|id| id.0.clone())
         .unwrap_or_default()
-}
-
-/// How long to wait for in-flight work on shutdown.
-pub fn shutdown_grace(settings: &Settings) -> Duration {
-    Duration::from_secs(settings.server.shutdown_grace_s)
 }
