@@ -132,6 +132,8 @@ pub struct RateLimitSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSettings {
     pub concurrency: usize,
+    /// Lease of a push delivery; renewed while the delivery runs.
+    pub lease_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +217,11 @@ impl Settings {
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             return Err(ConfigError::Invalid(
                 "redis.key_prefix must be non-empty and contain no braces".into(),
+            ));
+        }
+        if self.worker.concurrency == 0 || self.worker.lease_ms < 300 {
+            return Err(ConfigError::Invalid(
+                "worker.concurrency must be >= 1 and worker.lease_ms >= 300".into(),
             ));
         }
         if self.server.body_limit_bytes == 0 {

@@ -277,3 +277,30 @@ impl From<actix::MailboxError> for ApiError {
         Self::unavailable("the service is busy or restarting; retry shortly")
     }
 }
+
+impl From<crate::queue::registry::RegistryError> for ApiError {
+    fn from(err: crate::queue::registry::RegistryError) -> Self {
+        use crate::queue::registry::RegistryError;
+        match err {
+            RegistryError::Mongo(err) => {
+                log::warn!("mongodb error: {err}");
+                Self::unavailable("mongodb is unavailable")
+            }
+            RegistryError::Redis(err) => err.into(),
+        }
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(err: redis::RedisError) -> Self {
+        log::warn!("redis error: {err}");
+        Self::unavailable("redis is unavailable")
+    }
+}
+
+impl From<crate::queue::producer::PublishError> for ApiError {
+    fn from(err: crate::queue::producer::PublishError) -> Self {
+        log::warn!("publish failed: {err}");
+        Self::unavailable("redis is unavailable; nothing was enqueued")
+    }
+}

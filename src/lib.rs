@@ -25,6 +25,7 @@ pub mod configuration;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod queue;
 pub mod routes;
 pub mod startup;
 pub mod storage;

@@ -7,7 +7,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix::Actor;
+use actix::{Actor, Addr, Supervisor};
 use actix_web::dev::{Server, ServerHandle, ServiceRequest};
 use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpMessage, HttpServer, web};
@@ -22,6 +22,13 @@ use crate::configuration::{ConfigError, Settings};
 use crate::http::in_flight::{self, InFlight};
 use crate::http::{RequestId, request_id};
 use crate::metrics::Metrics;
+use crate::queue::Queues;
+use crate::queue::delivery::Pusher;
+use crate::queue::engine::Engine;
+use crate::queue::notify::WakeHub;
+use crate::queue::producer::Producer;
+use crate::queue::registry::QueueRegistry;
+use crate::queue::worker::{Worker, WorkerDeps};
 use crate::{routes, storage};
 
 /// One access-log line per request, tagged with the request id.
@@ -53,6 +60,7 @@ pub struct Application {
     port: u16,
     server: Server,
     metrics: Metrics,
+    worker: Addr<Worker>,
 }
 
 impl Application {
@@ -87,6 +95,34 @@ impl Application {
         )
         .start();
 
+        let engine = Engine::new(redis.clone(), &settings.redis.key_prefix);
+        let registry = QueueRegistry::new(&mongo, engine.clone(), settings.queues.clone());
+        let producer = Producer::new(engine.clone(), metrics.jobs.published.clone()).start();
+        let pusher = Pusher::new(settings.delivery.allow_private_targets)
+            .map_err(|e| StartupError::Other(format!("http client: {e}")))?;
+        let worker_deps = Arc::new(WorkerDeps {
+            engine: engine.clone(),
+            registry: registry.clone(),
+            pusher,
+            metrics: metrics.jobs.clone(),
+            lease_ms: settings.worker.lease_ms,
+        });
+        let concurrency = settings.worker.concurrency;
+        let worker = Supervisor::start(move |_| Worker::new(worker_deps, concurrency));
+        let hub = WakeHub::start(
+            storage::redis_client(&settings.redis)?,
+            engine.wake_channel(),
+        );
+        hub.forward_to(worker.clone());
+        let queues = web::Data::new(Queues {
+            registry,
+            engine,
+            producer,
+            hub,
+            allow_private_targets: settings.delivery.allow_private_targets,
+            default_push_timeout_ms: settings.delivery.timeout_ms,
+        });
+
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
         let port = listener.local_addr()?.port();
 
@@ -111,6 +147,7 @@ impl Application {
                 .app_data(deps.clone())
                 .app_data(in_flight_gauge.clone())
                 .app_data(metrics_data.clone())
+                .app_data(queues.clone())
                 .configure(|cfg| routes::configure(cfg, expose_metrics))
                 .default_service(web::to(routes::not_found))
         })
@@ -124,6 +161,7 @@ impl Application {
             port,
             server,
             metrics,
+            worker,
         })
     }
 
@@ -140,6 +178,11 @@ impl Application {
     /// This instance's metrics (its own Prometheus registry).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The supervised worker actor (tests use it to inject a crash).
+    pub fn worker(&self) -> Addr<Worker> {
+        self.worker.clone()
     }
 
     /// Serves until the server is stopped (SIGINT/SIGTERM or the handle).

@@ -13,9 +13,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::configuration::{MongoSettings, RedisSettings};
 
+/// A Redis client (for connections of their own, like a subscription).
+pub fn redis_client(settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
+    redis::Client::open(settings.url.as_str())
+}
+
 /// A shared, self-reconnecting Redis connection (requests are pipelined on it).
 pub fn redis_connection(settings: &RedisSettings) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(settings.url.as_str())?;
+    let client = redis_client(settings)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(settings.connect_timeout()))
         .set_response_timeout(Some(settings.response_timeout()))

@@ -4,7 +4,9 @@
 
 pub mod auth;
 pub mod health;
+pub mod jobs;
 pub mod metrics;
+pub mod queues;
 
 use actix_web::web;
 
@@ -22,6 +24,22 @@ pub fn configure(cfg: &mut web::ServiceConfig, expose_metrics: bool) {
                 .route("/register", web::post().to(auth::register))
                 .route("/login", web::post().to(auth::login))
                 .route("/me", web::get().to(auth::me)),
+        )
+        .service(
+            web::scope("/v1/queues")
+                .route("", web::get().to(queues::list))
+                .route("/{queue}", web::put().to(queues::put))
+                .route("/{queue}", web::get().to(queues::get))
+                .route("/{queue}", web::delete().to(queues::delete))
+                .route("/{queue}/pause", web::post().to(queues::pause))
+                .route("/{queue}/resume", web::post().to(queues::resume))
+                .route("/{queue}/jobs", web::post().to(jobs::publish))
+                .route("/{queue}/jobs", web::get().to(jobs::list)),
+        )
+        .service(
+            web::scope("/v1/jobs")
+                .route("/{id}", web::get().to(jobs::get))
+                .route("/{id}", web::delete().to(jobs::cancel)),
         );
 }
 

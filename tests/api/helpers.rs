@@ -16,6 +16,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The app's own MongoDB database, for reading what it stored.
     pub db: mongodb::Database,
+    /// The supervised worker actor, for crash injection.
+    pub worker: actix::Addr<orderly::queue::worker::Worker>,
     handle: ServerHandle,
 }
 
@@ -61,6 +63,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
+    let worker = app.worker();
     actix_web::rt::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -74,6 +77,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         db: mongo.database(&settings.mongodb.database),
         settings,
         client,
+        worker,
         handle,
     }
 }
@@ -145,6 +149,126 @@ impl TestApp {
             .unwrap()
             .to_owned();
         TestUser { id, token }
+    }
+
+    /// An authenticated request with an optional JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn put_queue(&self, token: &str, name: &str, settings: &Value) -> reqwest::Response {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/queues/{name}"),
+            token,
+            Some(settings),
+        )
+        .await
+    }
+
+    /// Creates a push queue delivering to `url`; `extra` settings are merged in.
+    /// Returns the queue object (with its signing secret).
+    pub async fn push_queue(&self, token: &str, name: &str, url: &str, extra: Value) -> Value {
+        let mut settings = json!({
+            "delivery": {"mode": "push", "url": url, "timeout_ms": 5000},
+            "backoff": {"initial_ms": 20, "max_ms": 200},
+        });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            settings[k] = v;
+        }
+        let response = self.put_queue(token, name, &settings).await;
+        assert_eq!(response.status(), 201, "queue not created");
+        body(response).await
+    }
+
+    pub async fn publish(&self, token: &str, queue: &str, job: &Value) -> reqwest::Response {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/queues/{queue}/jobs"),
+            token,
+            Some(job),
+        )
+        .await
+    }
+
+    /// Publishes and returns the accepted job object.
+    pub async fn publish_ok(&self, token: &str, queue: &str, job: &Value) -> Value {
+        let response = self.publish(token, queue, job).await;
+        assert_eq!(response.status(), 202, "publish refused");
+        body(response).await
+    }
+
+    pub async fn job(&self, token: &str, id: &str) -> Value {
+        let response = self.get_with_token(&format!("/v1/jobs/{id}"), token).await;
+        assert_eq!(response.status(), 200, "job {id} not readable");
+        body(response).await
+    }
+
+    /// Every job of the queue (all pages), optionally of one state.
+    pub async fn all_jobs(&self, token: &str, queue: &str, state: Option<&str>) -> Vec<Value> {
+        let mut jobs = Vec::new();
+        let mut after = 0;
+        loop {
+            let mut path = format!("/v1/queues/{queue}/jobs?limit=1000&after={after}");
+            if let Some(state) = state {
+                path.push_str(&format!("&state={state}"));
+            }
+            let page = body(self.get_with_token(&path, token).await).await;
+            jobs.extend(page["jobs"].as_array().unwrap().iter().cloned());
+            match page["next"].as_u64() {
+                Some(next) => after = next,
+                None => return jobs,
+            }
+        }
+    }
+
+    /// The queue object with stats.
+    pub async fn queue(&self, token: &str, name: &str) -> Value {
+        let response = self
+            .get_with_token(&format!("/v1/queues/{name}"), token)
+            .await;
+        assert_eq!(response.status(), 200);
+        body(response).await
+    }
+
+    /// Waits until the queue has `n` completed jobs and nothing unfinished.
+    pub async fn wait_for_completed(&self, token: &str, queue: &str, n: u64, timeout: Duration) {
+        eventually(
+            timeout,
+            &format!("{n} jobs completed in {queue}"),
+            || async {
+                let stats = self.queue(token, queue).await["stats"].clone();
+                let done = stats["completed"].as_u64() == Some(n)
+                    && stats["waiting"] == 0
+                    && stats["active"] == 0
+                    && stats["delayed"] == 0;
+                done.then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// A counter's value on `/metrics`.
+    pub async fn counter(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub async fn metrics_text(&self) -> String {

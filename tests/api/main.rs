@@ -6,3 +6,5 @@ mod edge;
 mod health;
 mod helpers;
 mod metrics;
+mod push;
+mod receiver;

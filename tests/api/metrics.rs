@@ -24,7 +24,8 @@ async fn requests_are_counted_by_route_pattern_not_raw_path() {
             .status(),
         200
     );
-    assert_eq!(app.get("/v1/jobs/some-raw-id-123").await.status(), 404);
+    assert_eq!(app.get("/v1/jobs/some-raw-id-123").await.status(), 401);
+    assert_eq!(app.get("/v1/nowhere/raw-path-456").await.status(), 404);
     let text = app.metrics_text().await;
     assert!(
         text.lines()
@@ -42,6 +43,11 @@ async fn requests_are_counted_by_route_pattern_not_raw_path() {
         "{text}"
     );
     assert!(text.contains(r#"endpoint="unmatched""#), "{text}");
+    assert!(text.contains(r#"endpoint="/v1/jobs/{id}""#), "{text}");
+    assert!(
+        !text.contains("raw-path-456"),
+        "raw path leaked into labels"
+    );
     assert!(
         !text.contains("some-raw-id-123"),
         "raw path leaked into labels"

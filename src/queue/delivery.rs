@@ -1,0 +1,344 @@
+//! Push delivery: one signed HTTP POST of a job's payload to its queue's URL,
+//! classified into an outcome, plus the SSRF guard that decides which
+//! addresses may be delivered to.
+//!
+//! The guard runs at `PUT` time ([`check_target`]) and again at delivery time:
+//! IP-literal URLs are checked before sending, and host names are resolved by
+//! [`GuardedResolver`], which refuses private addresses and hands the checked
+//! addresses to the connector (no second lookup to rebind). Redirects are never
+//! followed. This module never touches Redis.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use sha2::Sha256;
+
+/// Longest response body kept as a job's `result`.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+
+/// Is `ip` somewhere a push must not reach unless private targets are allowed?
+/// Loopback, private, link-local (incl. cloud metadata), CGNAT, unspecified,
+/// broadcast, multicast, documentation and unique-local ranges.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..=127).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (18..=19).contains(&o[1]))
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x64 && s[1] == 0xff9b)
+        }
+    }
+}
+
+/// Checks a push URL against the SSRF policy, resolving its host.
+pub async fn check_target(url: &str, allow_private: bool) -> Result<(), String> {
+    if allow_private {
+        return Ok(());
+    }
+    let parsed = url::Url::parse(url).map_err(|_| "must be an absolute http(s) URL".to_owned())?;
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<IpAddr> = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
+        Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
+        Some(url::Host::Domain(domain)) => tokio::net::lookup_host((domain, port))
+            .await
+            .map_err(|_| "the host does not resolve".to_owned())?
+            .map(|a| a.ip())
+            .collect(),
+        None => return Err("must name a host".into()),
+    };
+    if addrs.is_empty() {
+        return Err("the host does not resolve".into());
+    }
+    if addrs.iter().any(|ip| is_private(*ip)) {
+        return Err("resolves to a private, loopback or link-local address".into());
+    }
+    Ok(())
+}
+
+/// DNS resolution that refuses private addresses (unless allowed).
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if !allow_private && addrs.iter().any(|a| is_private(a.ip())) {
+                return Err(format!("refusing to deliver to {host}: private address").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The `Orderly-Signature` header value for `body` sent at unix time `t`.
+pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// What one push attempt produced.
+#[derive(Debug)]
+pub enum PushOutcome {
+    /// 2xx: the job is completed with this result (JSON text).
+    Delivered { result: String },
+    /// 408/429/5xx, a 3xx, timeout or connection error: try again later.
+    Retry { error: String },
+    /// Any other 4xx or a refused target: no more attempts.
+    Permanent { error: String },
+}
+
+/// One push: the job's identity headers plus its payload.
+pub struct Push<'a> {
+    pub url: &'a str,
+    pub timeout: Duration,
+    pub signing_secret: &'a str,
+    pub job_id: &'a str,
+    pub queue: &'a str,
+    pub key: &'a str,
+    pub seq: u64,
+    pub attempt: u32,
+    pub payload: &'a [u8],
+}
+
+/// The HTTP client used for every push.
+#[derive(Clone)]
+pub struct Pusher {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl Pusher {
+    pub fn new(allow_private: bool) -> Result<Self, reqwest::Error> {
+        // reqwest is built without a bundled crypto provider; use ring's.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .pool_max_idle_per_host(256)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("orderly/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            client,
+            allow_private,
+        })
+    }
+
+    /// Delivers one attempt and classifies the answer.
+    pub async fn push(&self, push: Push<'_>) -> PushOutcome {
+        if !self.allow_private && literal_ip_is_private(push.url) {
+            return PushOutcome::Permanent {
+                error: "refusing to deliver to a private address".into(),
+            };
+        }
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let request = self
+            .client
+            .post(push.url)
+            .timeout(push.timeout)
+            .header("content-type", "application/json")
+            .header("orderly-job-id", push.job_id)
+            .header("orderly-queue", push.queue)
+            .header("orderly-key", header_safe(push.key))
+            .header("orderly-seq", push.seq.to_string())
+            .header("orderly-attempt", push.attempt.to_string())
+            .header(
+                "orderly-signature",
+                signature(push.signing_secret, t, push.payload),
+            )
+            .body(push.payload.to_vec());
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => {
+                let error = describe(&err);
+                return if is_refused_target(&err) {
+                    PushOutcome::Permanent { error }
+                } else {
+                    PushOutcome::Retry { error }
+                };
+            }
+        };
+        let status = response.status();
+        let mut body = Vec::new();
+        while body.len() < MAX_RESULT_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(err) if status.is_success() => {
+                    return PushOutcome::Retry {
+                        error: format!("reading the response failed: {}", describe(&err)),
+                    };
+                }
+                Err(_) => break,
+            }
+        }
+        body.truncate(MAX_RESULT_BYTES);
+        let code = status.as_u16();
+        if status.is_success() {
+            PushOutcome::Delivered {
+                result: result_json(&body),
+            }
+        } else if code == 408 || code == 429 || status.is_server_error() || status.is_redirection()
+        {
+            PushOutcome::Retry {
+                error: format!("receiver answered {code}"),
+            }
+        } else {
+            PushOutcome::Permanent {
+                error: format!("receiver answered {code}"),
+            }
+        }
+    }
+}
+
+fn literal_ip_is_private(url: &str) -> bool {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
+        _ => false,
+    }
+}
+
+fn is_refused_target(err: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        if e.to_string().contains("refusing to deliver") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn describe(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        return "delivery timed out".into();
+    }
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// Header values must be visible ASCII; other characters are percent-encoded.
+fn header_safe(value: &str) -> String {
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return value.to_owned();
+    }
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// The receiver's body as the job's `result`: its JSON if it is JSON, else a
+/// JSON string of its text, `null` when empty.
+pub fn result_json(body: &[u8]) -> String {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return "null".into();
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    serde_json::to_string(&String::from_utf8_lossy(body)).unwrap_or_else(|_| "null".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_ranges_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn decimal_and_hex_ip_forms_are_caught() {
+        for url in [
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://127.1/",
+            "http://[::1]:8080/",
+            "http://localhost:9/",
+            "http://0.0.0.0/",
+        ] {
+            assert!(check_target(url, false).await.is_err(), "{url}");
+        }
+        assert!(check_target("http://127.0.0.1/", true).await.is_ok());
+    }
+
+    #[test]
+    fn signatures_are_hmac_sha256_of_timestamp_dot_body() {
+        let sig = signature("secret", 1_700_000_000, br#"{"a":1}"#);
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"secret").unwrap();
+        mac.update(br#"1700000000.{"a":1}"#);
+        let expected = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(sig, format!("t=1700000000,v1={expected}"));
+    }
+
+    #[test]
+    fn results_keep_json_and_wrap_text() {
+        assert_eq!(result_json(br#"{"ok":true}"#), r#"{"ok":true}"#);
+        assert_eq!(result_json(b"done"), r#""done""#);
+        assert_eq!(result_json(b""), "null");
+    }
+}

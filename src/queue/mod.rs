@@ -1,0 +1,32 @@
+//! Queues and jobs.
+//!
+//! - [`engine`]: the queue engine; every job state transition is one atomic
+//!   Lua script (`scripts/`). The only writer of queue keys in Redis.
+//! - [`producer`]: the queue-producer actor (group-committed publishes).
+//! - [`worker`]: the supervised worker actor (push delivery, retries, recovery).
+//! - [`delivery`]: one signed push attempt and the SSRF guard.
+//! - [`registry`]: queue definitions in MongoDB, cached in-process.
+//! - [`notify`]: the process-wide wake subscription.
+//! - [`model`]: names, ids, settings and the job object.
+
+pub mod delivery;
+pub mod engine;
+pub mod model;
+pub mod notify;
+pub mod producer;
+pub mod registry;
+pub mod worker;
+
+use actix::Addr;
+
+/// The queue handles the HTTP layer uses.
+pub struct Queues {
+    pub registry: registry::QueueRegistry,
+    pub engine: engine::Engine,
+    pub producer: Addr<producer::Producer>,
+    pub hub: notify::WakeHub,
+    /// SSRF switch (`delivery.allow_private_targets`).
+    pub allow_private_targets: bool,
+    /// Push timeout of a queue whose `delivery` does not name one.
+    pub default_push_timeout_ms: u64,
+}

@@ -1,0 +1,389 @@
+//! Queue and job domain types: names, lane keys, job ids, queue settings and
+//! the job object the API returns. Parsing lives here (parse, don't validate);
+//! nothing here does I/O.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Longest accepted ordering key, in characters.
+pub const MAX_KEY_CHARS: usize = 128;
+/// Longest accepted `delay_ms` (30 days).
+pub const MAX_DELAY_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// A queue name: `^[a-z0-9][a-z0-9_.-]{0,63}$`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct QueueName(String);
+
+impl QueueName {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let bytes = raw.as_bytes();
+        let first_ok = bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        });
+        if first_ok && rest_ok && bytes.len() <= 64 {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("must match ^[a-z0-9][a-z0-9_.-]{0,63}$".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The queue of one owner: the unit every Redis key of a queue is tagged with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QueueRef {
+    pub owner: String,
+    pub name: QueueName,
+}
+
+impl QueueRef {
+    pub fn new(owner: &str, name: QueueName) -> Self {
+        Self {
+            owner: owner.to_owned(),
+            name,
+        }
+    }
+
+    /// `<owner>:<queue>`, the Redis Cluster hash tag of the queue's keys.
+    pub fn tag(&self) -> String {
+        format!("{}:{}", self.owner, self.name.as_str())
+    }
+
+    /// Parses a tag produced by [`QueueRef::tag`].
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        let (owner, name) = tag.split_once(':')?;
+        Some(Self::new(owner, QueueName::parse(name).ok()?))
+    }
+}
+
+/// An ordering key (lane), `""` by default, at most 128 characters.
+pub fn parse_lane_key(raw: Option<String>) -> Result<String, String> {
+    let key = raw.unwrap_or_default();
+    if key.chars().count() > MAX_KEY_CHARS {
+        return Err(format!("must be at most {MAX_KEY_CHARS} characters"));
+    }
+    Ok(key)
+}
+
+/// A job id: 32 hex digits (a UUIDv7, so ids sort by creation) then `.` and
+/// the queue name. The queue part lets any route find the job's keys from the
+/// id alone; the owner always comes from the caller's token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobId {
+    pub id: String,
+    pub queue: QueueName,
+}
+
+impl JobId {
+    pub fn generate(queue: &QueueName) -> Self {
+        let uuid = uuid::Uuid::now_v7().simple().to_string();
+        Self {
+            id: format!("{uuid}.{}", queue.as_str()),
+            queue: queue.clone(),
+        }
+    }
+
+    /// `None` for anything that is not an id this service could have issued.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (uuid, queue) = raw.split_at_checked(32)?;
+        let queue = queue.strip_prefix('.')?;
+        if !uuid
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return None;
+        }
+        Some(Self {
+            id: raw.to_owned(),
+            queue: QueueName::parse(queue).ok()?,
+        })
+    }
+}
+
+/// How a queue's jobs reach their consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Delivery {
+    /// Consumers claim jobs over HTTP.
+    Pull,
+    /// The worker POSTs each job to `url`.
+    Push {
+        url: String,
+        #[serde(default = "default_push_timeout_ms")]
+        timeout_ms: u64,
+    },
+}
+
+fn default_push_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Delivery {
+    pub fn is_push(&self) -> bool {
+        matches!(self, Delivery::Push { .. })
+    }
+}
+
+/// What happens when a job runs out of attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    /// The job becomes `dead` and its lane continues.
+    DeadLetter,
+    /// The lane stops at the job (state `blocked`) until it is retried or skipped.
+    Block,
+}
+
+impl OnExhausted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExhausted::DeadLetter => "dead_letter",
+            OnExhausted::Block => "block",
+        }
+    }
+}
+
+/// Exponential backoff between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Backoff {
+    /// Delay before the attempt after `attempts` failed ones, with "equal
+    /// jitter": half the exponential step fixed, half random.
+    pub fn delay_ms(&self, attempts: u32) -> u64 {
+        let exp = attempts.saturating_sub(1).min(32);
+        let step = self
+            .initial_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.max_ms)
+            .max(1);
+        step / 2 + fastrand::u64(0..=step - step / 2)
+    }
+}
+
+/// A queue's settings, as stored and as returned (without `stats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueSettings {
+    pub delivery: Delivery,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub on_exhausted: OnExhausted,
+    pub lease_ms: u64,
+    pub retention_s: u64,
+}
+
+/// Limits on queue settings, documented in the README.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+pub const LEASE_MS_RANGE: (u64, u64) = (1_000, 12 * 3600 * 1000);
+pub const PUSH_TIMEOUT_MS_RANGE: (u64, u64) = (100, 300_000);
+
+impl QueueSettings {
+    /// Field-by-field checks; the URL's SSRF check is done by the caller.
+    pub fn validate(&self) -> Result<(), BTreeMap<String, String>> {
+        let mut fields = BTreeMap::new();
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
+            fields.insert(
+                "max_attempts".into(),
+                format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+            );
+        }
+        if self.backoff.initial_ms == 0 || self.backoff.max_ms < self.backoff.initial_ms {
+            fields.insert(
+                "backoff".into(),
+                "initial_ms must be > 0 and max_ms >= initial_ms".into(),
+            );
+        }
+        if self.backoff.max_ms > 24 * 3600 * 1000 {
+            fields.insert("backoff.max_ms".into(), "must be at most 1 day".into());
+        }
+        if !(LEASE_MS_RANGE.0..=LEASE_MS_RANGE.1).contains(&self.lease_ms) {
+            fields.insert(
+                "lease_ms".into(),
+                "must be between 1000 and 43200000".into(),
+            );
+        }
+        if self.retention_s == 0 || self.retention_s > 90 * 24 * 3600 {
+            fields.insert("retention_s".into(), "must be between 1 and 7776000".into());
+        }
+        if let Delivery::Push { url, timeout_ms } = &self.delivery {
+            if !(PUSH_TIMEOUT_MS_RANGE.0..=PUSH_TIMEOUT_MS_RANGE.1).contains(timeout_ms) {
+                fields.insert(
+                    "delivery.timeout_ms".into(),
+                    "must be between 100 and 300000".into(),
+                );
+            }
+            match url::Url::parse(url) {
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() =>
+                {
+                    if !parsed.username().is_empty() || parsed.password().is_some() {
+                        fields.insert("delivery.url".into(), "must not carry credentials".into());
+                    }
+                }
+                _ => {
+                    fields.insert(
+                        "delivery.url".into(),
+                        "must be an absolute http(s) URL".into(),
+                    );
+                }
+            }
+        }
+        if fields.is_empty() {
+            Ok(())
+        } else {
+            Err(fields)
+        }
+    }
+}
+
+/// A job's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Delayed,
+    Active,
+    Retrying,
+    Blocked,
+    Completed,
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn parse(raw: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Delayed => "delayed",
+            JobState::Active => "active",
+            JobState::Retrying => "retrying",
+            JobState::Blocked => "blocked",
+            JobState::Completed => "completed",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Completed, dead and cancelled jobs never change again (until redrive).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Dead | JobState::Cancelled
+        )
+    }
+}
+
+/// The job object of the API. `payload` and `result` are kept as the exact
+/// JSON text they were stored as.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub queue: String,
+    pub key: String,
+    pub seq: u64,
+    pub state: JobState,
+    pub payload: Box<RawValue>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub result: Option<Box<RawValue>>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_follow_the_pattern() {
+        for ok in ["a", "emails", "0", "a.b-c_d", &"x".repeat(64)] {
+            assert!(QueueName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "-a",
+            ".a",
+            "a b",
+            "a:b",
+            "a{b}",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert!(QueueName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn job_ids_round_trip_and_reject_forgeries() {
+        let queue = QueueName::parse("emails").unwrap();
+        let id = JobId::generate(&queue);
+        assert_eq!(JobId::parse(&id.id), Some(id.clone()));
+        assert!(JobId::parse("nope").is_none());
+        assert!(JobId::parse(&id.id.replace(".emails", ".EMAILS")).is_none());
+        assert!(JobId::parse(&format!("{}x", &id.id[..31])).is_none());
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_within_jitter_and_cap() {
+        let backoff = Backoff {
+            initial_ms: 100,
+            max_ms: 1_000,
+        };
+        for _ in 0..100 {
+            let first = backoff.delay_ms(1);
+            assert!((50..=100).contains(&first), "{first}");
+            let third = backoff.delay_ms(3);
+            assert!((200..=400).contains(&third), "{third}");
+            let capped = backoff.delay_ms(30);
+            assert!((500..=1_000).contains(&capped), "{capped}");
+        }
+    }
+
+    #[test]
+    fn lane_keys_are_limited_to_128_characters() {
+        assert_eq!(parse_lane_key(None).unwrap(), "");
+        assert!(parse_lane_key(Some("é".repeat(128))).is_ok());
+        assert!(parse_lane_key(Some("k".repeat(129))).is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! The queue-producer actor: publishes jobs with group commit.
+//!
+//! Concurrent [`Publish`] requests are buffered and written together by one
+//! engine `publish` script run (one Redis round trip for many requests). At
+//! most [`MAX_IN_FLIGHT`] runs are outstanding; while they are, new requests
+//! accumulate into the next batch, so batches grow with load and a lone
+//! request pays exactly one round trip. Each request's jobs stay contiguous
+//! and in order within a run, and a run is atomic, so a batch publish is all
+//! or nothing. The producer never reads queue definitions.
+
+use actix::prelude::*;
+use prometheus::IntCounter;
+use tokio::sync::oneshot;
+
+use super::engine::{Engine, NewJob, Published};
+
+/// Script runs outstanding at once (they are pipelined on one connection,
+/// and Redis runs them in the order sent).
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Jobs per script run at most (bounds how long one run blocks Redis).
+pub const MAX_JOBS_PER_RUN: usize = 2048;
+
+/// Publish these jobs atomically, in order.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Published>, PublishError>")]
+pub struct Publish(pub Vec<NewJob>);
+
+/// Why a publish did not happen (nothing was enqueued).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    #[error("redis is unavailable: {0}")]
+    Unavailable(String),
+}
+
+type Reply = oneshot::Sender<Result<Vec<Published>, PublishError>>;
+
+pub struct Producer {
+    engine: Engine,
+    published: IntCounter,
+    waiting: Vec<(Vec<NewJob>, Reply)>,
+    in_flight: usize,
+}
+
+impl Producer {
+    pub fn new(engine: Engine, published: IntCounter) -> Self {
+        Self {
+            engine,
+            published,
+            waiting: Vec::new(),
+            in_flight: 0,
+        }
+    }
+
+    /// Starts a script run with as many waiting requests as fit.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight >= MAX_IN_FLIGHT || self.waiting.is_empty() {
+            return;
+        }
+        let mut take = 0;
+        let mut jobs_in_run = 0;
+        for (jobs, _) in &self.waiting {
+            if take > 0 && jobs_in_run + jobs.len() > MAX_JOBS_PER_RUN {
+                break;
+            }
+            jobs_in_run += jobs.len();
+            take += 1;
+        }
+        let batch: Vec<(Vec<NewJob>, Reply)> = self.waiting.drain(..take).collect();
+        let mut all = Vec::with_capacity(jobs_in_run);
+        let mut requests = Vec::with_capacity(take);
+        for (jobs, reply) in batch {
+            requests.push((jobs.len(), reply));
+            all.extend(jobs);
+        }
+        self.in_flight += 1;
+        let engine = self.engine.clone();
+        let run = async move { engine.publish(&all).await };
+        ctx.spawn(run.into_actor(self).map(move |result, act, ctx| {
+            act.in_flight -= 1;
+            match result {
+                Ok(published) => {
+                    act.published.inc_by(published.len() as u64);
+                    let mut rest = published.into_iter();
+                    for (count, reply) in requests {
+                        let _ = reply.send(Ok(rest.by_ref().take(count).collect()));
+                    }
+                }
+                Err(err) => {
+                    log::warn!("publish failed: {err}");
+                    let error = PublishError::Unavailable(err.to_string());
+                    for (_, reply) in requests {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+            act.flush(ctx);
+        }));
+    }
+}
+
+impl Actor for Producer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(usize::MAX);
+    }
+}
+
+impl Handler<Publish> for Producer {
+    type Result = ResponseFuture<Result<Vec<Published>, PublishError>>;
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.waiting.push((msg.0, reply));
+        self.flush(ctx);
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(PublishError::Unavailable("producer stopped".into())))
+        })
+    }
+}

@@ -1,0 +1,326 @@
+//! Queue definitions: the MongoDB `queues` collection and an in-process cache.
+//!
+//! The cache keeps publishing and delivery off MongoDB: a definition is read
+//! from MongoDB at most once per [`CACHE_TTL`] per process, and a stale entry is
+//! used while MongoDB is down. Every definition loaded or written is mirrored
+//! into Redis (`Engine::configure`) so the engine scripts know the queue's mode,
+//! pause flag, exhaustion policy and retention. The registry never touches jobs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use mongodb::bson::{self, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::{Collection, Database};
+use serde::{Deserialize, Serialize};
+
+use super::engine::{Engine, EngineConf};
+use super::model::{Backoff, Delivery, OnExhausted, QueueName, QueueRef, QueueSettings};
+use crate::configuration::QueueDefaults;
+
+/// How long a cached definition is trusted before MongoDB is asked again.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+
+const DUPLICATE_KEY: i32 = 11000;
+
+/// A stored queue definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueDefinition {
+    #[serde(rename = "_id")]
+    pub tag: String,
+    pub owner: String,
+    pub name: String,
+    pub settings: QueueSettings,
+    pub paused: bool,
+    /// HMAC key for push signatures; shown to the owner once.
+    pub signing_secret: Option<String>,
+    pub created_at: bson::DateTime,
+    pub updated_at: bson::DateTime,
+}
+
+impl QueueDefinition {
+    pub fn queue_ref(&self) -> Option<QueueRef> {
+        QueueRef::from_tag(&self.tag)
+    }
+
+    fn engine_conf(&self) -> EngineConf {
+        EngineConf {
+            push: self.settings.delivery.is_push(),
+            paused: self.paused,
+            on_exhausted: self.settings.on_exhausted.as_str(),
+            retention_s: self.settings.retention_s,
+        }
+    }
+
+    pub fn created_at_rfc3339(&self) -> String {
+        rfc3339(self.created_at)
+    }
+
+    pub fn updated_at_rfc3339(&self) -> String {
+        rfc3339(self.updated_at)
+    }
+}
+
+fn rfc3339(at: bson::DateTime) -> String {
+    DateTime::<Utc>::from_timestamp_millis(at.timestamp_millis())
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Why the registry could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Result of a `PUT`.
+pub struct Upserted {
+    pub definition: Arc<QueueDefinition>,
+    pub created: bool,
+    /// Set when this write generated the signing secret (shown once).
+    pub new_signing_secret: Option<String>,
+}
+
+struct CacheEntry {
+    definition: Arc<QueueDefinition>,
+    fetched: Instant,
+}
+
+#[derive(Clone)]
+pub struct QueueRegistry {
+    queues: Collection<QueueDefinition>,
+    engine: Engine,
+    defaults: QueueDefaults,
+    cache: Arc<RwLock<HashMap<String, CacheEntry>>>,
+}
+
+fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    matches!(err.kind.as_ref(), ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == DUPLICATE_KEY)
+}
+
+fn generate_signing_secret() -> String {
+    format!(
+        "whsec_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+impl QueueRegistry {
+    pub fn new(db: &Database, engine: Engine, defaults: QueueDefaults) -> Self {
+        Self {
+            queues: db.collection("queues"),
+            engine,
+            defaults,
+            cache: Arc::new(RwLock::new(HashMap::new())),
+        }
+    }
+
+    /// Settings of a queue created without any: pull delivery and the
+    /// configured defaults.
+    pub fn default_settings(&self) -> QueueSettings {
+        QueueSettings {
+            delivery: Delivery::Pull,
+            max_attempts: self.defaults.max_attempts,
+            backoff: Backoff {
+                initial_ms: 1_000,
+                max_ms: 300_000,
+            },
+            on_exhausted: OnExhausted::DeadLetter,
+            lease_ms: self.defaults.lease_ms,
+            retention_s: self.defaults.retention_s,
+        }
+    }
+
+    fn cached(&self, tag: &str, fresh_only: bool) -> Option<Arc<QueueDefinition>> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let entry = cache.get(tag)?;
+        (!fresh_only || entry.fetched.elapsed() < CACHE_TTL).then(|| entry.definition.clone())
+    }
+
+    fn remember(&self, definition: Arc<QueueDefinition>) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.insert(
+            definition.tag.clone(),
+            CacheEntry {
+                definition,
+                fetched: Instant::now(),
+            },
+        );
+    }
+
+    fn forget(&self, tag: &str) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.remove(tag);
+    }
+
+    /// The queue's definition: from the cache when fresh, else MongoDB; a stale
+    /// cached copy when MongoDB does not answer.
+    pub async fn get(
+        &self,
+        queue: &QueueRef,
+    ) -> Result<Option<Arc<QueueDefinition>>, RegistryError> {
+        let tag = queue.tag();
+        if let Some(fresh) = self.cached(&tag, true) {
+            return Ok(Some(fresh));
+        }
+        match self.queues.find_one(doc! { "_id": &tag }).await {
+            Ok(Some(found)) => {
+                let first_sight = self.cached(&tag, false).is_none();
+                let found = Arc::new(found);
+                if first_sight {
+                    self.engine.configure(queue, &found.engine_conf()).await?;
+                }
+                self.remember(found.clone());
+                Ok(Some(found))
+            }
+            Ok(None) => {
+                self.forget(&tag);
+                Ok(None)
+            }
+            Err(err) => match self.cached(&tag, false) {
+                Some(stale) => {
+                    log::warn!("mongodb unavailable, using cached queue {tag}: {err}");
+                    Ok(Some(stale))
+                }
+                None => Err(err.into()),
+            },
+        }
+    }
+
+    /// The queue's definition, creating it with default settings if absent.
+    pub async fn get_or_create(
+        &self,
+        queue: &QueueRef,
+    ) -> Result<Arc<QueueDefinition>, RegistryError> {
+        if let Some(found) = self.get(queue).await? {
+            return Ok(found);
+        }
+        let now = bson::DateTime::now();
+        let definition = QueueDefinition {
+            tag: queue.tag(),
+            owner: queue.owner.clone(),
+            name: queue.name.as_str().to_owned(),
+            settings: self.default_settings(),
+            paused: false,
+            signing_secret: None,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.queues.insert_one(&definition).await {
+            Ok(_) => {
+                log::info!("queue created implicitly queue={}", definition.name);
+                self.engine
+                    .configure(queue, &definition.engine_conf())
+                    .await?;
+                let definition = Arc::new(definition);
+                self.remember(definition.clone());
+                Ok(definition)
+            }
+            Err(err) if is_duplicate_key(&err) => {
+                self.forget(&queue.tag());
+                self.get(queue).await?.ok_or(err.into())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Creates or replaces the queue's settings (pause state is kept).
+    pub async fn put(
+        &self,
+        queue: &QueueRef,
+        settings: QueueSettings,
+    ) -> Result<Upserted, RegistryError> {
+        let tag = queue.tag();
+        let existing = self.queues.find_one(doc! { "_id": &tag }).await?;
+        let now = bson::DateTime::now();
+        let mut new_signing_secret = None;
+        let signing_secret = match existing.as_ref().and_then(|e| e.signing_secret.clone()) {
+            Some(secret) => Some(secret),
+            None if settings.delivery.is_push() => {
+                let secret = generate_signing_secret();
+                new_signing_secret = Some(secret.clone());
+                Some(secret)
+            }
+            None => None,
+        };
+        let definition = QueueDefinition {
+            tag: tag.clone(),
+            owner: queue.owner.clone(),
+            name: queue.name.as_str().to_owned(),
+            settings,
+            paused: existing.as_ref().is_some_and(|e| e.paused),
+            signing_secret,
+            created_at: existing.as_ref().map_or(now, |e| e.created_at),
+            updated_at: now,
+        };
+        self.queues
+            .replace_one(doc! { "_id": &tag }, &definition)
+            .upsert(true)
+            .await?;
+        self.engine
+            .configure(queue, &definition.engine_conf())
+            .await?;
+        let definition = Arc::new(definition);
+        self.remember(definition.clone());
+        Ok(Upserted {
+            definition,
+            created: existing.is_none(),
+            new_signing_secret,
+        })
+    }
+
+    /// Sets the pause flag; `None` if the queue does not exist.
+    pub async fn set_paused(
+        &self,
+        queue: &QueueRef,
+        paused: bool,
+    ) -> Result<Option<Arc<QueueDefinition>>, RegistryError> {
+        let tag = queue.tag();
+        let updated = self
+            .queues
+            .find_one_and_update(
+                doc! { "_id": &tag },
+                doc! { "$set": { "paused": paused, "updated_at": bson::DateTime::now() } },
+            )
+            .return_document(mongodb::options::ReturnDocument::After)
+            .await?;
+        let Some(updated) = updated else {
+            return Ok(None);
+        };
+        self.engine.configure(queue, &updated.engine_conf()).await?;
+        let updated = Arc::new(updated);
+        self.remember(updated.clone());
+        Ok(Some(updated))
+    }
+
+    /// The owner's queues, by name.
+    pub async fn list(&self, owner: &str) -> Result<Vec<QueueDefinition>, RegistryError> {
+        use futures_util::TryStreamExt;
+        let cursor = self
+            .queues
+            .find(doc! { "owner": owner })
+            .sort(doc! { "name": 1 })
+            .await?;
+        Ok(cursor.try_collect().await?)
+    }
+
+    /// Deletes the definition and every job of the queue; `false` if absent.
+    pub async fn delete(&self, queue: &QueueRef) -> Result<bool, RegistryError> {
+        let tag = queue.tag();
+        let deleted = self.queues.delete_one(doc! { "_id": &tag }).await?;
+        self.forget(&tag);
+        self.engine.delete_queue(queue).await?;
+        Ok(deleted.deleted_count > 0)
+    }
+}
+
+/// Validates a queue name taken from a path.
+pub fn queue_ref(owner: &str, raw_name: &str) -> Result<QueueRef, String> {
+    QueueName::parse(raw_name).map(|name| QueueRef::new(owner, name))
+}

@@ -1,0 +1,159 @@
+-- Shared by every engine script (prepended to each). KEYS[1] is the global key
+-- prefix P. A queue's keys all start with P:{<owner>:<queue>}: (one hash tag).
+-- Times are milliseconds from the Redis server clock, so every process agrees.
+
+local PREFIX = KEYS[1]
+local PUSH_INDEX = PREFIX .. ':index:push'
+local LEASE_INDEX = PREFIX .. ':index:leases'
+local WAKE = PREFIX .. ':wake'
+
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function base(tag)
+  return PREFIX .. ':{' .. tag .. '}:'
+end
+
+-- Queue configuration mirrored from the queue definition.
+local function conf(b)
+  local c = redis.call('HMGET', b .. 'conf', 'push', 'paused', 'on_exhausted', 'retention_s')
+  return {
+    push = c[1] == '1',
+    paused = c[2] == '1',
+    on_exhausted = c[3] or 'dead_letter',
+    retention_s = tonumber(c[4] or '86400'),
+  }
+end
+
+-- The queue's entry in the push index follows its earliest ready lane.
+local function reindex(tag, b)
+  local c = conf(b)
+  if c.push and not c.paused then
+    local first = redis.call('ZRANGE', b .. 'ready', 0, 0, 'WITHSCORES')
+    if first[1] then
+      redis.call('ZADD', PUSH_INDEX, first[2], tag)
+      return tonumber(first[2])
+    end
+  end
+  redis.call('ZREM', PUSH_INDEX, tag)
+  return nil
+end
+
+local function reindex_leases(tag, b)
+  local first = redis.call('ZRANGE', b .. 'leases', 0, 0, 'WITHSCORES')
+  if first[1] then
+    redis.call('ZADD', LEASE_INDEX, first[2], tag)
+  else
+    redis.call('ZREM', LEASE_INDEX, tag)
+  end
+end
+
+-- Lanes that became startable now are announced once per script run.
+local woken = {}
+local function wake(tag)
+  if not woken[tag] then
+    woken[tag] = true
+    redis.call('PUBLISH', WAKE, tag)
+  end
+end
+
+-- Lane `lane` may start its head at `at`. Keeps the push index in step and
+-- wakes waiting workers/consumers when the lane is startable now.
+local function ready_lane(tag, b, lane, at, now)
+  redis.call('ZADD', b .. 'ready', at, lane)
+  local c = conf(b)
+  if c.push and not c.paused then
+    local cur = redis.call('ZSCORE', PUSH_INDEX, tag)
+    if not cur or at < tonumber(cur) then
+      redis.call('ZADD', PUSH_INDEX, at, tag)
+    end
+  end
+  if at <= now and not c.paused then
+    wake(tag)
+  end
+end
+
+-- The head of `lane` is gone: make the next head (if any) ready.
+local function advance_lane(tag, b, lane, now)
+  redis.call('ZREM', b .. 'ready', lane)
+  local nxt = redis.call('LINDEX', b .. 'lane:' .. lane, 0)
+  if nxt then
+    local avail = tonumber(redis.call('HGET', b .. 'job:' .. nxt, 'available_at') or now)
+    ready_lane(tag, b, lane, math.max(now, avail), now)
+  end
+end
+
+-- A job reached a terminal state: keep it `retention_s`, then forget it.
+-- Also trims a few long-expired ids from the listing index.
+local function retire(b, jk, id, now, retention_s)
+  redis.call('ZREM', b .. 'pending', id)
+  redis.call('ZREM', b .. 'delayed', id)
+  redis.call('EXPIRE', jk, retention_s)
+  redis.call('ZADD', b .. 'expiry', now + retention_s * 1000, id)
+  local gone = redis.call('ZRANGEBYSCORE', b .. 'expiry', '-inf', now, 'LIMIT', 0, 16)
+  if #gone > 0 then
+    redis.call('ZREM', b .. 'jobs', unpack(gone))
+    redis.call('ZREM', b .. 'expiry', unpack(gone))
+  end
+end
+
+-- Remove a leased job's lease bookkeeping.
+local function drop_lease(tag, b, jk, id)
+  redis.call('HDEL', jk, 'lease_token', 'lease_expires_at')
+  redis.call('ZREM', b .. 'leases', id)
+  reindex_leases(tag, b)
+end
+
+-- Is (lease_no, token) the live lease of the job? Returns the job's key field.
+local function live_lease(jk, lease_no, token, now)
+  local f = redis.call('HMGET', jk, 'state', 'lease_no', 'lease_token', 'lease_expires_at', 'key')
+  if f[1] ~= 'active' or f[2] ~= lease_no or f[3] ~= token then
+    return nil
+  end
+  if tonumber(f[4]) <= now then
+    return nil
+  end
+  return f[5]
+end
+
+-- Lease the head of `lane`: attempts+1, lease number+1, a new token.
+local function lease_head(tag, b, lane, now, lease_ms, token)
+  redis.call('ZREM', b .. 'ready', lane)
+  local id = redis.call('LINDEX', b .. 'lane:' .. lane, 0)
+  if not id then
+    return nil
+  end
+  local jk = b .. 'job:' .. id
+  redis.call('HINCRBY', jk, 'lease_no', 1)
+  local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+  local expires = now + lease_ms
+  redis.call('HSET', jk, 'state', 'active', 'lease_token', token, 'lease_expires_at', expires)
+  if attempts == 1 then
+    redis.call('HSET', jk, 'started_at', now)
+  end
+  redis.call('ZADD', b .. 'leases', expires, id)
+  redis.call('ZADD', LEASE_INDEX, 'LT', expires, tag)
+  redis.call('ZREM', b .. 'delayed', id)
+  return redis.call('HGETALL', jk)
+end
+
+-- The job ran out of attempts (or failed permanently): apply the queue policy.
+local function exhaust(tag, b, jk, id, lane, now)
+  local c = conf(b)
+  local seq = tonumber(redis.call('HGET', jk, 'seq'))
+  if c.on_exhausted == 'block' then
+    redis.call('HSET', jk, 'state', 'blocked')
+    redis.call('ZADD', b .. 'blocked', seq, id)
+    redis.call('ZREM', b .. 'ready', lane)
+    return 'blocked'
+  end
+  redis.call('HSET', jk, 'state', 'dead', 'finished_at', now)
+  redis.call('ZADD', b .. 'dead', seq, id)
+  redis.call('ZREM', b .. 'pending', id)
+  redis.call('ZREM', b .. 'delayed', id)
+  redis.call('LPOP', b .. 'lane:' .. lane)
+  advance_lane(tag, b, lane, now)
+  return 'dead'
+end

@@ -1,0 +1,414 @@
+//! The worker actor: drives push-queue jobs to an outcome.
+//!
+//! Started under `actix::Supervisor`. It leases startable lane heads across all
+//! push queues (`Engine::claim_push`, one lease per lane, so lanes never run
+//! two jobs at once), keeps up to `worker.concurrency` deliveries in flight,
+//! extends each lease while its delivery runs, and reports every outcome to the
+//! engine (ack, retry with backoff, or exhaustion). It wakes on the engine's
+//! wake channel, on the next scheduled due time, and on a slow fallback poll;
+//! it never spins. It periodically returns expired leases (of any process) to
+//! the heads of their lanes.
+//!
+//! On a Redis error it stops itself; the supervisor restarts it, and the
+//! restarted actor first releases the leases its cancelled deliveries held,
+//! then resumes after a backoff. A panic in delivery code becomes a failed
+//! attempt. Pull-mode queues are never touched here.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+use redis::RedisError;
+
+use super::delivery::{Push, PushOutcome, Pusher};
+use super::engine::{Claimed, Engine, Failure, Lease, Transition};
+use super::model::{Delivery, JobState, QueueRef};
+use super::registry::QueueRegistry;
+use crate::metrics::JobMetrics;
+
+/// Fallback poll, in case a wake notification was missed.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How often expired leases are looked for.
+const RECOVER_EVERY: Duration = Duration::from_millis(500);
+/// How often the queue gauges are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// Expired leases returned per recovery run at most.
+const RECOVER_BATCH: usize = 1000;
+
+/// Look for startable work now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake;
+
+/// Stop the actor as if it had failed (fault injection and tests); its
+/// supervisor restarts it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+/// What every delivery needs; shared by the actor and its futures.
+pub struct WorkerDeps {
+    pub engine: Engine,
+    pub registry: QueueRegistry,
+    pub pusher: Pusher,
+    pub metrics: JobMetrics,
+    /// Lease of a push delivery; renewed every third of it while it runs.
+    pub lease_ms: u64,
+}
+
+pub struct Worker {
+    deps: Arc<WorkerDeps>,
+    concurrency: usize,
+    /// Leases held by deliveries of this actor, released after a restart.
+    in_flight: HashMap<String, (QueueRef, Lease)>,
+    claiming: bool,
+    claim_again: bool,
+    consecutive_failures: u32,
+    resume_at: Option<Instant>,
+    next_due: Option<(Instant, SpawnHandle)>,
+}
+
+impl Worker {
+    pub fn new(deps: Arc<WorkerDeps>, concurrency: usize) -> Self {
+        Self {
+            deps,
+            concurrency: concurrency.max(1),
+            in_flight: HashMap::new(),
+            claiming: false,
+            claim_again: false,
+            consecutive_failures: 0,
+            resume_at: None,
+            next_due: None,
+        }
+    }
+
+    fn restart_delay(&self) -> Duration {
+        match self.consecutive_failures {
+            0 => Duration::ZERO,
+            n => Duration::from_millis(100u64 << n.min(6)).min(Duration::from_secs(5)),
+        }
+    }
+
+    /// Redis failed: stop, so the supervisor restarts us.
+    fn fail(&mut self, ctx: &mut Context<Self>, err: RedisError) {
+        self.consecutive_failures += 1;
+        log::error!("worker stopping after a redis error: {err}");
+        ctx.stop();
+    }
+
+    fn claim(&mut self, ctx: &mut Context<Self>) {
+        if self.claiming {
+            self.claim_again = true;
+            return;
+        }
+        if self.resume_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let capacity = self.concurrency.saturating_sub(self.in_flight.len());
+        if capacity == 0 {
+            return;
+        }
+        self.claiming = true;
+        let deps = self.deps.clone();
+        let claim = async move { deps.engine.claim_push(capacity, deps.lease_ms).await };
+        ctx.spawn(claim.into_actor(self).map(move |result, act, ctx| {
+            act.claiming = false;
+            let batch = match result {
+                Ok(batch) => batch,
+                Err(err) => return act.fail(ctx, err),
+            };
+            act.consecutive_failures = 0;
+            let claimed = batch.jobs.len();
+            for job in batch.jobs {
+                act.deliver(job, ctx);
+            }
+            match batch.next_due_in_ms {
+                Some(0) if claimed < capacity => act.claim_again = true,
+                Some(0) | None => {}
+                Some(ms) => act.wake_at(Duration::from_millis(ms), ctx),
+            }
+            if std::mem::take(&mut act.claim_again) {
+                ctx.notify(Wake);
+            }
+        }));
+    }
+
+    /// Schedules a wake-up, keeping only the earliest pending one.
+    fn wake_at(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        let due = Instant::now() + after;
+        if let Some((existing, handle)) = self.next_due.take() {
+            if existing <= due && existing > Instant::now() {
+                self.next_due = Some((existing, handle));
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let handle = ctx.run_later(after, |act, ctx| {
+            act.next_due = None;
+            act.claim(ctx);
+        });
+        self.next_due = Some((due, handle));
+    }
+
+    fn deliver(&mut self, claimed: Claimed, ctx: &mut Context<Self>) {
+        let id = claimed.job.id.clone();
+        self.in_flight
+            .insert(id.clone(), (claimed.queue.clone(), claimed.lease.clone()));
+        let deps = self.deps.clone();
+        ctx.spawn(
+            deliver_one(deps, claimed)
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.in_flight.remove(&id);
+                    match result {
+                        Ok(()) => act.claim(ctx),
+                        Err(err) => act.fail(ctx, err),
+                    }
+                }),
+        );
+    }
+
+    fn recover(&mut self, ctx: &mut Context<Self>) {
+        let deps = self.deps.clone();
+        let run = async move { deps.engine.recover(RECOVER_BATCH).await };
+        ctx.spawn(run.into_actor(self).map(|result, act, ctx| match result {
+            Ok(0) => {}
+            Ok(n) => {
+                log::info!("recovered {n} expired lease(s)");
+                act.claim(ctx);
+            }
+            Err(err) => act.fail(ctx, err),
+        }));
+    }
+
+    fn sample(&mut self, ctx: &mut Context<Self>) {
+        let deps = self.deps.clone();
+        ctx.spawn(
+            async move {
+                if let Err(err) = sample_gauges(&deps).await {
+                    log::warn!("could not sample queue gauges: {err}");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Gives back leases whose deliveries were cancelled by a restart.
+    fn release_orphans(&mut self, ctx: &mut Context<Self>) {
+        let orphans: Vec<(String, (QueueRef, Lease))> = self.in_flight.drain().collect();
+        if orphans.is_empty() {
+            return;
+        }
+        log::warn!(
+            "releasing {} lease(s) held before the restart",
+            orphans.len()
+        );
+        let deps = self.deps.clone();
+        ctx.spawn(
+            async move {
+                for (id, (queue, lease)) in orphans {
+                    if let Err(err) = deps.engine.release(&queue, &id, &lease).await {
+                        log::warn!("could not release job_id={id} (it will expire): {err}");
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| act.claim(ctx)),
+        );
+    }
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        let delay = self.restart_delay();
+        self.resume_at = Some(Instant::now() + delay);
+        ctx.run_later(delay, |act, ctx| {
+            act.resume_at = None;
+            act.release_orphans(ctx);
+            ctx.run_interval(POLL_EVERY, |act, ctx| act.claim(ctx));
+            ctx.run_interval(RECOVER_EVERY, |act, ctx| act.recover(ctx));
+            ctx.run_interval(SAMPLE_EVERY, |act, ctx| act.sample(ctx));
+            act.recover(ctx);
+            act.claim(ctx);
+        });
+    }
+}
+
+impl Supervised for Worker {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.deps.metrics.worker_restarts.inc();
+        self.claiming = false;
+        self.claim_again = false;
+        self.next_due = None;
+        log::warn!("worker restarting");
+    }
+}
+
+impl Handler<Wake> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.claim(ctx);
+    }
+}
+
+impl Handler<Crash> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
+        log::warn!("worker asked to crash");
+        ctx.stop();
+    }
+}
+
+/// Runs one delivery attempt to its outcome. Only Redis errors escape.
+async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed) -> Result<(), RedisError> {
+    let Claimed {
+        queue, job, lease, ..
+    } = claimed;
+    let definition = match deps.registry.get(&queue).await {
+        Ok(Some(definition)) => definition,
+        Ok(None) => return Ok(()),
+        Err(err) => {
+            log::warn!("queue settings unavailable for job_id={}: {err}", job.id);
+            let retry = Failure::Retry { in_ms: 1_000 };
+            let error = "queue settings unavailable";
+            deps.engine
+                .fail(&queue, &job.id, &lease, error, retry)
+                .await?;
+            return Ok(());
+        }
+    };
+    let Delivery::Push { url, timeout_ms } = &definition.settings.delivery else {
+        deps.engine.release(&queue, &job.id, &lease).await?;
+        return Ok(());
+    };
+    let started = Instant::now();
+    let push = Push {
+        url,
+        timeout: Duration::from_millis(*timeout_ms),
+        signing_secret: definition.signing_secret.as_deref().unwrap_or_default(),
+        job_id: &job.id,
+        queue: queue.name.as_str(),
+        key: &job.key,
+        seq: job.seq,
+        attempt: job.attempts,
+        payload: job.payload.get().as_bytes(),
+    };
+    let attempt = AssertUnwindSafe(deps.pusher.push(push)).catch_unwind();
+    let outcome = match with_heartbeat(&deps, &queue, &job.id, &lease, attempt).await {
+        Ok(outcome) => outcome,
+        Err(_) => PushOutcome::Retry {
+            error: "delivery code panicked".into(),
+        },
+    };
+    deps.metrics
+        .processing
+        .observe(started.elapsed().as_secs_f64());
+    let transition = match outcome {
+        PushOutcome::Delivered { result } => {
+            deps.engine.ack(&queue, &job.id, &lease, &result).await?
+        }
+        PushOutcome::Retry { error } => {
+            let in_ms = definition.settings.backoff.delay_ms(job.attempts);
+            let failure = Failure::Retry { in_ms };
+            deps.engine
+                .fail(&queue, &job.id, &lease, &error, failure)
+                .await?
+        }
+        PushOutcome::Permanent { error } => {
+            let failure = Failure::Permanent;
+            deps.engine
+                .fail(&queue, &job.id, &lease, &error, failure)
+                .await?
+        }
+    };
+    match transition {
+        Transition::Done(after) => {
+            deps.metrics.record(after.state);
+            log::info!(
+                "job_id={} attempt={} state={}",
+                after.id,
+                after.attempts,
+                after.state.as_str()
+            );
+        }
+        Transition::LeaseLost(_) => {
+            log::warn!(
+                "job_id={} lease lost before its outcome was recorded",
+                job.id
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Awaits `attempt` while extending the lease every third of its length.
+async fn with_heartbeat<F: Future>(
+    deps: &WorkerDeps,
+    queue: &QueueRef,
+    id: &str,
+    lease: &Lease,
+    attempt: F,
+) -> F::Output {
+    let every = Duration::from_millis((deps.lease_ms / 3).max(50));
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(every).await;
+            match deps.engine.extend(queue, id, lease, deps.lease_ms).await {
+                Ok(Transition::Done(_)) => {}
+                Ok(Transition::LeaseLost(_)) => {
+                    log::warn!("job_id={id} lease lost during delivery");
+                    return;
+                }
+                Err(err) => log::warn!("job_id={id} lease extension failed: {err}"),
+            }
+        }
+    };
+    let mut attempt = std::pin::pin!(attempt);
+    tokio::select! {
+        biased;
+        output = &mut attempt => output,
+        () = heartbeat => attempt.await,
+    }
+}
+
+/// Samples waiting jobs, oldest age and active leases across all queues.
+async fn sample_gauges(deps: &WorkerDeps) -> Result<(), RedisError> {
+    let (mut waiting, mut active, mut oldest_ms) = (0u64, 0u64, 0u64);
+    for tag in deps.engine.queue_tags().await? {
+        let Some(queue) = QueueRef::from_tag(&tag) else {
+            continue;
+        };
+        let stats = deps.engine.stats(&queue).await?;
+        waiting += stats.waiting();
+        active += stats.active;
+        if let Some(created) = stats.oldest_pending_created_ms {
+            oldest_ms = oldest_ms.max(stats.now_ms.saturating_sub(created));
+        }
+    }
+    deps.metrics.waiting.set(waiting as i64);
+    deps.metrics.active_leases.set(active as i64);
+    deps.metrics
+        .oldest_waiting_age
+        .set(oldest_ms as f64 / 1000.0);
+    Ok(())
+}
+
+impl JobMetrics {
+    /// Counts a transition by the state it produced.
+    pub fn record(&self, state: JobState) {
+        match state {
+            JobState::Completed => self.completed.inc(),
+            JobState::Retrying => self.retried.inc(),
+            JobState::Dead | JobState::Blocked => self.dead.inc(),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! Push delivery: ordering per lane, retries, exhaustion, crash recovery,
+//! timeouts, SSRF, tenancy, signatures and job metrics — against a real
+//! receiver started inside each test.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::helpers::{TestApp, body, error_body, eventually, spawn_app, spawn_app_with};
+use crate::receiver::{Receiver, Reply, Seen, seqs_by_lane};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn assert_strictly_increasing(lanes: &HashMap<String, Vec<u64>>) {
+    for (lane, seqs) in lanes {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "lane {lane:?} out of order or duplicated: {seqs:?}"
+        );
+    }
+}
+
+/// Publishes `per_lane` jobs on each lane, lane by lane interleaved.
+async fn publish_lanes(
+    app: &TestApp,
+    token: &str,
+    queue: &str,
+    lanes: &[&str],
+    per_lane: usize,
+) -> Vec<Value> {
+    let mut jobs = Vec::new();
+    for n in 0..per_lane {
+        for lane in lanes {
+            let job = json!({"payload": {"lane": lane, "n": n}, "key": lane});
+            jobs.push(app.publish_ok(token, queue, &job).await);
+        }
+    }
+    jobs
+}
+
+#[actix_web::test]
+async fn lanes_are_delivered_in_seq_order_exactly_once_under_concurrent_publishers() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let receiver = Receiver::ok();
+    app.push_queue(&user.token, "orders", &receiver.url, json!({}))
+        .await;
+    let lanes = ["a", "b", "c", "d"];
+    let publishers = (0..8).map(|p| {
+        let (app, token) = (&app, user.token.clone());
+        async move {
+            let mut ids = Vec::new();
+            for n in 0..250 {
+                for lane in lanes {
+                    let job = json!({"payload": {"p": p, "n": n}, "key": lane});
+                    ids.push(
+                        app.publish_ok(&token, "orders", &job).await["id"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                    );
+                }
+            }
+            ids
+        }
+    });
+    let published: Vec<String> = futures_util::future::join_all(publishers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(published.len(), 8 * 4 * 250);
+    app.wait_for_completed(&user.token, "orders", published.len() as u64, SETTLE)
+        .await;
+
+    let seen = receiver.seen();
+    let delivered: Vec<&str> = seen.iter().map(|s| s.job_id.as_str()).collect();
+    let unique: HashSet<&str> = delivered.iter().copied().collect();
+    assert_eq!(
+        delivered.len(),
+        published.len(),
+        "some job was delivered twice or never"
+    );
+    assert_eq!(
+        unique,
+        published.iter().map(String::as_str).collect::<HashSet<_>>()
+    );
+    assert_strictly_increasing(&seqs_by_lane(&seen));
+    assert_eq!(
+        receiver.max_open_per_lane(),
+        1,
+        "a lane had two deliveries in flight"
+    );
+
+    let completed = app.all_jobs(&user.token, "orders", Some("completed")).await;
+    assert_eq!(completed.len(), published.len());
+    for job in &completed {
+        assert_eq!(
+            job["result"]["got"], job["id"],
+            "result is not the receiver's body"
+        );
+        assert_eq!(job["attempts"], 1);
+    }
+}
+
+#[actix_web::test]
+async fn a_failing_job_holds_its_lane_while_other_lanes_flow() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    // The second job of lane "a" fails twice with 503.
+    let receiver = Receiver::start(|s: &Seen| {
+        let fails = s.key == "a" && s.body == br#"{"n":1}"# && s.attempt <= 2;
+        Reply::Status(if fails { 503 } else { 200 })
+    });
+    let backoff = json!({"backoff": {"initial_ms": 200, "max_ms": 400}});
+    app.push_queue(&user.token, "q", &receiver.url, backoff)
+        .await;
+    let mut failing = String::new();
+    for n in 0..3 {
+        let job = app
+            .publish_ok(&user.token, "q", &json!({"payload": {"n": n}, "key": "a"}))
+            .await;
+        if n == 1 {
+            failing = job["id"].as_str().unwrap().to_owned();
+        }
+    }
+    for n in 0..40 {
+        app.publish_ok(&user.token, "q", &json!({"payload": {"n": n}, "key": "b"}))
+            .await;
+    }
+    app.wait_for_completed(&user.token, "q", 43, SETTLE).await;
+
+    let seen = receiver.seen();
+    let attempts: Vec<usize> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.job_id == failing)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(attempts.len(), 3, "the failing job should be tried 3 times");
+    let (first, last) = (attempts[0], attempts[2]);
+    // Nothing later in lane "a" started before the retried job succeeded.
+    let failing_seq = seen[first].seq;
+    for s in &seen[..last] {
+        assert!(
+            !(s.key == "a" && s.seq > failing_seq),
+            "lane a ran ahead: {s:?}"
+        );
+    }
+    // Lane "b" kept flowing while lane "a" waited.
+    assert!(
+        seen[first..last].iter().any(|s| s.key == "b"),
+        "lane b did not flow during the retries"
+    );
+    assert_strictly_increasing(&seqs_by_lane(
+        &seen
+            .iter()
+            .filter(|s| s.attempt == 1 || s.job_id != failing)
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
+    let job = app.job(&user.token, &failing).await;
+    assert_eq!(job["state"], "completed");
+    assert_eq!(job["attempts"], 3);
+    assert_eq!(job["last_error"], "receiver answered 503");
+
+    assert_eq!(app.counter("orderly_jobs_published_total").await, 43.0);
+    assert_eq!(app.counter("orderly_jobs_completed_total").await, 43.0);
+    assert_eq!(app.counter("orderly_jobs_retried_total").await, 2.0);
+    assert_eq!(app.counter("orderly_jobs_dead_total").await, 0.0);
+}
+
+#[actix_web::test]
+async fn a_4xx_dead_letters_the_job_after_one_attempt_and_the_lane_continues() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let receiver =
+        Receiver::start(|s: &Seen| Reply::Status(if s.body == br#""bad""# { 400 } else { 200 }));
+    app.push_queue(&user.token, "q", &receiver.url, json!({"max_attempts": 5}))
+        .await;
+    let first = app
+        .publish_ok(&user.token, "q", &json!({"payload": "bad", "key": "k"}))
+        .await;
+    let second = app
+        .publish_ok(&user.token, "q", &json!({"payload": "good", "key": "k"}))
+        .await;
+    app.wait_for_completed(&user.token, "q", 1, SETTLE).await;
+
+    let dead = app.job(&user.token, first["id"].as_str().unwrap()).await;
+    assert_eq!(dead["state"], "dead");
+    assert_eq!(dead["attempts"], 1);
+    assert_eq!(dead["last_error"], "receiver answered 400");
+    assert_eq!(
+        app.job(&user.token, second["id"].as_str().unwrap()).await["state"],
+        "completed"
+    );
+    assert_eq!(app.queue(&user.token, "q").await["stats"]["dead"], 1);
+    assert_eq!(app.counter("orderly_jobs_dead_total").await, 1.0);
+    assert_eq!(app.counter("orderly_jobs_completed_total").await, 1.0);
+}
+
+#[actix_web::test]
+async fn with_on_exhausted_block_the_lane_stops_at_the_exhausted_job() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let receiver =
+        Receiver::start(|s: &Seen| Reply::Status(if s.body == br#""bad""# { 400 } else { 200 }));
+    app.push_queue(
+        &user.token,
+        "q",
+        &receiver.url,
+        json!({"on_exhausted": "block"}),
+    )
+    .await;
+    let blocked = app
+        .publish_ok(&user.token, "q", &json!({"payload": "bad", "key": "k"}))
+        .await;
+    let behind: Vec<Value> = vec![
+        app.publish_ok(&user.token, "q", &json!({"payload": 1, "key": "k"}))
+            .await,
+        app.publish_ok(&user.token, "q", &json!({"payload": 2, "key": "k"}))
+            .await,
+    ];
+    // Another lane published after them completes: the worker moved on.
+    let other = app
+        .publish_ok(
+            &user.token,
+            "q",
+            &json!({"payload": "other", "key": "other"}),
+        )
+        .await;
+    let other_id = other["id"].as_str().unwrap();
+    eventually(SETTLE, "other lane completed", || async {
+        (app.job(&user.token, other_id).await["state"] == "completed").then_some(())
+    })
+    .await;
+    let blocked_id = blocked["id"].as_str().unwrap();
+    eventually(SETTLE, "job blocked", || async {
+        (app.job(&user.token, blocked_id).await["state"] == "blocked").then_some(())
+    })
+    .await;
+    for job in &behind {
+        let job = app.job(&user.token, job["id"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "queued");
+        assert_eq!(job["attempts"], 0);
+    }
+    let delivered: Vec<Value> = receiver
+        .seen()
+        .iter()
+        .map(|s| serde_json::from_slice(&s.body).unwrap())
+        .collect();
+    assert_eq!(delivered, vec![json!("bad"), json!("other")]);
+    let stats = app.queue(&user.token, "q").await["stats"].clone();
+    assert_eq!(stats["blocked"], 1);
+    assert_eq!(stats["waiting"], 2);
+}
+
+#[actix_web::test]
+async fn the_worker_restarts_after_a_crash_and_loses_no_job() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let receiver = Receiver::start(|_| Reply::Hang(Duration::from_millis(5)));
+    app.push_queue(&user.token, "q", &receiver.url, json!({}))
+        .await;
+    let jobs = publish_lanes(&app, &user.token, "q", &["a", "b", "c", "d"], 50).await;
+    eventually(SETTLE, "some deliveries", || async {
+        (receiver.seen().len() >= 20).then_some(())
+    })
+    .await;
+    app.worker
+        .send(orderly::queue::worker::Crash)
+        .await
+        .unwrap();
+    app.wait_for_completed(&user.token, "q", jobs.len() as u64, SETTLE)
+        .await;
+
+    assert_eq!(app.counter("orderly_worker_restarts_total").await, 1.0);
+    let seen = receiver.seen();
+    let delivered: HashSet<&str> = seen.iter().map(|s| s.job_id.as_str()).collect();
+    assert_eq!(delivered.len(), jobs.len(), "a job was never delivered");
+    // Redeliveries (of jobs in flight at the crash) happen before anything later in their lane.
+    for (lane, seqs) in seqs_by_lane(&seen) {
+        assert!(
+            seqs.windows(2).all(|w| w[0] <= w[1]),
+            "lane {lane} out of order: {seqs:?}"
+        );
+    }
+    let redelivered = seen.len() - delivered.len();
+    assert!(
+        redelivered <= app.settings.worker.concurrency,
+        "{redelivered} redeliveries"
+    );
+}
+
+#[actix_web::test]
+async fn a_delivery_that_times_out_is_retried_at_the_head_of_its_lane() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let receiver = Receiver::start(|s: &Seen| {
+        if s.body == br#""slow""# && s.attempt == 1 {
+            Reply::Hang(Duration::from_secs(3))
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let settings = json!({"delivery": {"mode": "push", "url": receiver.url, "timeout_ms": 300}});
+    app.push_queue(&user.token, "q", &receiver.url, settings)
+        .await;
+    let slow = app
+        .publish_ok(&user.token, "q", &json!({"payload": "slow", "key": "k"}))
+        .await;
+    app.publish_ok(&user.token, "q", &json!({"payload": "next", "key": "k"}))
+        .await;
+    app.wait_for_completed(&user.token, "q", 2, SETTLE).await;
+
+    let order: Vec<(Value, u32)> = receiver
+        .seen()
+        .iter()
+        .map(|s| (serde_json::from_slice(&s.body).unwrap(), s.attempt))
+        .collect();
+    assert_eq!(
+        order,
+        vec![(json!("slow"), 1), (json!("slow"), 2), (json!("next"), 1)]
+    );
+    let job = app.job(&user.token, slow["id"].as_str().unwrap()).await;
+    assert_eq!(job["attempts"], 2);
+    assert_eq!(job["last_error"], "delivery timed out");
+}
+
+#[actix_web::test]
+async fn loopback_push_urls_are_refused_unless_private_targets_are_allowed() {
+    let strict = spawn_app_with(|s| s.delivery.allow_private_targets = false).await;
+    let user = strict.signed_up_user().await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/",
+        "http://[::1]/",
+        "http://169.254.169.254/latest",
+    ] {
+        let settings = json!({"delivery": {"mode": "push", "url": url}});
+        let response = strict.put_queue(&user.token, "q", &settings).await;
+        let error = error_body(response, 422, "validation_failed").await;
+        assert!(
+            error["fields"]["delivery.url"].is_string(),
+            "{url}: {error}"
+        );
+    }
+    let relaxed = spawn_app().await;
+    let user = relaxed.signed_up_user().await;
+    let settings = json!({"delivery": {"mode": "push", "url": "http://127.0.0.1:9/hook"}});
+    assert_eq!(
+        relaxed
+            .put_queue(&user.token, "q", &settings)
+            .await
+            .status(),
+        201
+    );
+}
+
+#[actix_web::test]
+async fn another_users_job_is_not_found_and_their_queue_name_is_a_different_queue() {
+    let app = spawn_app().await;
+    let ann = app.signed_up_user().await;
+    let bob = app.signed_up_user().await;
+    let job = app
+        .publish_ok(&ann.token, "shared", &json!({"payload": 1}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    error_body(
+        app.get_with_token(&format!("/v1/jobs/{id}"), &bob.token)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let cancel = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/jobs/{id}"),
+            &bob.token,
+            None,
+        )
+        .await;
+    error_body(cancel, 404, "not_found").await;
+    assert_eq!(app.job(&ann.token, id).await["state"], "queued");
+
+    let bobs = app
+        .publish_ok(&bob.token, "shared", &json!({"payload": 2}))
+        .await;
+    assert_eq!(bobs["seq"], 1, "bob's queue has its own sequence");
+    assert_ne!(bobs["id"], job["id"]);
+    assert_eq!(app.queue(&ann.token, "shared").await["stats"]["waiting"], 1);
+    assert_eq!(app.queue(&bob.token, "shared").await["stats"]["waiting"], 1);
+    let bob_list = app.all_jobs(&bob.token, "shared", None).await;
+    assert_eq!(bob_list.len(), 1);
+    assert_eq!(bob_list[0]["id"], bobs["id"]);
+}
+
+fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
+    let Some((t, v1)) = header.split_once(",v1=") else {
+        return false;
+    };
+    let t = t.trim_start_matches("t=");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    hex::decode(v1).is_ok_and(|sig| mac.verify_slice(&sig).is_ok())
+}
+
+#[actix_web::test]
+async fn the_signature_header_verifies_with_the_queues_signing_secret() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let receiver = Receiver::ok();
+    let queue = app
+        .push_queue(&user.token, "q", &receiver.url, json!({}))
+        .await;
+    let secret = queue["signing_secret"]
+        .as_str()
+        .expect("secret shown at creation")
+        .to_owned();
+    assert!(
+        queue["signing_secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_")
+    );
+    let payload = json!({"amount": 42, "note": "ünïcode"});
+    let job = app
+        .publish_ok(&user.token, "q", &json!({"payload": payload, "key": "k"}))
+        .await;
+    app.wait_for_completed(&user.token, "q", 1, SETTLE).await;
+
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert_eq!(s.job_id, job["id"].as_str().unwrap());
+    assert_eq!(
+        (s.queue.as_str(), s.key.as_str(), s.seq, s.attempt),
+        ("q", "k", 1, 1)
+    );
+    assert_eq!(serde_json::from_slice::<Value>(&s.body).unwrap(), payload);
+    assert!(
+        verify(&secret, &s.signature, &s.body),
+        "signature does not verify"
+    );
+    let mut tampered = s.body.clone();
+    tampered[2] ^= 1;
+    assert!(
+        !verify(&secret, &s.signature, &tampered),
+        "tampered body verified"
+    );
+    assert!(!verify("whsec_wrong", &s.signature, &s.body));
+    // The secret is shown once: an update does not repeat it.
+    let again = app
+        .put_queue(
+            &user.token,
+            "q",
+            &json!({"delivery": {"mode": "push", "url": receiver.url}}),
+        )
+        .await;
+    assert_eq!(again.status(), 200);
+    assert!(body(again).await.get("signing_secret").is_none());
+}
+
+#[actix_web::test]
+async fn a_paused_queue_accepts_jobs_but_starts_none_until_resumed() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let receiver = Receiver::ok();
+    app.push_queue(&user.token, "q", &receiver.url, json!({}))
+        .await;
+    let pause = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/pause",
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(body(pause).await["paused"], true);
+    app.publish_ok(&user.token, "q", &json!({"payload": 1, "key": "k"}))
+        .await;
+    // A second, unpaused queue published after it is delivered first.
+    app.push_queue(&user.token, "other", &receiver.url, json!({}))
+        .await;
+    app.publish_ok(&user.token, "other", &json!({"payload": 2}))
+        .await;
+    app.wait_for_completed(&user.token, "other", 1, SETTLE)
+        .await;
+    assert_eq!(receiver.seen().len(), 1);
+    assert_eq!(app.queue(&user.token, "q").await["stats"]["waiting"], 1);
+
+    let resume = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/resume",
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(body(resume).await["paused"], false);
+    app.wait_for_completed(&user.token, "q", 1, SETTLE).await;
+    assert_eq!(receiver.seen().len(), 2);
+}
