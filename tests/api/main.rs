@@ -5,6 +5,7 @@ mod auth;
 mod edge;
 mod health;
 mod helpers;
+mod jobs;
 mod metrics;
 mod push;
 mod receiver;

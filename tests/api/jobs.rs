@@ -1,0 +1,266 @@
+//! The job API: read with long-poll, list with filters and pagination, stats,
+//! and recovery of a crashed holder's expired lease.
+
+use std::time::{Duration, Instant};
+
+use orderly::queue::engine::Engine;
+use orderly::queue::model::{QueueName, QueueRef};
+use serde_json::json;
+
+use crate::helpers::{body, error_body, eventually, spawn_app};
+use crate::receiver::{Receiver, Reply};
+
+#[actix_web::test]
+async fn a_published_job_reads_back_as_queued_with_its_payload_verbatim() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let payload =
+        json!({"nested": {"list": [1, 2.5, "x", null, true]}, "big": 12345678901234567u64});
+    let job = app
+        .publish_ok(&user.token, "q", &json!({"payload": payload, "key": "k"}))
+        .await;
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["seq"], 1);
+    assert_eq!(job["attempts"], 0);
+    assert_eq!(job["max_attempts"], app.settings.queues.max_attempts);
+    assert_eq!(job["payload"], payload);
+    let read = app.job(&user.token, job["id"].as_str().unwrap()).await;
+    assert_eq!(read, job);
+    // The implicitly created queue is a pull queue with default settings.
+    let queue = app.queue(&user.token, "q").await;
+    assert_eq!(queue["delivery"]["mode"], "pull");
+    assert_eq!(queue["stats"]["waiting"], 1);
+}
+
+#[actix_web::test]
+async fn get_with_wait_ms_returns_as_soon_as_the_job_is_terminal() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let receiver = Receiver::start(|_| Reply::Hang(Duration::from_millis(300)));
+    app.push_queue(&user.token, "q", &receiver.url, json!({}))
+        .await;
+    let job = app
+        .publish_ok(&user.token, "q", &json!({"payload": 1}))
+        .await;
+    let started = Instant::now();
+    let path = format!("/v1/jobs/{}?wait_ms=10000", job["id"].as_str().unwrap());
+    let done = body(app.get_with_token(&path, &user.token).await).await;
+    assert_eq!(done["state"], "completed");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A job that stays queued returns after about wait_ms.
+    let waiting = app
+        .publish_ok(&user.token, "idle", &json!({"payload": 1}))
+        .await;
+    let started = Instant::now();
+    let path = format!("/v1/jobs/{}?wait_ms=300", waiting["id"].as_str().unwrap());
+    let still = body(app.get_with_token(&path, &user.token).await).await;
+    assert_eq!(still["state"], "queued");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let too_long = format!("/v1/jobs/{}?wait_ms=30001", waiting["id"].as_str().unwrap());
+    error_body(
+        app.get_with_token(&too_long, &user.token).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn listing_filters_by_state_and_key_and_pages_in_seq_order() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    for n in 0..25 {
+        let key = if n % 2 == 0 { "even" } else { "odd" };
+        app.publish_ok(&user.token, "q", &json!({"payload": n, "key": key}))
+            .await;
+    }
+    let mut seqs = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = body(
+            app.get_with_token(
+                &format!("/v1/queues/q/jobs?limit=10&after={after}"),
+                &user.token,
+            )
+            .await,
+        )
+        .await;
+        let jobs = page["jobs"].as_array().unwrap();
+        assert!(jobs.len() <= 10);
+        seqs.extend(jobs.iter().map(|j| j["seq"].as_u64().unwrap()));
+        match page["next"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(seqs, (1..=25).collect::<Vec<u64>>());
+    let odd = body(
+        app.get_with_token("/v1/queues/q/jobs?key=odd", &user.token)
+            .await,
+    )
+    .await;
+    let odd: Vec<u64> = odd["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["payload"].as_u64().unwrap())
+        .collect();
+    assert_eq!(odd, (0..25).filter(|n| n % 2 == 1).collect::<Vec<u64>>());
+    let queued = app.all_jobs(&user.token, "q", Some("queued")).await;
+    assert_eq!(queued.len(), 25);
+    assert!(
+        app.all_jobs(&user.token, "q", Some("completed"))
+            .await
+            .is_empty()
+    );
+    let bad = app
+        .get_with_token("/v1/queues/q/jobs?state=nope", &user.token)
+        .await;
+    error_body(bad, 422, "validation_failed").await;
+    let bad = app
+        .get_with_token("/v1/queues/q/jobs?limit=0", &user.token)
+        .await;
+    error_body(bad, 422, "validation_failed").await;
+}
+
+#[actix_web::test]
+async fn an_expired_lease_of_a_crashed_holder_goes_back_to_the_head_of_its_lane() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let first = app
+        .publish_ok(&user.token, "q", &json!({"payload": "first", "key": "k"}))
+        .await;
+    app.publish_ok(&user.token, "q", &json!({"payload": "second", "key": "k"}))
+        .await;
+    // Another process claims the head with a short lease and dies holding it.
+    let redis = orderly::storage::redis_connection(&app.settings.redis).unwrap();
+    let engine = Engine::new(redis, &app.settings.redis.key_prefix);
+    let queue = QueueRef::new(&user.id, QueueName::parse("q").unwrap());
+    let claimed = engine.claim_queue(&queue, 1, 1_000).await.unwrap();
+    assert_eq!(claimed.jobs.len(), 1);
+    assert_eq!(claimed.jobs[0].job.id, first["id"].as_str().unwrap());
+    // The queue turns into a push queue; the worker must not skip the leased head.
+    let receiver = Receiver::ok();
+    let settings = json!({"delivery": {"mode": "push", "url": receiver.url}});
+    assert_eq!(
+        app.put_queue(&user.token, "q", &settings).await.status(),
+        200
+    );
+    app.wait_for_completed(&user.token, "q", 2, Duration::from_secs(30))
+        .await;
+    let order: Vec<(String, u32)> = receiver
+        .seen()
+        .iter()
+        .map(|s| (String::from_utf8(s.body.clone()).unwrap(), s.attempt))
+        .collect();
+    assert_eq!(
+        order,
+        vec![(r#""first""#.to_owned(), 2), (r#""second""#.to_owned(), 1)]
+    );
+    let job = app.job(&user.token, first["id"].as_str().unwrap()).await;
+    assert_eq!(job["attempts"], 2);
+    // The crashed holder's late ack is refused and changes nothing.
+    let late = engine
+        .ack(
+            &queue,
+            &claimed.jobs[0].job.id,
+            &claimed.jobs[0].lease,
+            "\"late\"",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        late,
+        orderly::queue::engine::Transition::LeaseLost(_)
+    ));
+    eventually(Duration::from_secs(5), "result kept", || async {
+        let job = app.job(&user.token, first["id"].as_str().unwrap()).await;
+        (job["result"]["got"] == first["id"]).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn queue_definitions_can_be_listed_updated_and_deleted_with_their_jobs() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let created = app
+        .put_queue(&user.token, "b-queue", &json!({"max_attempts": 3}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let created = body(created).await;
+    assert_eq!(created["max_attempts"], 3);
+    assert_eq!(created["on_exhausted"], "dead_letter");
+    assert!(
+        created.get("signing_secret").is_none(),
+        "pull queues have no secret"
+    );
+    let updated = app
+        .put_queue(&user.token, "b-queue", &json!({"max_attempts": 7}))
+        .await;
+    assert_eq!(updated.status(), 200);
+    app.publish_ok(&user.token, "a-queue", &json!({"payload": 1}))
+        .await;
+    let listed = body(app.get_with_token("/v1/queues", &user.token).await).await;
+    let names: Vec<&str> = listed["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["a-queue", "b-queue"]);
+    for (settings, field) in [
+        (json!({"max_attempts": 0}), "max_attempts"),
+        (json!({"delivery": {"mode": "push"}}), "delivery.url"),
+        (
+            json!({"delivery": {"mode": "push", "url": "ftp://x.example/"}}),
+            "delivery.url",
+        ),
+        (
+            json!({"delivery": {"mode": "carrier-pigeon"}}),
+            "delivery.mode",
+        ),
+        (json!({"lease_ms": 5}), "lease_ms"),
+        (json!({"on_exhausted": "explode"}), "on_exhausted"),
+    ] {
+        let response = app.put_queue(&user.token, "c", &settings).await;
+        let error = error_body(response, 422, "validation_failed").await;
+        assert!(error["fields"].get(field).is_some(), "{settings}: {error}");
+    }
+    let bad_name = app.put_queue(&user.token, "Bad%20Name", &json!({})).await;
+    error_body(bad_name, 422, "validation_failed").await;
+
+    let delete = app
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/queues/a-queue",
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(delete.status(), 204);
+    error_body(
+        app.get_with_token("/v1/queues/a-queue", &user.token).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let again = app
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/queues/a-queue",
+            &user.token,
+            None,
+        )
+        .await;
+    error_body(again, 404, "not_found").await;
+    // A new queue of the same name starts empty.
+    let fresh = app
+        .publish_ok(&user.token, "a-queue", &json!({"payload": 2}))
+        .await;
+    assert_eq!(fresh["seq"], 1);
+}
