@@ -97,7 +97,12 @@ impl Application {
 
         let engine = Engine::new(redis.clone(), &settings.redis.key_prefix);
         let registry = QueueRegistry::new(&mongo, engine.clone(), settings.queues.clone());
-        let producer = Producer::new(engine.clone(), metrics.jobs.published.clone()).start();
+        let producer = Producer::new(
+            engine.clone(),
+            metrics.jobs.published.clone(),
+            settings.queues.idempotency_window_s,
+        )
+        .start();
         let pusher = Pusher::new(settings.delivery.allow_private_targets)
             .map_err(|e| StartupError::Other(format!("http client: {e}")))?;
         let worker_deps = Arc::new(WorkerDeps {
@@ -121,6 +126,7 @@ impl Application {
             hub,
             allow_private_targets: settings.delivery.allow_private_targets,
             default_push_timeout_ms: settings.delivery.timeout_ms,
+            metrics: metrics.jobs.clone(),
         });
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;

@@ -60,6 +60,8 @@ struct Scripts {
     configure: Script,
     stats: Script,
     list: Script,
+    redrive: Script,
+    resolve: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -75,6 +77,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     configure: script(include_str!("scripts/configure.lua")),
     stats: script(include_str!("scripts/stats.lua")),
     list: script(include_str!("scripts/list.lua")),
+    redrive: script(include_str!("scripts/redrive.lua")),
+    resolve: script(include_str!("scripts/resolve.lua")),
 });
 
 /// A job to publish.
@@ -87,13 +91,17 @@ pub struct NewJob {
     pub payload: String,
     pub delay_ms: u64,
     pub max_attempts: u32,
+    /// The client's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<String>,
 }
 
-/// What publish assigned to a job.
-#[derive(Debug, Clone, Copy)]
-pub struct Published {
-    pub seq: u64,
-    pub created_at_ms: u64,
+/// What publish did with a job.
+#[derive(Debug, Clone)]
+pub enum Published {
+    /// Enqueued with this seq.
+    New { seq: u64, created_at_ms: u64 },
+    /// Not enqueued: the idempotency key already names this job.
+    Duplicate { original_id: String },
 }
 
 /// A fenced lease: the lease number (monotonic per job) and a random token.
@@ -164,6 +172,22 @@ pub enum CancelOutcome {
     Cancelled(Job),
     NotFound,
     NotCancellable(Job),
+}
+
+/// What to do with a stopped job.
+#[derive(Debug, Clone, Copy)]
+pub enum Resolve {
+    Retry,
+    Skip,
+}
+
+/// Outcome of retry/skip.
+#[derive(Debug)]
+pub enum Resolution {
+    Done(Job),
+    NotFound,
+    /// The job is not in a state the action applies to.
+    Conflict(Job),
 }
 
 /// The engine-relevant part of a queue definition, mirrored into Redis.
@@ -251,9 +275,15 @@ impl Engine {
     }
 
     /// Appends jobs to their lanes in one atomic script run; order is kept.
-    pub async fn publish(&self, jobs: &[NewJob]) -> RedisResult<Vec<Published>> {
+    /// A job whose idempotency key was seen within `idempotency_window_s` is
+    /// not enqueued again.
+    pub async fn publish(
+        &self,
+        jobs: &[NewJob],
+        idempotency_window_s: u64,
+    ) -> RedisResult<Vec<Published>> {
         let mut invocation = SCRIPTS.publish.key(&self.prefix);
-        invocation.arg(jobs.len());
+        invocation.arg(jobs.len()).arg(idempotency_window_s.max(1));
         for job in jobs {
             invocation
                 .arg(job.queue.tag())
@@ -261,16 +291,27 @@ impl Engine {
                 .arg(&job.key)
                 .arg(&job.payload)
                 .arg(job.delay_ms)
-                .arg(job.max_attempts);
+                .arg(job.max_attempts)
+                .arg(job.idempotency_key.as_deref().unwrap_or(""));
         }
-        let flat: Vec<u64> = invocation.invoke_async(&mut self.conn()).await?;
-        Ok(flat
-            .chunks_exact(2)
-            .map(|pair| Published {
-                seq: pair[0],
-                created_at_ms: pair[1],
-            })
-            .collect())
+        let reply: Vec<Value> = invocation.invoke_async(&mut self.conn()).await?;
+        let mut items = reply.into_iter();
+        let mut published = Vec::with_capacity(jobs.len());
+        while let (Some(seq), Some(at), Some(original)) = (items.next(), items.next(), items.next())
+        {
+            let original = string(original).unwrap_or_default();
+            published.push(match (seq, at) {
+                _ if !original.is_empty() => Published::Duplicate {
+                    original_id: original,
+                },
+                (Value::Int(seq), Value::Int(at)) => Published::New {
+                    seq: seq as u64,
+                    created_at_ms: at as u64,
+                },
+                _ => return Err(unexpected("publish reply")),
+            });
+        }
+        Ok(published)
     }
 
     /// Leases up to `max` startable lane heads across all push queues.
@@ -435,6 +476,45 @@ impl Engine {
         })
     }
 
+    /// Moves up to `max` dead jobs back to the fronts of their lanes, in seq order.
+    pub async fn redrive(&self, queue: &QueueRef, max: usize) -> RedisResult<u64> {
+        SCRIPTS
+            .redrive
+            .key(&self.prefix)
+            .arg(queue.tag())
+            .arg(max)
+            .invoke_async(&mut self.conn())
+            .await
+    }
+
+    /// Retries or skips a stopped (blocked or dead) job.
+    pub async fn resolve(
+        &self,
+        queue: &QueueRef,
+        id: &str,
+        action: Resolve,
+    ) -> RedisResult<Resolution> {
+        let reply: Vec<Value> = SCRIPTS
+            .resolve
+            .key(&self.prefix)
+            .arg(queue.tag())
+            .arg(id)
+            .arg(match action {
+                Resolve::Retry => "retry",
+                Resolve::Skip => "skip",
+            })
+            .invoke_async(&mut self.conn())
+            .await?;
+        let mut items = reply.into_iter();
+        let outcome = items.next().and_then(string).unwrap_or_default();
+        let job = items.next().and_then(|f| job_from_value(queue, f));
+        Ok(match (outcome.as_str(), job) {
+            ("ok", Some(job)) => Resolution::Done(job),
+            ("conflict", Some(job)) => Resolution::Conflict(job),
+            _ => Resolution::NotFound,
+        })
+    }
+
     /// Mirrors a queue's engine settings into Redis and re-indexes it.
     pub async fn configure(&self, queue: &QueueRef, conf: &EngineConf) -> RedisResult<()> {
         SCRIPTS
@@ -460,6 +540,20 @@ impl Engine {
 
     /// A page of the queue's jobs in seq order.
     pub async fn list(&self, queue: &QueueRef, filter: &ListFilter) -> RedisResult<JobPage> {
+        self.list_from(queue, filter, "jobs").await
+    }
+
+    /// A page of the queue's dead jobs in seq order.
+    pub async fn dead(&self, queue: &QueueRef, filter: &ListFilter) -> RedisResult<JobPage> {
+        self.list_from(queue, filter, "dead").await
+    }
+
+    async fn list_from(
+        &self,
+        queue: &QueueRef,
+        filter: &ListFilter,
+        source: &str,
+    ) -> RedisResult<JobPage> {
         let reply: Vec<Value> = SCRIPTS
             .list
             .key(&self.prefix)
@@ -470,6 +564,7 @@ impl Engine {
             .arg(filter.key.as_deref().unwrap_or(""))
             .arg(if filter.key.is_some() { "1" } else { "0" })
             .arg(LIST_BUDGET)
+            .arg(source)
             .invoke_async(&mut self.conn())
             .await?;
         let mut items = reply.into_iter();
@@ -547,6 +642,14 @@ impl Engine {
     }
 }
 
+fn unexpected(what: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "unexpected script reply",
+        what.to_owned(),
+    ))
+}
+
 fn glob_escape(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
@@ -607,7 +710,6 @@ fn claimed_job(queue: QueueRef, value: Value) -> Option<Claimed> {
     let lease_expires_at_ms = fields.get("lease_expires_at")?.parse().ok()?;
     let mut job = job_from_fields(&queue, fields)?;
     job.lease = Some(lease.render());
-    job.lease_expires_at = Some(rfc3339_ms(lease_expires_at_ms));
     Some(Claimed {
         queue,
         job,
@@ -644,6 +746,8 @@ fn job_from_fields(queue: &QueueRef, mut f: HashMap<String, String>) -> Option<J
             .filter(|_| state == JobState::Delayed)
             .map(rfc3339_ms),
         lease: None,
-        lease_expires_at: None,
+        lease_expires_at: ms(&f, "lease_expires_at")
+            .filter(|_| state == JobState::Active)
+            .map(rfc3339_ms),
     })
 }

@@ -29,4 +29,5 @@ pub struct Queues {
     pub allow_private_targets: bool,
     /// Push timeout of a queue whose `delivery` does not name one.
     pub default_push_timeout_ms: u64,
+    pub metrics: crate::metrics::JobMetrics,
 }

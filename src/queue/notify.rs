@@ -1,16 +1,18 @@
 //! One Redis subscription per process to the engine's wake channel, fanned out
-//! in-process: the worker and (later) every long-polling consumer listen to
-//! [`WakeHub`] instead of holding Redis connections of their own.
+//! in-process: the worker and every long-polling consumer listen to
+//! [`WakeHub`] instead of holding Redis connections of their own. Consumers
+//! wait on a per-queue [`Notify`], so a wake only touches that queue's waiters.
 //!
 //! A lost notification only delays work until the next fallback poll; the
 //! listener reconnects by itself.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Addr;
 use futures_util::StreamExt;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use super::worker::{Wake, Worker};
 
@@ -18,6 +20,40 @@ use super::worker::{Wake, Worker};
 #[derive(Clone)]
 pub struct WakeHub {
     tx: broadcast::Sender<Arc<str>>,
+    waiters: Arc<Mutex<HashMap<Arc<str>, Waiters>>>,
+}
+
+/// The consumers of one queue waiting for work.
+struct Waiters {
+    notify: Arc<Notify>,
+    count: usize,
+}
+
+/// A consumer's registration for one queue's wakes; unregisters on drop.
+pub struct Waiter {
+    tag: Arc<str>,
+    notify: Arc<Notify>,
+    waiters: Arc<Mutex<HashMap<Arc<str>, Waiters>>>,
+}
+
+impl Waiter {
+    /// Resolves at the next wake of this queue after the future is enabled
+    /// (see [`tokio::sync::futures::Notified::enable`]).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = waiters.get_mut(&self.tag) {
+            entry.count -= 1;
+            if entry.count == 0 {
+                waiters.remove(&self.tag);
+            }
+        }
+    }
 }
 
 impl WakeHub {
@@ -25,11 +61,14 @@ impl WakeHub {
     /// Must be called inside a running actix `System`.
     pub fn start(client: redis::Client, channel: String) -> Self {
         let (tx, _) = broadcast::channel(1024);
-        let hub = Self { tx };
-        let sender = hub.tx.clone();
+        let hub = Self {
+            tx,
+            waiters: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let listener = hub.clone();
         actix::spawn(async move {
             loop {
-                if let Err(err) = listen(&client, &channel, &sender).await {
+                if let Err(err) = listen(&client, &channel, &listener).await {
                     log::warn!("wake subscription lost: {err}");
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -40,6 +79,31 @@ impl WakeHub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.tx.subscribe()
+    }
+
+    /// Registers interest in wakes of the queue tagged `tag`.
+    pub fn waiter(&self, tag: &str) -> Waiter {
+        let tag: Arc<str> = Arc::from(tag);
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = waiters.entry(tag.clone()).or_insert_with(|| Waiters {
+            notify: Arc::new(Notify::new()),
+            count: 0,
+        });
+        entry.count += 1;
+        Waiter {
+            tag,
+            notify: entry.notify.clone(),
+            waiters: self.waiters.clone(),
+        }
+    }
+
+    fn wake(&self, tag: String) {
+        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = waiters.get(tag.as_str()) {
+            entry.notify.notify_waiters();
+        }
+        drop(waiters);
+        let _ = self.tx.send(Arc::from(tag));
     }
 
     /// Sends the worker a [`Wake`] for every notification.
@@ -56,17 +120,12 @@ impl WakeHub {
     }
 }
 
-async fn listen(
-    client: &redis::Client,
-    channel: &str,
-    sender: &broadcast::Sender<Arc<str>>,
-) -> redis::RedisResult<()> {
+async fn listen(client: &redis::Client, channel: &str, hub: &WakeHub) -> redis::RedisResult<()> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
-        let tag: String = message.get_payload().unwrap_or_default();
-        let _ = sender.send(Arc::from(tag));
+        hub.wake(message.get_payload().unwrap_or_default());
     }
     Ok(())
 }

@@ -37,15 +37,17 @@ type Reply = oneshot::Sender<Result<Vec<Published>, PublishError>>;
 pub struct Producer {
     engine: Engine,
     published: IntCounter,
+    idempotency_window_s: u64,
     waiting: Vec<(Vec<NewJob>, Reply)>,
     in_flight: usize,
 }
 
 impl Producer {
-    pub fn new(engine: Engine, published: IntCounter) -> Self {
+    pub fn new(engine: Engine, published: IntCounter, idempotency_window_s: u64) -> Self {
         Self {
             engine,
             published,
+            idempotency_window_s,
             waiting: Vec::new(),
             in_flight: 0,
         }
@@ -74,12 +76,17 @@ impl Producer {
         }
         self.in_flight += 1;
         let engine = self.engine.clone();
-        let run = async move { engine.publish(&all).await };
+        let window = self.idempotency_window_s;
+        let run = async move { engine.publish(&all, window).await };
         ctx.spawn(run.into_actor(self).map(move |result, act, ctx| {
             act.in_flight -= 1;
             match result {
                 Ok(published) => {
-                    act.published.inc_by(published.len() as u64);
+                    let new = published
+                        .iter()
+                        .filter(|p| matches!(p, Published::New { .. }))
+                        .count();
+                    act.published.inc_by(new as u64);
                     let mut rest = published.into_iter();
                     for (count, reply) in requests {
                         let _ = reply.send(Ok(rest.by_ref().take(count).collect()));

@@ -30,9 +30,9 @@ use super::registry::QueueRegistry;
 use crate::metrics::JobMetrics;
 
 /// Fallback poll, in case a wake notification was missed.
-const POLL_EVERY: Duration = Duration::from_millis(500);
+const POLL_EVERY: Duration = Duration::from_secs(1);
 /// How often expired leases are looked for.
-const RECOVER_EVERY: Duration = Duration::from_millis(500);
+const RECOVER_EVERY: Duration = Duration::from_secs(1);
 /// How often the queue gauges are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Expired leases returned per recovery run at most.

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -31,20 +31,28 @@ pub struct PublishBody {
 }
 
 /// The caller's job named by `raw`, as (queue, id); `404` for ids that cannot exist.
-fn path_job(who: &Authenticated, raw: &str) -> Result<(QueueRef, String), ApiError> {
+pub fn path_job(who: &Authenticated, raw: &str) -> Result<(QueueRef, String), ApiError> {
     let id = JobId::parse(raw).ok_or_else(|| ApiError::not_found("no such job"))?;
     Ok((QueueRef::new(&who.user_id, id.queue), id.id))
 }
 
-/// Validates one publish item into a job for `queue`.
-pub fn new_job(queue: &QueueRef, body: PublishBody, max_attempts: u32) -> Result<NewJob, ApiError> {
-    let key = parse_lane_key(body.key).map_err(|reason| ApiError::invalid_field("key", reason))?;
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Most jobs in one batch publish.
+pub const MAX_BATCH: usize = 1000;
+
+/// Validates one publish item into a job for `queue`; on error, the offending
+/// field and why.
+fn new_job(
+    queue: &QueueRef,
+    body: PublishBody,
+    max_attempts: u32,
+    idempotency_key: Option<String>,
+) -> Result<NewJob, (&'static str, String)> {
+    let key = parse_lane_key(body.key).map_err(|reason| ("key", reason))?;
     let delay_ms = body.delay_ms.unwrap_or(0);
     if delay_ms > MAX_DELAY_MS {
-        return Err(ApiError::invalid_field(
-            "delay_ms",
-            format!("must be at most {MAX_DELAY_MS}"),
-        ));
+        return Err(("delay_ms", format!("must be at most {MAX_DELAY_MS}")));
     }
     Ok(NewJob {
         queue: queue.clone(),
@@ -53,18 +61,18 @@ pub fn new_job(queue: &QueueRef, body: PublishBody, max_attempts: u32) -> Result
         payload: body.payload.get().to_owned(),
         delay_ms,
         max_attempts,
+        idempotency_key,
     })
 }
 
 /// The job object of a freshly published job.
-pub fn published_job(job: NewJob, published: Published) -> Job {
-    let available = published.created_at_ms + job.delay_ms;
+fn published_job(job: NewJob, seq: u64, created_at_ms: u64) -> Job {
     let delayed = job.delay_ms > 0;
     Job {
         id: job.id,
         queue: job.queue.name.as_str().to_owned(),
         key: job.key,
-        seq: published.seq,
+        seq,
         state: if delayed {
             JobState::Delayed
         } else {
@@ -75,10 +83,10 @@ pub fn published_job(job: NewJob, published: Published) -> Job {
         max_attempts: job.max_attempts,
         result: None,
         last_error: None,
-        created_at: rfc3339_ms(published.created_at_ms),
+        created_at: rfc3339_ms(created_at_ms),
         started_at: None,
         finished_at: None,
-        available_at: delayed.then(|| rfc3339_ms(available)),
+        available_at: delayed.then(|| rfc3339_ms(created_at_ms + job.delay_ms)),
         lease: None,
         lease_expires_at: None,
     }
@@ -88,22 +96,110 @@ fn null() -> Box<RawValue> {
     RawValue::from_string("null".into()).expect("null is JSON")
 }
 
+/// The `Idempotency-Key` header: at most 255 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::invalid_field(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}
+
 pub async fn publish(
+    req: HttpRequest,
     queues: web::Data<Queues>,
     who: Authenticated,
     name: web::Path<String>,
     ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &name)?;
+    let idempotency_key = idempotency_key(&req)?;
     let definition = queues.registry.get_or_create(&queue).await?;
-    let job = new_job(&queue, body, definition.settings.max_attempts)?;
-    let published = queues.producer.send(Publish(vec![job.clone()])).await??;
-    let published = published
+    let job = new_job(
+        &queue,
+        body,
+        definition.settings.max_attempts,
+        idempotency_key,
+    )
+    .map_err(|(field, reason)| ApiError::invalid_field(field, reason))?;
+    let mut published = queues.producer.send(Publish(vec![job.clone()])).await??;
+    match published.pop() {
+        Some(Published::New { seq, created_at_ms }) => {
+            log::info!("job_id={} published seq={seq}", job.id);
+            Ok(HttpResponse::Accepted().json(published_job(job, seq, created_at_ms)))
+        }
+        Some(Published::Duplicate { original_id }) => {
+            let original = queues.engine.get(&queue, &original_id).await?;
+            Ok(match original {
+                Some(original) => HttpResponse::Ok().json(original),
+                // The original outlived its retention: still nothing is enqueued.
+                None => HttpResponse::Ok().json(serde_json::json!({
+                    "id": original_id, "queue": queue.name, "state": "expired"
+                })),
+            })
+        }
+        None => Err(ApiError::internal("publish returned no job")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    jobs: Vec<PublishBody>,
+}
+
+pub async fn publish_batch(
+    queues: web::Data<Queues>,
+    who: Authenticated,
+    name: web::Path<String>,
+    ApiJson(body): ApiJson<BatchBody>,
+) -> Result<HttpResponse, ApiError> {
+    let queue = path_queue(&who, &name)?;
+    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field(
+            "jobs",
+            format!("must hold 1 to {MAX_BATCH} jobs"),
+        ));
+    }
+    let definition = queues.registry.get_or_create(&queue).await?;
+    let max_attempts = definition.settings.max_attempts;
+    let jobs = body
+        .jobs
         .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::internal("publish returned no job"))?;
-    log::info!("job_id={} published seq={}", job.id, published.seq);
-    Ok(HttpResponse::Accepted().json(published_job(job, published)))
+        .enumerate()
+        .map(|(i, item)| {
+            new_job(&queue, item, max_attempts, None).map_err(|(field, reason)| {
+                ApiError::invalid_field(&format!("jobs[{i}].{field}"), reason)
+            })
+        })
+        .collect::<Result<Vec<NewJob>, ApiError>>()?;
+    let published = queues.producer.send(Publish(jobs.clone())).await??;
+    let objects: Vec<Job> = jobs
+        .into_iter()
+        .zip(published)
+        .filter_map(|(job, published)| match published {
+            Published::New { seq, created_at_ms } => Some(published_job(job, seq, created_at_ms)),
+            Published::Duplicate { .. } => None,
+        })
+        .collect();
+    log::info!(
+        "batch of {} jobs published to queue={}",
+        objects.len(),
+        queue.name.as_str()
+    );
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "jobs": objects })))
 }
 
 #[derive(Deserialize)]

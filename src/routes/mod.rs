@@ -3,6 +3,8 @@
 //! here, in one place.
 
 pub mod auth;
+pub mod consumers;
+pub mod dead;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
@@ -34,12 +36,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, expose_metrics: bool) {
                 .route("/{queue}/pause", web::post().to(queues::pause))
                 .route("/{queue}/resume", web::post().to(queues::resume))
                 .route("/{queue}/jobs", web::post().to(jobs::publish))
-                .route("/{queue}/jobs", web::get().to(jobs::list)),
+                .route("/{queue}/jobs", web::get().to(jobs::list))
+                .route("/{queue}/jobs/batch", web::post().to(jobs::publish_batch))
+                .route("/{queue}/claim", web::post().to(consumers::claim))
+                .route("/{queue}/dead", web::get().to(dead::list))
+                .route("/{queue}/dead/redrive", web::post().to(dead::redrive)),
         )
         .service(
             web::scope("/v1/jobs")
                 .route("/{id}", web::get().to(jobs::get))
-                .route("/{id}", web::delete().to(jobs::cancel)),
+                .route("/{id}", web::delete().to(jobs::cancel))
+                .route("/{id}/ack", web::post().to(consumers::ack))
+                .route("/{id}/nack", web::post().to(consumers::nack))
+                .route("/{id}/extend", web::post().to(consumers::extend))
+                .route("/{id}/retry", web::post().to(dead::retry))
+                .route("/{id}/skip", web::post().to(dead::skip)),
         );
 }
 

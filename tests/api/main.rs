@@ -7,5 +7,6 @@ mod health;
 mod helpers;
 mod jobs;
 mod metrics;
+mod pull;
 mod push;
 mod receiver;

@@ -1,0 +1,217 @@
+//! Pull consumers: long-polling `claim`, and `ack` / `nack` / `extend` under a
+//! fenced lease. A stale or expired lease answers `409 lease_lost` and changes
+//! nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::jobs::{MAX_WAIT_MS, path_job};
+use super::queues::path_queue;
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::http::ApiJson;
+use crate::queue::Queues;
+use crate::queue::engine::{Failure, Lease, Transition};
+use crate::queue::model::{LEASE_MS_RANGE, QueueRef};
+use crate::queue::registry::QueueDefinition;
+
+/// Most jobs one claim returns.
+pub const MAX_CLAIM: usize = 100;
+/// Longest `retry_in_ms` a nack may ask for (1 day).
+pub const MAX_RETRY_IN_MS: u64 = 24 * 3600 * 1000;
+/// A waiting claim re-checks this often even without a wake (a lost
+/// notification then costs at most this much latency).
+const FALLBACK_RECHECK: Duration = Duration::from_secs(1);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    wait_ms: Option<u64>,
+    max_jobs: Option<usize>,
+}
+
+async fn pull_queue(queues: &Queues, queue: &QueueRef) -> Result<Arc<QueueDefinition>, ApiError> {
+    let definition = queues
+        .registry
+        .get(queue)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such queue"))?;
+    if definition.settings.delivery.is_push() {
+        return Err(ApiError::conflict(
+            "not_a_pull_queue",
+            "this queue delivers by push; claim works on pull queues",
+        ));
+    }
+    Ok(definition)
+}
+
+pub async fn claim(
+    queues: web::Data<Queues>,
+    who: Authenticated,
+    name: web::Path<String>,
+    ApiJson(body): ApiJson<ClaimBody>,
+) -> Result<HttpResponse, ApiError> {
+    let queue = path_queue(&who, &name)?;
+    let wait_ms = body.wait_ms.unwrap_or(0);
+    if wait_ms > MAX_WAIT_MS {
+        return Err(ApiError::invalid_field(
+            "wait_ms",
+            format!("must be at most {MAX_WAIT_MS}"),
+        ));
+    }
+    let max_jobs = body.max_jobs.unwrap_or(1);
+    if !(1..=MAX_CLAIM).contains(&max_jobs) {
+        return Err(ApiError::invalid_field(
+            "max_jobs",
+            format!("must be between 1 and {MAX_CLAIM}"),
+        ));
+    }
+    let definition = pull_queue(&queues, &queue).await?;
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let waiter = queues.hub.waiter(&queue.tag());
+    loop {
+        // Registered before claiming, so a wake during the claim is not lost.
+        let notified = waiter.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        let batch = queues
+            .engine
+            .claim_queue(&queue, max_jobs, definition.settings.lease_ms)
+            .await?;
+        let now = Instant::now();
+        if !batch.jobs.is_empty() || now >= deadline {
+            let jobs: Vec<_> = batch.jobs.into_iter().map(|c| c.job).collect();
+            for job in &jobs {
+                log::info!("job_id={} claimed attempt={}", job.id, job.attempts);
+            }
+            return Ok(HttpResponse::Ok().json(serde_json::json!({ "jobs": jobs })));
+        }
+        let mut until = deadline.min(now + FALLBACK_RECHECK);
+        if let Some(due) = batch.next_due_in_ms {
+            until = until.min(now + Duration::from_millis(due));
+        }
+        let _ = tokio::time::timeout_at(until.into(), notified).await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    lease: String,
+    result: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NackBody {
+    lease: String,
+    error: Option<String>,
+    retry_in_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    lease: String,
+    lease_ms: Option<u64>,
+}
+
+fn parse_lease(raw: &str) -> Result<Lease, ApiError> {
+    Lease::parse(raw)
+        .ok_or_else(|| ApiError::invalid_field("lease", "is not a lease this service issued"))
+}
+
+/// Maps a lease-holder transition to the response.
+fn answer(queues: &Queues, transition: Transition) -> Result<HttpResponse, ApiError> {
+    match transition {
+        Transition::Done(job) => {
+            queues.metrics.record(job.state);
+            log::info!("job_id={} state={}", job.id, job.state.as_str());
+            Ok(HttpResponse::Ok().json(job))
+        }
+        Transition::LeaseLost(Some(_)) => Err(ApiError::conflict(
+            "lease_lost",
+            "the lease is stale or expired; the job's outcome was not changed",
+        )),
+        Transition::LeaseLost(None) => Err(ApiError::not_found("no such job")),
+    }
+}
+
+pub async fn ack(
+    queues: web::Data<Queues>,
+    who: Authenticated,
+    id: web::Path<String>,
+    ApiJson(body): ApiJson<AckBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (queue, id) = path_job(&who, &id)?;
+    let lease = parse_lease(&body.lease)?;
+    let result = body.result.as_deref().map_or("null", RawValue::get);
+    let transition = queues.engine.ack(&queue, &id, &lease, result).await?;
+    answer(&queues, transition)
+}
+
+pub async fn nack(
+    queues: web::Data<Queues>,
+    who: Authenticated,
+    id: web::Path<String>,
+    ApiJson(body): ApiJson<NackBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (queue, id) = path_job(&who, &id)?;
+    let lease = parse_lease(&body.lease)?;
+    if body.retry_in_ms.is_some_and(|ms| ms > MAX_RETRY_IN_MS) {
+        return Err(ApiError::invalid_field(
+            "retry_in_ms",
+            format!("must be at most {MAX_RETRY_IN_MS}"),
+        ));
+    }
+    let in_ms = match body.retry_in_ms {
+        Some(ms) => ms,
+        None => {
+            let job = queues.engine.get(&queue, &id).await?;
+            let attempts = job.map_or(1, |j| j.attempts);
+            let definition = queues.registry.get(&queue).await?;
+            definition.map_or(1_000, |d| d.settings.backoff.delay_ms(attempts))
+        }
+    };
+    let error = body.error.as_deref().unwrap_or("nacked by the consumer");
+    let transition = queues
+        .engine
+        .fail(&queue, &id, &lease, error, Failure::Retry { in_ms })
+        .await?;
+    answer(&queues, transition)
+}
+
+pub async fn extend(
+    queues: web::Data<Queues>,
+    who: Authenticated,
+    id: web::Path<String>,
+    ApiJson(body): ApiJson<ExtendBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (queue, id) = path_job(&who, &id)?;
+    let lease = parse_lease(&body.lease)?;
+    let lease_ms = match body.lease_ms {
+        Some(ms) if !(LEASE_MS_RANGE.0..=LEASE_MS_RANGE.1).contains(&ms) => {
+            return Err(ApiError::invalid_field(
+                "lease_ms",
+                "must be between 1000 and 43200000",
+            ));
+        }
+        Some(ms) => ms,
+        None => queues
+            .registry
+            .get(&queue)
+            .await?
+            .map_or(LEASE_MS_RANGE.0, |d| d.settings.lease_ms),
+    };
+    match queues.engine.extend(&queue, &id, &lease, lease_ms).await? {
+        Transition::Done(mut job) => {
+            job.lease = Some(lease.render());
+            Ok(HttpResponse::Ok().json(job))
+        }
+        lost => answer(&queues, lost),
+    }
+}

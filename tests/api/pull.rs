@@ -1,0 +1,701 @@
+//! Pull consumers, dead letters, idempotency, batches, cancel and delay.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestRedis, body, error_body, spawn_app, spawn_app_with};
+
+async fn pull_queue(app: &TestApp, token: &str, name: &str, settings: Value) {
+    let response = app.put_queue(token, name, &settings).await;
+    assert_eq!(response.status(), 201);
+}
+
+/// Claims with the given wait; returns the claimed jobs.
+async fn claim(
+    app: &TestApp,
+    token: &str,
+    queue: &str,
+    wait_ms: u64,
+    max_jobs: usize,
+) -> Vec<Value> {
+    let request = json!({"wait_ms": wait_ms, "max_jobs": max_jobs});
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/queues/{queue}/claim"),
+            token,
+            Some(&request),
+        )
+        .await;
+    assert_eq!(response.status(), 200, "claim failed");
+    body(response).await["jobs"].as_array().unwrap().clone()
+}
+
+async fn job_call(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    action: &str,
+    request: Value,
+) -> reqwest::Response {
+    app.call(
+        reqwest::Method::POST,
+        &format!("/v1/jobs/{id}/{action}"),
+        token,
+        Some(&request),
+    )
+    .await
+}
+
+fn id(job: &Value) -> &str {
+    job["id"].as_str().unwrap()
+}
+
+fn lease(job: &Value) -> &str {
+    job["lease"].as_str().expect("claimed jobs carry a lease")
+}
+
+#[actix_web::test]
+async fn competing_consumers_never_share_a_lane_and_ack_it_in_seq_order() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    for n in 0..30 {
+        app.publish_ok(&user.token, "q", &json!({"payload": n, "key": "lane"}))
+            .await;
+    }
+    let holding: RefCell<Option<u64>> = RefCell::new(None);
+    let acked: RefCell<Vec<u64>> = RefCell::new(Vec::new());
+    let consumer = |name: &'static str| {
+        let (app, token, holding, acked) = (&app, &user.token, &holding, &acked);
+        async move {
+            while acked.borrow().len() < 30 {
+                let jobs = claim(app, token, "q", 300, 5).await;
+                assert!(
+                    jobs.len() <= 1,
+                    "{name} got {} jobs of one lane",
+                    jobs.len()
+                );
+                for job in jobs {
+                    let seq = job["seq"].as_u64().unwrap();
+                    let held = holding.borrow_mut().replace(seq);
+                    assert!(
+                        held.is_none(),
+                        "{name} claimed seq {seq} while seq {held:?} was leased"
+                    );
+                    actix_web::rt::task::yield_now().await;
+                    holding.borrow_mut().take();
+                    let ack = job_call(
+                        app,
+                        token,
+                        id(&job),
+                        "ack",
+                        json!({"lease": lease(&job), "result": name}),
+                    )
+                    .await;
+                    assert_eq!(ack.status(), 200);
+                    acked.borrow_mut().push(seq);
+                }
+            }
+        }
+    };
+    futures_util::join!(consumer("one"), consumer("two"));
+    assert_eq!(acked.into_inner(), (1..=30).collect::<Vec<u64>>());
+}
+
+#[actix_web::test]
+async fn an_unacked_lease_expires_and_the_same_job_goes_to_the_next_consumer_first() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({"lease_ms": 1000})).await;
+    let first = app
+        .publish_ok(&user.token, "q", &json!({"payload": "a", "key": "k"}))
+        .await;
+    app.publish_ok(&user.token, "q", &json!({"payload": "b", "key": "k"}))
+        .await;
+
+    let stalled = claim(&app, &user.token, "q", 0, 1).await;
+    assert_eq!(stalled.len(), 1);
+    assert_eq!(id(&stalled[0]), id(&first));
+    assert_eq!(stalled[0]["attempts"], 1);
+    assert_eq!(stalled[0]["state"], "active");
+    assert!(stalled[0]["lease_expires_at"].is_string());
+
+    let again = claim(&app, &user.token, "q", 10_000, 1).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        id(&again[0]),
+        id(&first),
+        "a later job overtook the expired one"
+    );
+    assert_eq!(again[0]["attempts"], 2);
+
+    let late = job_call(
+        &app,
+        &user.token,
+        id(&first),
+        "ack",
+        json!({"lease": lease(&stalled[0]), "result": "late"}),
+    )
+    .await;
+    error_body(late, 409, "lease_lost").await;
+    let ack = job_call(
+        &app,
+        &user.token,
+        id(&first),
+        "ack",
+        json!({"lease": lease(&again[0]), "result": {"by": 2}}),
+    )
+    .await;
+    assert_eq!(ack.status(), 200);
+    let done = app.job(&user.token, id(&first)).await;
+    assert_eq!(done["state"], "completed");
+    assert_eq!(done["result"], json!({"by": 2}));
+    // A second ack with the winning lease is stale too: the outcome stays.
+    let twice = job_call(
+        &app,
+        &user.token,
+        id(&first),
+        "ack",
+        json!({"lease": lease(&again[0]), "result": "again"}),
+    )
+    .await;
+    error_body(twice, 409, "lease_lost").await;
+    assert_eq!(
+        app.job(&user.token, id(&first)).await["result"],
+        json!({"by": 2})
+    );
+    assert_eq!(claim(&app, &user.token, "q", 0, 1).await[0]["payload"], "b");
+}
+
+#[actix_web::test]
+async fn extend_keeps_a_lease_alive_past_its_original_expiry() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({"lease_ms": 1000})).await;
+    app.publish_ok(&user.token, "q", &json!({"payload": 1}))
+        .await;
+    let held = claim(&app, &user.token, "q", 0, 1).await.remove(0);
+    let extended = job_call(
+        &app,
+        &user.token,
+        id(&held),
+        "extend",
+        json!({"lease": lease(&held), "lease_ms": 8000}),
+    )
+    .await;
+    assert_eq!(extended.status(), 200);
+    let extended = body(extended).await;
+    assert!(
+        extended["lease_expires_at"].as_str().unwrap() > held["lease_expires_at"].as_str().unwrap()
+    );
+    // Well past the original expiry (and a recovery pass), nobody else gets it.
+    assert!(claim(&app, &user.token, "q", 2_500, 1).await.is_empty());
+    let ack = job_call(
+        &app,
+        &user.token,
+        id(&held),
+        "ack",
+        json!({"lease": lease(&held)}),
+    )
+    .await;
+    assert_eq!(ack.status(), 200);
+    assert_eq!(body(ack).await["state"], "completed");
+}
+
+#[actix_web::test]
+async fn nack_with_retry_in_ms_delays_the_lane_head_by_at_least_that() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    app.publish_ok(&user.token, "q", &json!({"payload": "head", "key": "k"}))
+        .await;
+    app.publish_ok(&user.token, "q", &json!({"payload": "next", "key": "k"}))
+        .await;
+    let held = claim(&app, &user.token, "q", 0, 1).await.remove(0);
+    let nacked_at = Instant::now();
+    let nack = job_call(
+        &app,
+        &user.token,
+        id(&held),
+        "nack",
+        json!({"lease": lease(&held), "error": "busy", "retry_in_ms": 800}),
+    )
+    .await;
+    assert_eq!(nack.status(), 200);
+    let nacked = body(nack).await;
+    assert_eq!(nacked["state"], "retrying");
+    assert_eq!(nacked["last_error"], "busy");
+    let retried = claim(&app, &user.token, "q", 5_000, 1).await.remove(0);
+    assert!(
+        nacked_at.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        nacked_at.elapsed()
+    );
+    assert_eq!(retried["payload"], "head");
+    assert_eq!(retried["attempts"], 2);
+}
+
+#[actix_web::test]
+async fn an_idle_claim_waits_without_polling_redis_and_wakes_on_publish() {
+    let redis = TestRedis::start().await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url.clone()).await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+
+    let before = redis.command_calls().await;
+    let started = Instant::now();
+    assert!(claim(&app, &user.token, "q", 2_000, 1).await.is_empty());
+    let waited = started.elapsed();
+    let after = redis.command_calls().await;
+    let delta =
+        |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    // Every engine call is one EVALSHA; everything else a client sends is plain.
+    let scripts = delta("evalsha") + delta("eval");
+    let total: u64 = after.keys().map(|name| delta(name)).sum();
+    assert!(
+        waited >= Duration::from_millis(2_000) && waited < Duration::from_millis(3_000),
+        "{waited:?}"
+    );
+    // The consumer re-checks about once a second; the worker's fallback poll,
+    // recovery and gauge sampling add a few more. Busy polling would be hundreds.
+    assert!(
+        scripts <= 12,
+        "{scripts} script calls during a 2 s idle claim: {after:?}"
+    );
+    assert!(
+        total <= 80,
+        "{total} Redis commands during a 2 s idle claim: {after:?}"
+    );
+
+    let publish_after = Duration::from_millis(300);
+    let (claimed, published_at) = futures_util::join!(
+        async {
+            let jobs = claim(&app, &user.token, "q", 10_000, 1).await;
+            (jobs, Instant::now())
+        },
+        async {
+            actix_web::rt::time::sleep(publish_after).await;
+            app.publish_ok(&user.token, "q", &json!({"payload": "wake"}))
+                .await;
+            Instant::now()
+        }
+    );
+    let (jobs, claimed_at) = claimed;
+    assert_eq!(jobs.len(), 1);
+    assert!(
+        claimed_at.saturating_duration_since(published_at) < Duration::from_millis(100),
+        "claim returned {:?} after the publish",
+        claimed_at.saturating_duration_since(published_at)
+    );
+}
+
+#[actix_web::test]
+async fn redrive_puts_dead_jobs_back_at_the_heads_of_their_lanes_in_seq_order() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({"max_attempts": 1})).await;
+    for (payload, key) in [("a1", "a"), ("b1", "b"), ("a2", "a")] {
+        app.publish_ok(&user.token, "q", &json!({"payload": payload, "key": key}))
+            .await;
+    }
+    for _ in 0..3 {
+        let job = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
+        let nack = job_call(
+            &app,
+            &user.token,
+            id(&job),
+            "nack",
+            json!({"lease": lease(&job), "retry_in_ms": 0}),
+        )
+        .await;
+        assert_eq!(body(nack).await["state"], "dead");
+    }
+    let dead = body(app.get_with_token("/v1/queues/q/dead", &user.token).await).await;
+    let dead: Vec<&str> = dead["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(dead, vec!["a1", "b1", "a2"]);
+    for (payload, key) in [("a3", "a"), ("b2", "b")] {
+        app.publish_ok(&user.token, "q", &json!({"payload": payload, "key": key}))
+            .await;
+    }
+    let redrive = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/dead/redrive",
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(body(redrive).await["redriven"], 3);
+    let empty = body(app.get_with_token("/v1/queues/q/dead", &user.token).await).await;
+    assert!(empty["jobs"].as_array().unwrap().is_empty());
+
+    let mut order: Vec<(String, String, u64)> = Vec::new();
+    while order.len() < 5 {
+        for job in claim(&app, &user.token, "q", 1_000, 10).await {
+            order.push((
+                job["key"].as_str().unwrap().into(),
+                job["payload"].as_str().unwrap().into(),
+                job["attempts"].as_u64().unwrap(),
+            ));
+            let ack = job_call(
+                &app,
+                &user.token,
+                id(&job),
+                "ack",
+                json!({"lease": lease(&job)}),
+            )
+            .await;
+            assert_eq!(ack.status(), 200);
+        }
+    }
+    let lane = |k: &str| {
+        order
+            .iter()
+            .filter(|(key, _, _)| key == k)
+            .map(|(_, p, _)| p.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lane("a"), vec!["a1", "a2", "a3"]);
+    assert_eq!(lane("b"), vec!["b1", "b2"]);
+    assert!(
+        order.iter().all(|(_, _, attempts)| *attempts == 1),
+        "redriven jobs start with fresh attempts: {order:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_blocked_head_is_resolved_by_retry_or_skip() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(
+        &app,
+        &user.token,
+        "q",
+        json!({"max_attempts": 1, "on_exhausted": "block"}),
+    )
+    .await;
+    let x1 = app
+        .publish_ok(&user.token, "q", &json!({"payload": "x1", "key": "k"}))
+        .await;
+    app.publish_ok(&user.token, "q", &json!({"payload": "x2", "key": "k"}))
+        .await;
+    let fail = |job: Value| {
+        let app = &app;
+        let token = &user.token;
+        async move {
+            let nack = job_call(
+                app,
+                token,
+                id(&job),
+                "nack",
+                json!({"lease": lease(&job), "retry_in_ms": 0}),
+            )
+            .await;
+            body(nack).await
+        }
+    };
+    let job = claim(&app, &user.token, "q", 0, 1).await.remove(0);
+    assert_eq!(fail(job).await["state"], "blocked");
+    assert!(
+        claim(&app, &user.token, "q", 300, 1).await.is_empty(),
+        "the lane should be stopped"
+    );
+    let skip_queued = job_call(&app, &user.token, id(&x1), "skip", json!({})).await;
+    assert_eq!(skip_queued.status(), 200, "a blocked job can be skipped");
+    let skipped = body(skip_queued).await;
+    assert_eq!(skipped["state"], "dead");
+    let next = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
+    assert_eq!(next["payload"], "x2");
+    assert_eq!(fail(next.clone()).await["state"], "blocked");
+    let retry = job_call(&app, &user.token, id(&next), "retry", json!({})).await;
+    assert_eq!(body(retry).await["state"], "queued");
+    let again = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
+    assert_eq!(id(&again), id(&next));
+    assert_eq!(again["attempts"], 1);
+    let not_stopped = job_call(&app, &user.token, id(&again), "skip", json!({})).await;
+    error_body(not_stopped, 409, "not_stopped").await;
+}
+
+#[actix_web::test]
+async fn the_same_idempotency_key_publishes_once_per_queue() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let publish = |queue: &'static str, payload: i64| {
+        let (app, token) = (&app, &user.token);
+        async move {
+            app.client
+                .post(app.url(&format!("/v1/queues/{queue}/jobs")))
+                .bearer_auth(token)
+                .header("Idempotency-Key", "order-42")
+                .json(&json!({"payload": payload}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = publish("q", 1).await;
+    assert_eq!(first.status(), 202);
+    let first = body(first).await;
+    let second = publish("q", 2).await;
+    assert_eq!(second.status(), 200);
+    let second = body(second).await;
+    assert_eq!(second["id"], first["id"]);
+    assert_eq!(second["payload"], 1, "the original job is returned");
+    assert_eq!(app.queue(&user.token, "q").await["stats"]["waiting"], 1);
+    let other = publish("other", 3).await;
+    assert_eq!(other.status(), 202);
+    assert_ne!(body(other).await["id"], first["id"]);
+    assert_eq!(app.counter("orderly_jobs_published_total").await, 2.0);
+}
+
+#[actix_web::test]
+async fn a_batch_is_published_in_order_with_contiguous_seqs_or_not_at_all() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    app.publish_ok(&user.token, "q", &json!({"payload": "before"}))
+        .await;
+    let jobs: Vec<Value> = (0..1000)
+        .map(|n| json!({"payload": n, "key": format!("k{}", n % 7)}))
+        .collect();
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/jobs/batch",
+            &user.token,
+            Some(&json!({"jobs": jobs})),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let published = body(response).await["jobs"].as_array().unwrap().clone();
+    assert_eq!(published.len(), 1000);
+    let seqs: Vec<u64> = published
+        .iter()
+        .map(|j| j["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (2..=1001).collect::<Vec<u64>>());
+    let payloads: Vec<u64> = published
+        .iter()
+        .map(|j| j["payload"].as_u64().unwrap())
+        .collect();
+    assert_eq!(payloads, (0..1000).collect::<Vec<u64>>());
+    let listed = app.all_jobs(&user.token, "q", None).await;
+    assert_eq!(listed.len(), 1001);
+
+    let mut bad = jobs.clone();
+    bad[3]["key"] = json!("k".repeat(129));
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/jobs/batch",
+            &user.token,
+            Some(&json!({"jobs": bad[..10]})),
+        )
+        .await;
+    let error = error_body(response, 422, "validation_failed").await;
+    assert!(error["fields"].get("jobs[3].key").is_some(), "{error}");
+    let mut missing = jobs[..10].to_vec();
+    missing[5] = json!({"key": "x"});
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/jobs/batch",
+            &user.token,
+            Some(&json!({"jobs": missing})),
+        )
+        .await;
+    let error = error_body(response, 422, "validation_failed").await;
+    assert!(
+        error["fields"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("jobs[5]")),
+        "{error}"
+    );
+    let too_many: Vec<Value> = (0..1001).map(|n| json!({"payload": n})).collect();
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/jobs/batch",
+            &user.token,
+            Some(&json!({"jobs": too_many})),
+        )
+        .await;
+    error_body(response, 422, "validation_failed").await;
+    let stats = app.queue(&user.token, "q").await["stats"].clone();
+    assert_eq!(stats["waiting"], 1001, "a refused batch changed the queue");
+}
+
+#[actix_web::test]
+async fn cancel_removes_a_waiting_job_for_good_but_not_an_active_one() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    let active = app
+        .publish_ok(&user.token, "q", &json!({"payload": "active", "key": "a"}))
+        .await;
+    let doomed = app
+        .publish_ok(&user.token, "q", &json!({"payload": "doomed", "key": "b"}))
+        .await;
+    let kept = app
+        .publish_ok(&user.token, "q", &json!({"payload": "kept", "key": "b"}))
+        .await;
+    let claimed = claim(&app, &user.token, "q", 0, 1).await;
+    assert_eq!(id(&claimed[0]), id(&active));
+
+    let cancel = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/jobs/{}", id(&doomed)),
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(cancel.status(), 200);
+    assert_eq!(body(cancel).await["state"], "cancelled");
+    let busy = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/jobs/{}", id(&active)),
+            &user.token,
+            None,
+        )
+        .await;
+    error_body(busy, 409, "not_cancellable").await;
+    let twice = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/jobs/{}", id(&doomed)),
+            &user.token,
+            None,
+        )
+        .await;
+    error_body(twice, 409, "not_cancellable").await;
+
+    let next = claim(&app, &user.token, "q", 1_000, 10).await;
+    let payloads: Vec<&str> = next
+        .iter()
+        .map(|j| j["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(payloads, vec!["kept"], "the cancelled job was delivered");
+    assert_eq!(id(&next[0]), id(&kept));
+    assert_eq!(app.queue(&user.token, "q").await["stats"]["cancelled"], 1);
+}
+
+#[actix_web::test]
+async fn a_delayed_job_holds_back_its_lane_until_it_is_due() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    let published_at = Instant::now();
+    let delayed = app
+        .publish_ok(
+            &user.token,
+            "q",
+            &json!({"payload": "later", "key": "k", "delay_ms": 700}),
+        )
+        .await;
+    assert_eq!(delayed["state"], "delayed");
+    assert!(delayed["available_at"].is_string());
+    app.publish_ok(&user.token, "q", &json!({"payload": "behind", "key": "k"}))
+        .await;
+    app.publish_ok(
+        &user.token,
+        "q",
+        &json!({"payload": "free", "key": "other"}),
+    )
+    .await;
+    assert_eq!(app.queue(&user.token, "q").await["stats"]["delayed"], 1);
+
+    let first = claim(&app, &user.token, "q", 0, 10).await;
+    let payloads: Vec<&str> = first
+        .iter()
+        .map(|j| j["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(payloads, vec!["free"], "only the other lane is startable");
+    let due = claim(&app, &user.token, "q", 5_000, 10).await;
+    assert!(published_at.elapsed() >= Duration::from_millis(700));
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0]["payload"], "later");
+    let cancel = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/jobs/{}", id(&due[0])),
+            &user.token,
+            None,
+        )
+        .await;
+    error_body(cancel, 409, "not_cancellable").await;
+}
+
+#[actix_web::test]
+async fn claim_and_lease_calls_validate_their_input() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    for request in [
+        json!({"wait_ms": 30_001}),
+        json!({"max_jobs": 0}),
+        json!({"max_jobs": 101}),
+    ] {
+        let response = app
+            .call(
+                reqwest::Method::POST,
+                "/v1/queues/q/claim",
+                &user.token,
+                Some(&request),
+            )
+            .await;
+        error_body(response, 422, "validation_failed").await;
+    }
+    let none = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/nope/claim",
+            &user.token,
+            Some(&json!({})),
+        )
+        .await;
+    error_body(none, 404, "not_found").await;
+    app.push_queue(&user.token, "pushed", "http://127.0.0.1:9/", json!({}))
+        .await;
+    let push = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/pushed/claim",
+            &user.token,
+            Some(&json!({})),
+        )
+        .await;
+    error_body(push, 409, "not_a_pull_queue").await;
+    let job = app
+        .publish_ok(&user.token, "q", &json!({"payload": 1}))
+        .await;
+    let garbage = job_call(
+        &app,
+        &user.token,
+        id(&job),
+        "ack",
+        json!({"lease": "garbage"}),
+    )
+    .await;
+    error_body(garbage, 422, "validation_failed").await;
+    let unclaimed = job_call(
+        &app,
+        &user.token,
+        id(&job),
+        "ack",
+        json!({"lease": "1.0123456789abcdef"}),
+    )
+    .await;
+    error_body(unclaimed, 409, "lease_lost").await;
+    assert_eq!(app.job(&user.token, id(&job)).await["state"], "queued");
+}
