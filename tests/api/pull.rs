@@ -699,3 +699,55 @@ async fn claim_and_lease_calls_validate_their_input() {
     error_body(unclaimed, 409, "lease_lost").await;
     assert_eq!(app.job(&user.token, id(&job)).await["state"], "queued");
 }
+
+#[actix_web::test]
+async fn the_example_consumer_processes_a_queue_in_lane_order() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "emails", json!({})).await;
+    for n in 0..6 {
+        let key = if n % 2 == 0 { "ann" } else { "bob" };
+        app.publish_ok(
+            &user.token,
+            "emails",
+            &json!({"payload": {"n": n}, "key": key}),
+        )
+        .await;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/consumer.py");
+    let output = tokio::process::Command::new("python3")
+        .args([
+            script,
+            "--queue",
+            "emails",
+            "--wait-ms",
+            "500",
+            "--exit-when-idle",
+        ])
+        .args(["--url", &app.address, "--token", &user.token])
+        .output()
+        .await
+        .expect("python3 runs the example");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    for key in ["ann", "bob"] {
+        let seqs: Vec<u64> = lines
+            .iter()
+            .filter(|l| l.contains(&format!("key='{key}'")))
+            .map(|l| l.split_whitespace().next().unwrap()[4..].parse().unwrap())
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{key}: {seqs:?}");
+    }
+    let done = app.all_jobs(&user.token, "emails", Some("completed")).await;
+    assert_eq!(done.len(), 6);
+    assert!(
+        done.iter()
+            .all(|j| j["result"] == json!({"processed": true}))
+    );
+}
