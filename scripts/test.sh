@@ -7,6 +7,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
 cd "$ROOT"
 require_rust
 start_services
+# Some tests start (and stop) a Redis and a MongoDB-protocol server of their own.
+ensure_redis_installed
+ensure_secantus_installed
+export ORDERLY_TEST_MONGOD="$VENV/bin/secantusd-py"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

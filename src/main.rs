@@ -26,11 +26,35 @@ async fn main() -> ExitCode {
         app.port(),
         profile.as_str()
     );
-    match app.run_until_stopped().await {
+    match app.run(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("server error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(err) => {
+                log::warn!("cannot listen for SIGTERM ({err}); only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

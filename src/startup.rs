@@ -6,6 +6,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, Addr, Supervisor};
 use actix_web::dev::{Server, ServerHandle, ServiceRequest};
@@ -28,7 +29,7 @@ use crate::queue::engine::Engine;
 use crate::queue::notify::WakeHub;
 use crate::queue::producer::Producer;
 use crate::queue::registry::QueueRegistry;
-use crate::queue::worker::{Worker, WorkerDeps};
+use crate::queue::worker::{Drain, Worker, WorkerDeps};
 use crate::{routes, storage};
 
 /// One access-log line per request, tagged with the request id.
@@ -61,6 +62,7 @@ pub struct Application {
     server: Server,
     metrics: Metrics,
     worker: Addr<Worker>,
+    grace: Duration,
 }
 
 impl Application {
@@ -158,6 +160,7 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .listen(listener)?
+        .disable_signals()
         .shutdown_timeout(settings.server.shutdown_grace_s);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
@@ -168,6 +171,7 @@ impl Application {
             server,
             metrics,
             worker,
+            grace: Duration::from_secs(settings.server.shutdown_grace_s),
         })
     }
 
@@ -191,9 +195,33 @@ impl Application {
         self.worker.clone()
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM or the handle).
+    /// Serves until the server is stopped through [`Application::handle`].
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        self.run(std::future::pending()).await
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully: stop
+    /// accepting connections, let in-flight requests and deliveries finish
+    /// within the grace period, release the leases of deliveries still running.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = std::pin::pin!(self.server);
+        tokio::select! {
+            stopped = &mut server => return stopped,
+            () = shutdown => {}
+        }
+        log::info!(
+            "shutting down: draining requests and deliveries (grace {:?})",
+            self.grace
+        );
+        // The server future must keep being polled for the stop to complete.
+        actix_web::rt::spawn(handle.stop(true));
+        let drain = self.worker.send(Drain { grace: self.grace });
+        let (released, stopped) = futures_util::join!(drain, server);
+        if let Ok(released) = released {
+            log::info!("shutdown complete; {released} lease(s) released");
+        }
+        stopped
     }
 }
 

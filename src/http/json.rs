@@ -31,8 +31,46 @@ fn is_json(req: &HttpRequest) -> bool {
     }
 }
 
+/// Deepest nesting accepted anywhere in a body (serde_json's own limit for
+/// typed values; raw payloads are checked against it too).
+pub const MAX_DEPTH: usize = 128;
+
+/// Does the JSON text nest arrays/objects deeper than `max`? A byte scan that
+/// skips strings; it runs before parsing, so raw payloads are bounded too.
+fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Parses `bytes` as `T`, classifying failures per the contract.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if nests_deeper_than(bytes, MAX_DEPTH) {
+        return Err(ApiError::invalid_json(format!(
+            "the body nests deeper than {MAX_DEPTH} levels"
+        )));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
@@ -113,6 +151,28 @@ mod tests {
         let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         let err = parse::<serde_json::Value>(body.as_bytes()).unwrap_err();
         assert_eq!(err.code(), "invalid_json");
+    }
+
+    #[test]
+    fn deep_raw_payloads_are_rejected_but_brackets_in_strings_are_not() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Publish {
+            payload: Box<serde_json::value::RawValue>,
+        }
+        let deep = format!(r#"{{"payload":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+        assert_eq!(
+            parse::<Publish>(deep.as_bytes()).unwrap_err().code(),
+            "invalid_json"
+        );
+        let text = format!(
+            r#"{{"payload":"{}\"{}"}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert!(parse::<Publish>(text.as_bytes()).is_ok());
+        let ok = format!(r#"{{"payload":{}{}}}"#, "[".repeat(100), "]".repeat(100));
+        assert!(parse::<Publish>(ok.as_bytes()).is_ok());
     }
 
     #[test]

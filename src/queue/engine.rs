@@ -174,6 +174,15 @@ pub enum CancelOutcome {
     NotCancellable(Job),
 }
 
+/// Whether a released job's attempt counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Release {
+    /// A delivery started (shutdown, restart): the attempt counts.
+    Started,
+    /// No delivery started: the attempt is taken back.
+    Unstarted,
+}
+
 /// What to do with a stopped job.
 #[derive(Debug, Clone, Copy)]
 pub enum Resolve {
@@ -433,8 +442,17 @@ impl Engine {
         Ok(transition(outcome, job))
     }
 
-    /// Gives a leased job back to the head of its lane without an outcome.
-    pub async fn release(&self, queue: &QueueRef, id: &str, lease: &Lease) -> RedisResult<bool> {
+    /// Gives a leased job back to the head of its lane without an outcome,
+    /// startable again after `delay_ms`. `Release::Unstarted` also takes back
+    /// the claim's attempt (no delivery began).
+    pub async fn release(
+        &self,
+        queue: &QueueRef,
+        id: &str,
+        lease: &Lease,
+        delay_ms: u64,
+        kind: Release,
+    ) -> RedisResult<bool> {
         let released: i64 = SCRIPTS
             .release
             .key(&self.prefix)
@@ -442,6 +460,8 @@ impl Engine {
             .arg(id)
             .arg(lease.number)
             .arg(&lease.token)
+            .arg(delay_ms)
+            .arg(matches!(kind, Release::Unstarted) as u8)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(released == 1)

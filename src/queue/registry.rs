@@ -1,8 +1,8 @@
 //! Queue definitions: the MongoDB `queues` collection and an in-process cache.
 //!
 //! The cache keeps publishing and delivery off MongoDB: a definition is read
-//! from MongoDB at most once per [`CACHE_TTL`] per process, and a stale entry is
-//! used while MongoDB is down. Every definition loaded or written is mirrored
+//! from MongoDB at most once per [`CACHE_TTL`] per process, in the background
+//! once cached, and the cached copy keeps serving while MongoDB is down. Every definition loaded or written is mirrored
 //! into Redis (`Engine::configure`) so the engine scripts know the queue's mode,
 //! pause flag, exhaustion policy and retention. The registry never touches jobs.
 
@@ -97,6 +97,8 @@ pub struct QueueRegistry {
     engine: Engine,
     defaults: QueueDefaults,
     cache: Arc<RwLock<HashMap<String, CacheEntry>>>,
+    /// Tags whose background refresh is running (one at a time per queue).
+    refreshing: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
@@ -118,6 +120,7 @@ impl QueueRegistry {
             engine,
             defaults,
             cache: Arc::new(RwLock::new(HashMap::new())),
+            refreshing: Arc::default(),
         }
     }
 
@@ -154,13 +157,19 @@ impl QueueRegistry {
         );
     }
 
+    /// Drops the cached definition, so the next read goes to MongoDB.
+    pub fn invalidate(&self, queue: &QueueRef) {
+        self.forget(&queue.tag());
+    }
+
     fn forget(&self, tag: &str) {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         cache.remove(tag);
     }
 
-    /// The queue's definition: from the cache when fresh, else MongoDB; a stale
-    /// cached copy when MongoDB does not answer.
+    /// The queue's definition: from the cache when fresh; a stale cached copy
+    /// is returned at once while a background task refreshes it (so a slow or
+    /// down MongoDB never delays publishing or delivery); MongoDB otherwise.
     pub async fn get(
         &self,
         queue: &QueueRef,
@@ -169,28 +178,54 @@ impl QueueRegistry {
         if let Some(fresh) = self.cached(&tag, true) {
             return Ok(Some(fresh));
         }
-        match self.queues.find_one(doc! { "_id": &tag }).await {
-            Ok(Some(found)) => {
-                let first_sight = self.cached(&tag, false).is_none();
+        if let Some(stale) = self.cached(&tag, false) {
+            self.refresh_in_background(queue, &tag);
+            return Ok(Some(stale));
+        }
+        self.load(queue).await
+    }
+
+    /// Reads the definition from MongoDB, mirrors it into Redis and caches it.
+    async fn load(&self, queue: &QueueRef) -> Result<Option<Arc<QueueDefinition>>, RegistryError> {
+        let tag = queue.tag();
+        match self.queues.find_one(doc! { "_id": &tag }).await? {
+            Some(found) => {
+                // Re-mirrored on every refresh, so Redis regains the queue's
+                // conf even if it lost it (restart without AOF, flush).
                 let found = Arc::new(found);
-                if first_sight {
-                    self.engine.configure(queue, &found.engine_conf()).await?;
-                }
+                self.engine.configure(queue, &found.engine_conf()).await?;
                 self.remember(found.clone());
                 Ok(Some(found))
             }
-            Ok(None) => {
+            None => {
                 self.forget(&tag);
                 Ok(None)
             }
-            Err(err) => match self.cached(&tag, false) {
-                Some(stale) => {
-                    log::warn!("mongodb unavailable, using cached queue {tag}: {err}");
-                    Ok(Some(stale))
-                }
-                None => Err(err.into()),
-            },
         }
+    }
+
+    fn refresh_in_background(&self, queue: &QueueRef, tag: &str) {
+        {
+            let mut refreshing = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+            if !refreshing.insert(tag.to_owned()) {
+                return;
+            }
+        }
+        let (registry, queue, tag) = (self.clone(), queue.clone(), tag.to_owned());
+        actix::spawn(async move {
+            if let Err(err) = registry.load(&queue).await {
+                log::warn!("queue {tag}: keeping the cached definition, refresh failed: {err}");
+                // Trust the stale copy for another period before asking again.
+                if let Some(stale) = registry.cached(&tag, false) {
+                    registry.remember(stale);
+                }
+            }
+            let mut refreshing = registry
+                .refreshing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            refreshing.remove(&tag);
+        });
     }
 
     /// The queue's definition, creating it with default settings if absent.

@@ -24,7 +24,7 @@ use futures_util::FutureExt;
 use redis::RedisError;
 
 use super::delivery::{Push, PushOutcome, Pusher};
-use super::engine::{Claimed, Engine, Failure, Lease, Transition};
+use super::engine::{Claimed, Engine, Failure, Lease, Release, Transition};
 use super::model::{Delivery, JobState, QueueRef};
 use super::registry::QueueRegistry;
 use crate::metrics::JobMetrics;
@@ -35,6 +35,10 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 const RECOVER_EVERY: Duration = Duration::from_secs(1);
 /// How often the queue gauges are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// How often leases that could not be released are tried again.
+const ORPHAN_RETRY: Duration = Duration::from_millis(500);
+/// Delay before a job given back unstarted may be claimed again.
+const UNSTARTED_RETRY_MS: u64 = 1_000;
 /// Expired leases returned per recovery run at most.
 const RECOVER_BATCH: usize = 1000;
 
@@ -48,6 +52,15 @@ pub struct Wake;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Crash;
+
+/// Graceful shutdown: start no new delivery, wait up to `grace` for the ones
+/// in flight, then release the leases of those still running. Answers how many
+/// leases were released.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Drain {
+    pub grace: Duration,
+}
 
 /// What every delivery needs; shared by the actor and its futures.
 pub struct WorkerDeps {
@@ -64,11 +77,17 @@ pub struct Worker {
     concurrency: usize,
     /// Leases held by deliveries of this actor, released after a restart.
     in_flight: HashMap<String, (QueueRef, Lease)>,
+    /// Leases of cancelled deliveries that could not be released yet.
+    orphans: Vec<(String, (QueueRef, Lease))>,
     claiming: bool,
     claim_again: bool,
     consecutive_failures: u32,
     resume_at: Option<Instant>,
     next_due: Option<(Instant, SpawnHandle)>,
+    /// Set by [`Drain`]: no new claims.
+    draining: bool,
+    /// Deliveries in flight, watched by [`Drain`].
+    in_flight_count: tokio::sync::watch::Sender<usize>,
 }
 
 impl Worker {
@@ -77,18 +96,21 @@ impl Worker {
             deps,
             concurrency: concurrency.max(1),
             in_flight: HashMap::new(),
+            orphans: Vec::new(),
             claiming: false,
             claim_again: false,
             consecutive_failures: 0,
             resume_at: None,
             next_due: None,
+            draining: false,
+            in_flight_count: tokio::sync::watch::Sender::new(0),
         }
     }
 
     fn restart_delay(&self) -> Duration {
         match self.consecutive_failures {
             0 => Duration::ZERO,
-            n => Duration::from_millis(100u64 << n.min(6)).min(Duration::from_secs(5)),
+            n => Duration::from_millis(100u64 << n.min(5)).min(Duration::from_secs(2)),
         }
     }
 
@@ -100,6 +122,9 @@ impl Worker {
     }
 
     fn claim(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
         if self.claiming {
             self.claim_again = true;
             return;
@@ -155,17 +180,24 @@ impl Worker {
 
     fn deliver(&mut self, claimed: Claimed, ctx: &mut Context<Self>) {
         let id = claimed.job.id.clone();
-        self.in_flight
-            .insert(id.clone(), (claimed.queue.clone(), claimed.lease.clone()));
+        let held = (claimed.queue.clone(), claimed.lease.clone());
+        self.in_flight.insert(id.clone(), held.clone());
+        self.in_flight_count.send_replace(self.in_flight.len());
         let deps = self.deps.clone();
         ctx.spawn(
             deliver_one(deps, claimed)
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     act.in_flight.remove(&id);
+                    act.in_flight_count.send_replace(act.in_flight.len());
                     match result {
                         Ok(()) => act.claim(ctx),
-                        Err(err) => act.fail(ctx, err),
+                        Err(err) => {
+                            // The outcome was not recorded: give the job back
+                            // (it is delivered again) once Redis answers.
+                            act.orphans.push((id, held));
+                            act.fail(ctx, err)
+                        }
                     }
                 }),
         );
@@ -198,26 +230,40 @@ impl Worker {
 
     /// Gives back leases whose deliveries were cancelled by a restart.
     fn release_orphans(&mut self, ctx: &mut Context<Self>) {
-        let orphans: Vec<(String, (QueueRef, Lease))> = self.in_flight.drain().collect();
-        if orphans.is_empty() {
+        self.orphans.extend(self.in_flight.drain());
+        self.in_flight_count.send_replace(0);
+        if self.orphans.is_empty() {
             return;
         }
         log::warn!(
             "releasing {} lease(s) held before the restart",
-            orphans.len()
+            self.orphans.len()
         );
+        // Cloned, not taken: if this actor restarts mid-way, nothing is lost.
+        let orphans = self.orphans.clone();
         let deps = self.deps.clone();
-        ctx.spawn(
-            async move {
-                for (id, (queue, lease)) in orphans {
-                    if let Err(err) = deps.engine.release(&queue, &id, &lease).await {
-                        log::warn!("could not release job_id={id} (it will expire): {err}");
-                    }
+        let release = async move {
+            let mut released = Vec::new();
+            for (id, (queue, lease)) in orphans {
+                let release = deps
+                    .engine
+                    .release(&queue, &id, &lease, 0, Release::Started);
+                match release.await {
+                    Ok(_) => released.push(id),
+                    Err(err) => log::warn!("could not release job_id={id} yet: {err}"),
                 }
             }
-            .into_actor(self)
-            .map(|_, act, ctx| act.claim(ctx)),
-        );
+            released
+        };
+        ctx.spawn(release.into_actor(self).map(|released, act, ctx| {
+            act.orphans.retain(|(id, _)| !released.contains(id));
+            // Still held by nobody: keep trying, so the lanes do not wait for
+            // the leases to expire once Redis is back.
+            if !act.orphans.is_empty() {
+                ctx.run_later(ORPHAN_RETRY, |act, ctx| act.release_orphans(ctx));
+            }
+            act.claim(ctx);
+        }));
     }
 }
 
@@ -258,6 +304,45 @@ impl Handler<Wake> for Worker {
     }
 }
 
+impl Handler<Drain> for Worker {
+    type Result = ResponseActFuture<Self, usize>;
+
+    fn handle(&mut self, msg: Drain, _: &mut Self::Context) -> Self::Result {
+        self.draining = true;
+        let mut count = self.in_flight_count.subscribe();
+        log::info!(
+            "draining {} delivery(ies), grace {:?}",
+            self.in_flight.len(),
+            msg.grace
+        );
+        let settle = async move {
+            let _ = tokio::time::timeout(msg.grace, count.wait_for(|n| *n == 0)).await;
+        };
+        Box::pin(settle.into_actor(self).then(|_, act, _| {
+            let leftover: Vec<(String, (QueueRef, Lease))> = act.in_flight.drain().collect();
+            let engine = act.deps.engine.clone();
+            async move {
+                let mut released = 0;
+                for (id, (queue, lease)) in leftover {
+                    match engine
+                        .release(&queue, &id, &lease, 0, Release::Started)
+                        .await
+                    {
+                        Ok(true) => released += 1,
+                        Ok(false) => {}
+                        Err(err) => log::warn!("could not release job_id={id}: {err}"),
+                    }
+                }
+                if released > 0 {
+                    log::warn!("released {released} lease(s) still in flight at shutdown");
+                }
+                released
+            }
+            .into_actor(act)
+        }))
+    }
+}
+
 impl Handler<Crash> for Worker {
     type Result = ();
 
@@ -272,22 +357,27 @@ async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed) -> Result<(), Redi
     let Claimed {
         queue, job, lease, ..
     } = claimed;
+    // Without usable settings no delivery starts: give the job back without
+    // spending an attempt, and look again a little later.
+    let give_back = || async {
+        let kind = Release::Unstarted;
+        let release = deps
+            .engine
+            .release(&queue, &job.id, &lease, UNSTARTED_RETRY_MS, kind);
+        release.await.map(|_| ())
+    };
     let definition = match deps.registry.get(&queue).await {
         Ok(Some(definition)) => definition,
-        Ok(None) => return Ok(()),
+        Ok(None) => return give_back().await,
         Err(err) => {
             log::warn!("queue settings unavailable for job_id={}: {err}", job.id);
-            let retry = Failure::Retry { in_ms: 1_000 };
-            let error = "queue settings unavailable";
-            deps.engine
-                .fail(&queue, &job.id, &lease, error, retry)
-                .await?;
-            return Ok(());
+            return give_back().await;
         }
     };
     let Delivery::Push { url, timeout_ms } = &definition.settings.delivery else {
-        deps.engine.release(&queue, &job.id, &lease).await?;
-        return Ok(());
+        // Redis says push, the cached definition says pull: it is stale.
+        deps.registry.invalidate(&queue);
+        return give_back().await;
     };
     let started = Instant::now();
     let push = Push {

@@ -16,9 +16,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The app's own MongoDB database, for reading what it stored.
     pub db: mongodb::Database,
-    /// The supervised worker actor, for crash injection.
-    pub worker: actix::Addr<orderly::queue::worker::Worker>,
-    handle: ServerHandle,
+    /// The supervised worker actor, for crash injection (in-process apps only).
+    pub worker: Option<actix::Addr<orderly::queue::worker::Worker>>,
+    handle: Option<ServerHandle>,
 }
 
 /// A test user with a valid token.
@@ -62,33 +62,42 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    let worker = app.worker();
+    let handle = Some(app.handle());
+    let worker = Some(app.worker());
     actix_web::rt::spawn(app.run_until_stopped());
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let mongo = mongodb::Client::with_uri_str(&settings.mongodb.uri)
-        .await
-        .expect("mongodb client");
-    TestApp {
-        address,
-        db: mongo.database(&settings.mongodb.database),
-        settings,
-        client,
-        worker,
-        handle,
-    }
+    TestApp::attach(address, settings, worker, handle).await
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        drop(self.handle.stop(false));
+        if let Some(handle) = &self.handle {
+            drop(handle.stop(false));
+        }
     }
 }
 
 impl TestApp {
+    /// A client for the Orderly at `address` (in-process or a child process).
+    pub async fn attach(
+        address: String,
+        settings: Settings,
+        worker: Option<actix::Addr<orderly::queue::worker::Worker>>,
+        handle: Option<ServerHandle>,
+    ) -> TestApp {
+        let client = http_client();
+        let mongo = mongodb::Client::with_uri_str(&settings.mongodb.uri)
+            .await
+            .expect("mongodb client");
+        TestApp {
+            address,
+            db: mongo.database(&settings.mongodb.database),
+            settings,
+            client,
+            worker,
+            handle,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -278,6 +287,15 @@ impl TestApp {
     }
 }
 
+/// A reqwest client (reqwest is built without a bundled TLS provider).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
 /// The JSON body of a response.
 pub async fn body(response: reqwest::Response) -> Value {
     let text = response.text().await.expect("body read");
@@ -327,14 +345,16 @@ pub fn closed_port() -> u16 {
 }
 
 /// A redis-server of the test's own on a free port (for tests that observe
-/// server-wide counters or restart Redis). Killed on drop.
+/// server-wide counters or restart Redis), with AOF (`appendfsync everysec`)
+/// in a throw-away directory. Killed on drop.
 pub struct TestRedis {
     pub url: String,
-    child: std::process::Child,
-    _dir: TempDir,
+    port: u16,
+    child: Option<std::process::Child>,
+    dir: TempDir,
 }
 
-/// A throw-away directory under the target dir, removed on drop.
+/// A throw-away directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -354,24 +374,35 @@ impl Drop for TempDir {
 
 impl TestRedis {
     pub async fn start() -> Self {
-        let dir = TempDir::new();
-        let port = closed_port();
+        let mut redis = Self {
+            url: String::new(),
+            port: closed_port(),
+            child: None,
+            dir: TempDir::new(),
+        };
+        redis.url = format!("redis://127.0.0.1:{}", redis.port);
+        redis.resume().await;
+        redis
+    }
+
+    /// Starts the server (again, on the same port and data).
+    pub async fn resume(&mut self) {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
-                &port.to_string(),
+                &self.port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
                 "",
             ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(&dir.0)
+            .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
+            .arg(&self.dir.0)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/test.sh installs it)");
-        let url = format!("redis://127.0.0.1:{port}");
-        let client = redis::Client::open(url.as_str()).unwrap();
+        self.child = Some(child);
+        let client = redis::Client::open(self.url.as_str()).unwrap();
         eventually(Duration::from_secs(10), "redis-server answers", || async {
             let mut conn = client.get_multiplexed_async_connection().await.ok()?;
             redis::cmd("PING")
@@ -380,10 +411,15 @@ impl TestRedis {
                 .ok()
         })
         .await;
-        Self {
-            url,
-            child,
-            _dir: dir,
+    }
+
+    /// Stops the server gracefully (SIGTERM: the AOF is flushed).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
         }
     }
 
@@ -408,7 +444,75 @@ impl TestRedis {
 
 impl Drop for TestRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A MongoDB-wire-protocol server of the test's own (the SecantusDB that
+/// scripts/test.sh installs, named by `ORDERLY_TEST_MONGOD`). Killed on drop.
+pub struct TestMongo {
+    pub uri: String,
+    port: u16,
+    child: Option<std::process::Child>,
+    dir: TempDir,
+}
+
+impl TestMongo {
+    pub async fn start() -> Self {
+        let mut mongo = Self {
+            uri: String::new(),
+            port: closed_port(),
+            child: None,
+            dir: TempDir::new(),
+        };
+        mongo.uri = format!("mongodb://127.0.0.1:{}", mongo.port);
+        mongo.resume().await;
+        mongo
+    }
+
+    pub async fn resume(&mut self) {
+        let binary = std::env::var("ORDERLY_TEST_MONGOD").expect(
+            "ORDERLY_TEST_MONGOD names the MongoDB-protocol server (scripts/test.sh sets it)",
+        );
+        let child = std::process::Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg("--storage-path")
+            .arg(self.dir.0.join("data"))
+            .args(["--log-level", "ERROR"])
+            .current_dir(&self.dir.0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the MongoDB-protocol server starts");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(
+            Duration::from_secs(30),
+            "mongodb-protocol server listens",
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
+    /// Stops the server (SIGKILL: an outage, not a shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TestMongo {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -2,11 +2,16 @@
 //! MongoDB-protocol server. One binary, one module per area.
 
 mod auth;
+mod crash;
 mod edge;
 mod health;
 mod helpers;
+mod hostile;
 mod jobs;
 mod metrics;
+mod model;
+mod outage;
+mod process;
 mod pull;
 mod push;
 mod receiver;

@@ -751,3 +751,60 @@ async fn the_example_consumer_processes_a_queue_in_lane_order() {
             .all(|j| j["result"] == json!({"processed": true}))
     );
 }
+
+#[actix_web::test]
+async fn dead_jobs_retried_one_by_one_behind_a_leased_head_keep_seq_order() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({"max_attempts": 1})).await;
+    let d1 = app
+        .publish_ok(&user.token, "q", &json!({"payload": "d1", "key": "k"}))
+        .await;
+    let d2 = app
+        .publish_ok(&user.token, "q", &json!({"payload": "d2", "key": "k"}))
+        .await;
+    for _ in 0..2 {
+        let job = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
+        let nack = job_call(
+            &app,
+            &user.token,
+            id(&job),
+            "nack",
+            json!({"lease": lease(&job), "retry_in_ms": 0}),
+        )
+        .await;
+        assert_eq!(body(nack).await["state"], "dead");
+    }
+    app.publish_ok(&user.token, "q", &json!({"payload": "x", "key": "k"}))
+        .await;
+    let x = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
+    assert_eq!(x["payload"], "x");
+    for dead in [&d1, &d2] {
+        let retry = job_call(&app, &user.token, id(dead), "retry", json!({})).await;
+        assert_eq!(body(retry).await["state"], "queued");
+    }
+    let ack = job_call(
+        &app,
+        &user.token,
+        id(&x),
+        "ack",
+        json!({"lease": lease(&x)}),
+    )
+    .await;
+    assert_eq!(ack.status(), 200);
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        for job in claim(&app, &user.token, "q", 1_000, 1).await {
+            order.push(job["payload"].as_str().unwrap().to_owned());
+            job_call(
+                &app,
+                &user.token,
+                id(&job),
+                "ack",
+                json!({"lease": lease(&job)}),
+            )
+            .await;
+        }
+    }
+    assert_eq!(order, vec!["d1", "d2"]);
+}

@@ -271,6 +271,8 @@ async fn the_worker_restarts_after_a_crash_and_loses_no_job() {
     })
     .await;
     app.worker
+        .as_ref()
+        .unwrap()
         .send(orderly::queue::worker::Crash)
         .await
         .unwrap();

@@ -26,6 +26,8 @@ pub enum Reply {
     Status(u16),
     /// Hold the request this long, then answer 200.
     Hang(Duration),
+    /// Answer 302 to this location.
+    Redirect(String),
 }
 
 type Behaviour = dyn Fn(&Seen) -> Reply + Send + Sync;
@@ -72,16 +74,20 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
     let reply = (state.behaviour)(&seen);
     let job_id = seen.job_id.clone();
     state.seen.lock().unwrap().push(seen);
-    let status = match reply {
-        Reply::Status(code) => code,
+    let (status, location) = match reply {
+        Reply::Status(code) => (code, None),
         Reply::Hang(duration) => {
             actix_web::rt::time::sleep(duration).await;
-            200
+            (200, None)
         }
+        Reply::Redirect(to) => (302, Some(to)),
     };
     *state.open_per_lane.lock().unwrap().get_mut(&lane).unwrap() -= 1;
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-        .json(serde_json::json!({ "got": job_id }))
+    let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+    if let Some(location) = location {
+        response.insert_header(("location", location));
+    }
+    response.json(serde_json::json!({ "got": job_id }))
 }
 
 impl Receiver {

@@ -1,13 +1,14 @@
 -- claim_queue: a pull consumer leases up to `max` startable lane heads of one
--- queue (distinct lanes), oldest-ready first. Refuses nothing: a paused queue
--- simply has nothing to claim.
+-- queue (distinct lanes), oldest-ready first. A paused queue, or one that is
+-- (now) a push queue, simply has nothing to claim.
 -- KEYS[1] prefix. ARGV: tag, max, lease_ms, then `max` lease tokens.
 -- Returns { wait_ms, job1-fields, job2-fields, ... }; wait_ms as in claim_push.
 local now = clock()
 local tag, max, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local b = base(tag)
 local out = { -1 }
-if conf(b).paused then
+local c = conf(b)
+if c.paused or c.push then
   return out
 end
 local lanes = redis.call('ZRANGEBYSCORE', b .. 'ready', '-inf', now, 'LIMIT', 0, max)

@@ -119,6 +119,7 @@ local function live_lease(jk, lease_no, token, now)
 end
 
 -- Lease the head of `lane`: attempts+1, lease number+1, a new token.
+-- An id whose job hash is gone (a queue deleted mid-flight) is dropped.
 local function lease_head(tag, b, lane, now, lease_ms, token)
   redis.call('ZREM', b .. 'ready', lane)
   local id = redis.call('LINDEX', b .. 'lane:' .. lane, 0)
@@ -126,6 +127,11 @@ local function lease_head(tag, b, lane, now, lease_ms, token)
     return nil
   end
   local jk = b .. 'job:' .. id
+  if redis.call('HEXISTS', jk, 'seq') == 0 then
+    redis.call('LPOP', b .. 'lane:' .. lane)
+    advance_lane(tag, b, lane, now)
+    return nil
+  end
   redis.call('HINCRBY', jk, 'lease_no', 1)
   local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
   local expires = now + lease_ms
@@ -156,4 +162,27 @@ local function exhaust(tag, b, jk, id, lane, now)
   redis.call('LPOP', b .. 'lane:' .. lane)
   advance_lane(tag, b, lane, now)
   return 'dead'
+end
+
+-- Put `id` (with `seq`) into its lane where its seq belongs: before the first
+-- job with a higher seq, but never before a head that has started (leased,
+-- blocked, or attempted before). Lanes stay sorted by seq behind such a head.
+-- Returns true if the job became the lane's head.
+local function insert_in_order(b, lane, id, seq)
+  local lk = b .. 'lane:' .. lane
+  local i = 0
+  while true do
+    local other = redis.call('LINDEX', lk, i)
+    if not other then
+      redis.call('RPUSH', lk, id)
+      return i == 0
+    end
+    local f = redis.call('HMGET', b .. 'job:' .. other, 'state', 'seq', 'attempts')
+    local started = i == 0 and (f[1] == 'active' or f[1] == 'blocked' or tonumber(f[3] or '0') > 0)
+    if not started and tonumber(f[2] or '0') > seq then
+      redis.call('LINSERT', lk, 'BEFORE', other, id)
+      return i == 0
+    end
+    i = i + 1
+  end
 end

@@ -14,10 +14,10 @@ for _, tag in ipairs(tags) do
     local jk = b .. 'job:' .. id
     local f = redis.call('HMGET', jk, 'state', 'key', 'attempts', 'max_attempts')
     redis.call('ZREM', b .. 'leases', id)
-    if f[1] == 'active' then
+    if f[1] == 'active' and f[2] then
       redis.call('HDEL', jk, 'lease_token', 'lease_expires_at')
       redis.call('HSET', jk, 'last_error', 'lease expired before an outcome was reported')
-      if tonumber(f[3]) >= tonumber(f[4]) then
+      if tonumber(f[3] or '0') >= tonumber(f[4] or '1') then
         exhaust(tag, b, jk, id, f[2], now)
       else
         redis.call('HSET', jk, 'state', 'queued')

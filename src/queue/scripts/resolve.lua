@@ -1,6 +1,6 @@
 -- resolve: the owner resolves a stopped job.
 --   retry: a blocked head becomes startable again (attempts reset); a dead
---          job goes back to the front of its lane (like a redrive of one).
+--          job goes back into its lane where its seq belongs (a redrive of one).
 --   skip:  a blocked head is dead-lettered and its lane continues.
 -- KEYS[1] prefix. ARGV: tag, id, action ('retry' | 'skip').
 -- Returns { 'ok' | 'not_found' | 'conflict', job-fields }.
@@ -25,12 +25,7 @@ if action == 'retry' and state == 'dead' then
   redis.call('HSET', jk, 'state', 'queued', 'attempts', 0, 'available_at', now)
   redis.call('HDEL', jk, 'finished_at')
   redis.call('ZADD', b .. 'pending', seq, id)
-  local head = redis.call('LINDEX', lk, 0)
-  local hs = head and redis.call('HGET', b .. 'job:' .. head, 'state')
-  if hs == 'active' or hs == 'blocked' then
-    redis.call('LINSERT', lk, 'AFTER', head, id)
-  else
-    redis.call('LPUSH', lk, id)
+  if insert_in_order(b, lane, id, seq) then
     ready_lane(tag, b, lane, now, now)
   end
   return { 'ok', redis.call('HGETALL', jk) }

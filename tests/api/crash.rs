@@ -1,0 +1,230 @@
+//! The real binary under SIGKILL, SIGTERM and a second process: nothing lost,
+//! lane order kept, no lane delivered twice at once, no lease left behind.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, eventually, test_settings};
+use crate::process::OrderlyProcess;
+use crate::receiver::{Receiver, Reply, Seen};
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// Publishes `total` jobs round-robin over `lanes` lanes, in batches.
+async fn publish_spread(
+    app: &TestApp,
+    token: &str,
+    queue: &str,
+    total: usize,
+    lanes: usize,
+) -> usize {
+    let jobs: Vec<Value> = (0..total)
+        .map(|n| json!({"payload": {"n": n}, "key": format!("lane-{}", n % lanes)}))
+        .collect();
+    for chunk in jobs.chunks(1000) {
+        let response = app
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/queues/{queue}/jobs/batch"),
+                token,
+                Some(&json!({"jobs": chunk})),
+            )
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    total
+}
+
+/// Per lane, the seqs of first deliveries in arrival order.
+fn first_deliveries(seen: &[Seen]) -> HashMap<String, Vec<u64>> {
+    let mut firsts: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut delivered = HashSet::new();
+    for s in seen {
+        if delivered.insert(s.job_id.clone()) {
+            firsts.entry(s.key.clone()).or_default().push(s.seq);
+        }
+    }
+    firsts
+}
+
+fn assert_lanes_in_order(seen: &[Seen]) {
+    for (lane, seqs) in first_deliveries(seen) {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "lane {lane} out of order: {seqs:?}"
+        );
+    }
+}
+
+async fn leases_held(settings: &orderly::configuration::Settings) -> u64 {
+    let client = redis::Client::open(settings.redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let pattern = format!("{}:{{*}}:leases", settings.redis.key_prefix);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut held = 0;
+    for key in keys {
+        held += redis::cmd("ZCARD")
+            .arg(key)
+            .query_async::<u64>(&mut conn)
+            .await
+            .unwrap();
+    }
+    held
+}
+
+#[actix_web::test]
+async fn kill_9_mid_run_loses_nothing_and_redelivers_only_what_was_in_flight() {
+    let mut settings = test_settings();
+    settings.worker.lease_ms = 1_000;
+    let receiver = Receiver::start(|_| Reply::Hang(Duration::from_millis(2)));
+    let mut first = OrderlyProcess::start(&settings).await;
+    let api = first.client(&settings).await;
+    let user = api.signed_up_user().await;
+    api.push_queue(&user.token, "q", &receiver.url, json!({}))
+        .await;
+    let total = publish_spread(&api, &user.token, "q", 5_000, 16).await;
+    eventually(SETTLE, "deliveries under way", || async {
+        (receiver.seen().len() >= 1_000).then_some(())
+    })
+    .await;
+    first.kill9();
+    let at_kill = receiver.seen().len();
+    assert!(at_kill < total, "everything was delivered before the kill");
+
+    let second = OrderlyProcess::start(&settings).await;
+    let api = second.client(&settings).await;
+    api.wait_for_completed(&user.token, "q", total as u64, SETTLE)
+        .await;
+
+    let seen = receiver.seen();
+    let unique: HashSet<&str> = seen.iter().map(|s| s.job_id.as_str()).collect();
+    assert_eq!(unique.len(), total, "a job was never delivered");
+    assert_lanes_in_order(&seen);
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for s in &seen {
+        *count.entry(s.job_id.as_str()).or_default() += 1;
+    }
+    let redelivered: Vec<&str> = count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        redelivered.len() <= settings.worker.concurrency,
+        "{} redeliveries",
+        redelivered.len()
+    );
+    let delivered_before_kill: HashSet<&str> =
+        seen[..at_kill].iter().map(|s| s.job_id.as_str()).collect();
+    for id in &redelivered {
+        assert!(
+            delivered_before_kill.contains(id),
+            "job {id} was redelivered but was not in flight at the kill"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn two_processes_share_the_work_without_breaking_lane_order() {
+    let settings = test_settings();
+    let receiver = Receiver::start(|_| Reply::Hang(Duration::from_millis(1)));
+    let one = OrderlyProcess::start(&settings).await;
+    let two = OrderlyProcess::start(&settings).await;
+    let api = one.client(&settings).await;
+    let user = api.signed_up_user().await;
+    api.push_queue(&user.token, "q", &receiver.url, json!({}))
+        .await;
+    let total = publish_spread(&api, &user.token, "q", 2_000, 8).await;
+    let api_two = two.client(&settings).await;
+    api_two
+        .wait_for_completed(&user.token, "q", total as u64, SETTLE)
+        .await;
+
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), total, "a job was lost or delivered twice");
+    assert_lanes_in_order(&seen);
+    assert_eq!(
+        receiver.max_open_per_lane(),
+        1,
+        "a lane had two deliveries in flight at once"
+    );
+}
+
+#[actix_web::test]
+async fn sigterm_lets_in_flight_deliveries_finish_and_exits_zero() {
+    let mut settings = test_settings();
+    settings.server.shutdown_grace_s = 10;
+    let receiver = Receiver::start(|_| Reply::Hang(Duration::from_millis(300)));
+    let mut process = OrderlyProcess::start(&settings).await;
+    let api = process.client(&settings).await;
+    let user = api.signed_up_user().await;
+    api.push_queue(&user.token, "q", &receiver.url, json!({}))
+        .await;
+    let total = publish_spread(&api, &user.token, "q", 200, 20).await;
+    eventually(SETTLE, "deliveries in flight", || async {
+        (!receiver.seen().is_empty()).then_some(())
+    })
+    .await;
+
+    let status = process.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(leases_held(&settings).await, 0, "a lease was left behind");
+    let at_exit = receiver.seen().len();
+
+    let next = OrderlyProcess::start(&settings).await;
+    let api = next.client(&settings).await;
+    api.wait_for_completed(&user.token, "q", total as u64, SETTLE)
+        .await;
+    let seen = receiver.seen();
+    assert!(at_exit < total);
+    assert_eq!(
+        seen.len(),
+        total,
+        "in-flight deliveries should finish, not repeat"
+    );
+    assert_lanes_in_order(&seen);
+}
+
+#[actix_web::test]
+async fn sigterm_past_the_grace_period_releases_leases_to_the_lane_heads() {
+    let mut settings = test_settings();
+    settings.server.shutdown_grace_s = 1;
+    let receiver = Receiver::start(|s: &Seen| {
+        Reply::Hang(Duration::from_millis(if s.attempt == 1 {
+            4_000
+        } else {
+            1
+        }))
+    });
+    let mut process = OrderlyProcess::start(&settings).await;
+    let api = process.client(&settings).await;
+    let user = api.signed_up_user().await;
+    api.push_queue(&user.token, "q", &receiver.url, json!({}))
+        .await;
+    let total = publish_spread(&api, &user.token, "q", 40, 4).await;
+    eventually(SETTLE, "4 deliveries in flight", || async {
+        (receiver.seen().len() >= 4).then_some(())
+    })
+    .await;
+
+    let status = process.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(leases_held(&settings).await, 0, "a lease was left behind");
+
+    let next = OrderlyProcess::start(&settings).await;
+    let api = next.client(&settings).await;
+    api.wait_for_completed(&user.token, "q", total as u64, SETTLE)
+        .await;
+    let seen = receiver.seen();
+    assert_lanes_in_order(&seen);
+    let unique: HashSet<&str> = seen.iter().map(|s| s.job_id.as_str()).collect();
+    assert_eq!(unique.len(), total);
+    // The released heads were delivered again, first in their lanes.
+    assert_eq!(seen.iter().filter(|s| s.attempt == 2).count(), 4);
+}
