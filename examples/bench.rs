@@ -1,0 +1,615 @@
+//! Orderly's benchmark: drives a running Orderly (release build, started by
+//! `scripts/bench.sh`) through every target of PRODUCT.md §5, measures this
+//! machine's ceilings in the same run (`redis-benchmark`, and a trivial HTTP
+//! endpoint under the same load generator and connection count), and prints
+//! each figure with its target, ceiling and ratio; the same as JSON in
+//! `target/bench/results.json`.
+//!
+//! Correctness is checked inside the run: every published job must be
+//! accounted for and each lane's deliveries must arrive in `seq` order. A run
+//! that loses or reorders a job exits non-zero, whatever its speed.
+//!
+//! Usage: `bench --url http://127.0.0.1:8080 --redis-port 6379 --pid <orderly pid>
+//!         [--seconds 5] [--connections 50] [--soak-seconds 0]`
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+struct Args {
+    url: String,
+    redis_port: u16,
+    pid: u32,
+    seconds: u64,
+    connections: usize,
+    soak_seconds: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        url: "http://127.0.0.1:8080".into(),
+        redis_port: 6379,
+        pid: 0,
+        seconds: 5,
+        connections: 50,
+        soak_seconds: 0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--url" => a.url = value,
+            "--redis-port" => a.redis_port = value.parse().expect("port"),
+            "--pid" => a.pid = value.parse().expect("pid"),
+            "--seconds" => a.seconds = value.parse().expect("seconds"),
+            "--connections" => a.connections = value.parse().expect("connections"),
+            "--soak-seconds" => a.soak_seconds = value.parse().expect("seconds"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+/// Latency samples in microseconds.
+#[derive(Default, Clone)]
+struct Latencies(Vec<u32>);
+
+impl Latencies {
+    fn pct(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        let mut v = self.0.clone();
+        v.sort_unstable();
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i] as f64 / 1000.0
+    }
+
+    fn summary(&self) -> Value {
+        json!({"p50_ms": self.pct(0.50), "p90_ms": self.pct(0.90), "p99_ms": self.pct(0.99), "max_ms": self.pct(1.0)})
+    }
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Closed-loop load: `connections` workers repeat `request` for `seconds`.
+async fn closed_loop<F, Fut>(connections: usize, seconds: u64, request: F) -> (u64, Latencies, u64)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..connections {
+        let (request, stop, counter, errors) = (
+            request.clone(),
+            stop.clone(),
+            counter.clone(),
+            errors.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                if request(n).await {
+                    lat.push(started.elapsed().as_micros() as u32);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Latencies::default();
+    for h in handles {
+        all.0.extend(h.await.unwrap());
+    }
+    let ok = all.0.len() as u64;
+    (ok, all, errors.load(Ordering::Relaxed))
+}
+
+/// A local push receiver: records (queue, key, seq) in arrival order.
+struct Receiver {
+    seen: Mutex<Vec<(String, String, u64, Instant)>>,
+}
+
+async fn receive(req: HttpRequest, state: web::Data<Receiver>) -> HttpResponse {
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let seq = header("orderly-seq").parse().unwrap_or(0);
+    state.seen.lock().unwrap().push((
+        header("orderly-queue"),
+        header("orderly-key"),
+        seq,
+        Instant::now(),
+    ));
+    HttpResponse::Ok().finish()
+}
+
+async fn trivial() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+/// Starts the receiver and the trivial endpoint on their own thread; returns the port.
+fn start_server(receiver: web::Data<Receiver>) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(receiver.clone())
+                    .route("/trivial", web::post().to(trivial))
+                    .default_service(web::to(receive))
+            })
+            .workers(1)
+            .bind(("127.0.0.1", 0))
+            .unwrap();
+            tx.send(server.addrs()[0].port()).unwrap();
+            server.run().await
+        })
+    });
+    rx.recv().unwrap()
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(|l| l.to_owned())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn redis_benchmark(port: u16, clients: u32) -> f64 {
+    let out = std::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "lpush",
+            "-n",
+            "200000",
+            "-c",
+            &clients.to_string(),
+            "-P",
+            "1",
+            "-q",
+            "--csv",
+        ])
+        .output()
+        .expect("redis-benchmark runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("LPUSH"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+        .unwrap_or(0.0)
+}
+
+struct Ctx {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Ctx {
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+
+    async fn wait_completed(&self, queue: &str, n: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let q = self.get(&format!("/v1/queues/{queue}")).await;
+            if q["stats"]["completed"].as_u64() == Some(n) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+/// Checks the receiver's log for one queue: all `expected` jobs, each lane in seq order.
+fn check_order(receiver: &Receiver, queue: &str, expected: u64) -> Result<(), String> {
+    let seen = receiver.seen.lock().unwrap();
+    let mut lanes: HashMap<&str, u64> = HashMap::new();
+    let mut count = 0;
+    for (q, key, seq, _) in seen.iter().filter(|(q, ..)| q == queue) {
+        let _ = q;
+        count += 1;
+        let last = lanes.entry(key.as_str()).or_insert(0);
+        if *seq <= *last {
+            return Err(format!("{queue}: lane {key} got seq {seq} after {last}"));
+        }
+        *last = *seq;
+    }
+    if count != expected {
+        return Err(format!("{queue}: {count} deliveries, expected {expected}"));
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = args();
+    let http = client();
+    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    let creds = json!({"email": email, "password": "bench-password"});
+    http.post(format!("{}/v1/auth/register", a.url))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    let login: Value = http
+        .post(format!("{}/v1/auth/login", a.url))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ctx = Arc::new(Ctx {
+        http: http.clone(),
+        url: a.url.clone(),
+        token: login["access_token"].as_str().expect("token").to_owned(),
+    });
+    let receiver = web::Data::new(Receiver {
+        seen: Mutex::new(Vec::new()),
+    });
+    let port = start_server(receiver.clone());
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let mut failures: Vec<String> = Vec::new();
+    let mut rows: Vec<Value> = Vec::new();
+    let secs = a.seconds;
+
+    // Ceilings.
+    let redis_c50 = redis_benchmark(a.redis_port, 50);
+    let redis_c1 = redis_benchmark(a.redis_port, 1);
+    let trivial_url = format!("http://127.0.0.1:{port}/trivial");
+    let h = http.clone();
+    let (trivial_n, _, _) = closed_loop(a.connections, secs, move |_| {
+        let (h, u) = (h.clone(), trivial_url.clone());
+        async move {
+            h.post(&u)
+                .json(&json!({"payload": 1}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    let trivial_rps = trivial_n as f64 / secs as f64;
+
+    // 1. Publish, one job per request.
+    let c = ctx.clone();
+    let (n, lat, errors) = closed_loop(a.connections, secs, move |i| {
+        let c = c.clone();
+        async move {
+            let body = json!({"payload": {"i": i}, "key": format!("k{}", i % 64)});
+            c.post("/v1/queues/bench-publish/jobs", &body)
+                .await
+                .status()
+                .as_u16()
+                == 202
+        }
+    })
+    .await;
+    let publish_rps = n as f64 / secs as f64;
+    rows.push(json!({"what": "publish, 1 job/request", "value": publish_rps, "unit": "jobs/s", "target": 30000, "ceiling": trivial_rps, "ratio": publish_rps / trivial_rps, "latency": lat.summary(), "errors": errors}));
+    let stats = ctx.get("/v1/queues/bench-publish").await;
+    if stats["stats"]["waiting"].as_u64() != Some(n) {
+        failures.push(format!(
+            "publish: {n} accepted but {} waiting",
+            stats["stats"]["waiting"]
+        ));
+    }
+
+    // 2. Batch publish (1000 per request).
+    let c = ctx.clone();
+    let batch: Arc<Value> = Arc::new(
+        json!({"jobs": (0..1000).map(|i| json!({"payload": {"i": i}, "key": format!("k{}", i % 64)})).collect::<Vec<_>>()}),
+    );
+    let (n, lat, errors) = closed_loop(4, secs, move |_| {
+        let (c, batch) = (c.clone(), batch.clone());
+        async move {
+            c.post("/v1/queues/bench-batch/jobs/batch", &batch)
+                .await
+                .status()
+                .as_u16()
+                == 202
+        }
+    })
+    .await;
+    let batch_jobs = n as f64 * 1000.0 / secs as f64;
+    rows.push(json!({"what": "batch publish (1000/request)", "value": batch_jobs, "unit": "jobs/s", "target": 300000, "ceiling": redis_c50, "ratio": batch_jobs / redis_c50, "latency": lat.summary(), "errors": errors}));
+
+    // 3/4. Ordered push processing, 1 lane and 64 lanes.
+    for (queue, lanes, total, target) in [
+        ("bench-push-1", 1u64, 20_000u64, 5000.0),
+        ("bench-push-64", 64, 60_000, 25000.0),
+    ] {
+        ctx.http
+            .put(format!("{}/v1/queues/{queue}", a.url))
+            .bearer_auth(&ctx.token)
+            .json(&json!({"delivery": {"mode": "push", "url": hook, "timeout_ms": 10000}}))
+            .send()
+            .await
+            .unwrap();
+        ctx.post(&format!("/v1/queues/{queue}/pause"), &json!({}))
+            .await;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+            let jobs: Vec<Value> = chunk
+                .iter()
+                .map(|i| json!({"payload": {"i": i}, "key": format!("k{}", i % lanes)}))
+                .collect();
+            ctx.post(
+                &format!("/v1/queues/{queue}/jobs/batch"),
+                &json!({"jobs": jobs}),
+            )
+            .await;
+        }
+        let started = Instant::now();
+        ctx.post(&format!("/v1/queues/{queue}/resume"), &json!({}))
+            .await;
+        let done = ctx
+            .wait_completed(queue, total, Duration::from_secs(300))
+            .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        if !done {
+            failures.push(format!("{queue}: not all {total} jobs completed"));
+        }
+        if let Err(e) = check_order(&receiver, queue, total) {
+            failures.push(e);
+        }
+        let rate = total as f64 / elapsed;
+        rows.push(json!({"what": format!("ordered push, {lanes} lane(s)"), "value": rate, "unit": "jobs/s", "target": target, "ceiling": redis_c1, "ratio": rate / redis_c1, "errors": 0}));
+    }
+
+    // 5. Pull consumers over HTTP, 64 lanes.
+    let total = 30_000u64;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+        let jobs: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"payload": {"i": i}, "key": format!("k{}", i % 64)}))
+            .collect();
+        ctx.post("/v1/queues/bench-pull/jobs/batch", &json!({"jobs": jobs}))
+            .await;
+    }
+    let acked = Arc::new(AtomicU64::new(0));
+    let order: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let disorder = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut consumers = Vec::new();
+    for _ in 0..16 {
+        let (c, acked, order, disorder) =
+            (ctx.clone(), acked.clone(), order.clone(), disorder.clone());
+        consumers.push(tokio::spawn(async move {
+            while acked.load(Ordering::Relaxed) < total {
+                let r: Value = c
+                    .post(
+                        "/v1/queues/bench-pull/claim",
+                        &json!({"wait_ms": 1000, "max_jobs": 16}),
+                    )
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                for job in r["jobs"].as_array().cloned().unwrap_or_default() {
+                    let (key, seq) = (
+                        job["key"].as_str().unwrap().to_owned(),
+                        job["seq"].as_u64().unwrap(),
+                    );
+                    {
+                        let mut o = order.lock().unwrap();
+                        let last = o.entry(key).or_insert(0);
+                        if seq <= *last {
+                            disorder.store(true, Ordering::Relaxed);
+                        }
+                        *last = seq;
+                    }
+                    let id = job["id"].as_str().unwrap();
+                    let ok = c
+                        .post(
+                            &format!("/v1/jobs/{id}/ack"),
+                            &json!({"lease": job["lease"]}),
+                        )
+                        .await
+                        .status()
+                        .is_success();
+                    if ok {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for cns in consumers {
+        cns.await.unwrap();
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    if disorder.load(Ordering::Relaxed) {
+        failures.push("bench-pull: a lane was consumed out of seq order".into());
+    }
+    rows.push(json!({"what": "pull consumers over HTTP, 64 lanes", "value": rate, "unit": "jobs/s", "target": 15000, "ceiling": trivial_rps, "ratio": rate / trivial_rps, "errors": 0}));
+
+    // 6. Publish latency at a fixed 5,000 req/s (open loop).
+    let mut lat = Latencies::default();
+    let mut handles = Vec::new();
+    let rate = 5000u64;
+    let start = Instant::now();
+    for i in 0..rate * secs {
+        let due = start + Duration::from_micros(i * 1_000_000 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let c = ctx.clone();
+        handles.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let ok = c
+                .post("/v1/queues/bench-latency/jobs", &json!({"payload": i}))
+                .await
+                .status()
+                .as_u16()
+                == 202;
+            (ok, t.elapsed().as_micros() as u32)
+        }));
+    }
+    let mut errors = 0;
+    for h in handles {
+        let (ok, us) = h.await.unwrap();
+        if ok { lat.0.push(us) } else { errors += 1 }
+    }
+    rows.push(json!({"what": "publish latency p99 at 5,000 req/s", "value": lat.pct(0.99), "unit": "ms", "target": 5, "ceiling": null, "ratio": null, "latency": lat.summary(), "errors": errors}));
+
+    // 7. Publish → delivery start, idle system.
+    ctx.http
+        .put(format!("{}/v1/queues/bench-idle", a.url))
+        .bearer_auth(&ctx.token)
+        .json(&json!({"delivery": {"mode": "push", "url": hook}}))
+        .send()
+        .await
+        .unwrap();
+    let mut lat = Latencies::default();
+    for i in 0..200u64 {
+        let before = receiver.seen.lock().unwrap().len();
+        let t = Instant::now();
+        ctx.post("/v1/queues/bench-idle/jobs", &json!({"payload": i}))
+            .await;
+        loop {
+            if let Some((.., at)) = receiver.seen.lock().unwrap().get(before) {
+                lat.0.push(at.duration_since(t).as_micros() as u32);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rows.push(json!({"what": "publish → delivery start, idle, p50", "value": lat.pct(0.5), "unit": "ms", "target": 2, "ceiling": null, "ratio": null, "latency": lat.summary(), "errors": 0}));
+
+    // Soak (optional): mixed load, RSS sampled.
+    let mut soak = Value::Null;
+    if a.soak_seconds > 0 {
+        let mut samples = Vec::new();
+        let c = ctx.clone();
+        let load = tokio::spawn(closed_loop(16, a.soak_seconds, move |i| {
+            let c = c.clone();
+            async move {
+                let q = if i % 2 == 0 {
+                    "bench-idle"
+                } else {
+                    "bench-soak-pull"
+                };
+                c.post(
+                    &format!("/v1/queues/{q}/jobs"),
+                    &json!({"payload": i, "key": format!("k{}", i % 32)}),
+                )
+                .await
+                .status()
+                .as_u16()
+                    == 202
+            }
+        }));
+        let t0 = Instant::now();
+        while t0.elapsed().as_secs() < a.soak_seconds {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let rss = std::fs::read_to_string(format!("/proc/{}/status", a.pid))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                });
+            samples.push(rss.unwrap_or(0.0) / 1024.0);
+        }
+        let (n, _, errors) = load.await.unwrap();
+        soak =
+            json!({"seconds": a.soak_seconds, "requests": n, "errors": errors, "rss_mb": samples});
+    }
+
+    let rss = peak_rss_mb(a.pid);
+    rows.push(json!({"what": "peak resident memory (VmHWM)", "value": rss, "unit": "MB", "target": 100, "ceiling": null, "ratio": null, "errors": 0}));
+    println!(
+        "\nceilings: redis-benchmark LPUSH -c 50: {redis_c50:.0} req/s, -c 1: {redis_c1:.0} req/s; trivial HTTP endpoint ({} connections): {trivial_rps:.0} req/s\n",
+        a.connections
+    );
+    println!(
+        "{:<40} {:>12} {:>8} {:>10} {:>12} {:>8}",
+        "figure", "value", "unit", "target", "ceiling", "ratio"
+    );
+    for r in &rows {
+        let num = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
+        println!(
+            "{:<40} {:>12} {:>8} {:>10} {:>12} {:>8}",
+            r["what"].as_str().unwrap(),
+            num(&r["value"]),
+            r["unit"].as_str().unwrap(),
+            num(&r["target"]),
+            num(&r["ceiling"]),
+            num(&r["ratio"])
+        );
+        if !r["latency"].is_null() {
+            println!("{:<40} {}", "", r["latency"]);
+        }
+    }
+    if !soak.is_null() {
+        println!("\nsoak: {soak}");
+    }
+    let results = json!({"ceilings": {"redis_lpush_c50": redis_c50, "redis_lpush_c1": redis_c1, "trivial_http_rps": trivial_rps}, "rows": rows, "soak": soak, "failures": failures});
+    std::fs::create_dir_all("target/bench").unwrap();
+    std::fs::write(
+        "target/bench/results.json",
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
+    if !failures.is_empty() {
+        eprintln!("\nCORRECTNESS FAILURES:\n  {}", failures.join("\n  "));
+        std::process::exit(1);
+    }
+    println!("\ncorrectness: every published job accounted for, every lane in seq order");
+}
