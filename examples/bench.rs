@@ -555,6 +555,39 @@ async fn main() {
                     == 202
             }
         }));
+        // Pull consumers drain the pull half of the soak load.
+        let stop_pull = Arc::new(AtomicBool::new(false));
+        let pulled = Arc::new(AtomicU64::new(0));
+        let mut pullers = Vec::new();
+        for _ in 0..4 {
+            let (c, stop, pulled) = (ctx.clone(), stop_pull.clone(), pulled.clone());
+            pullers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r: Value = c
+                        .post(
+                            "/v1/queues/bench-soak-pull/claim",
+                            &json!({"wait_ms": 500, "max_jobs": 16}),
+                        )
+                        .await
+                        .json()
+                        .await
+                        .unwrap_or(Value::Null);
+                    for job in r["jobs"].as_array().cloned().unwrap_or_default() {
+                        let id = job["id"].as_str().unwrap_or_default();
+                        if c.post(
+                            &format!("/v1/jobs/{id}/ack"),
+                            &json!({"lease": job["lease"]}),
+                        )
+                        .await
+                        .status()
+                        .is_success()
+                        {
+                            pulled.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
         let t0 = Instant::now();
         while t0.elapsed().as_secs() < a.soak_seconds {
             tokio::time::sleep(Duration::from_secs(10)).await;
@@ -568,8 +601,46 @@ async fn main() {
             samples.push(rss.unwrap_or(0.0) / 1024.0);
         }
         let (n, _, errors) = load.await.unwrap();
-        soak =
-            json!({"seconds": a.soak_seconds, "requests": n, "errors": errors, "rss_mb": samples});
+        // Let the consumers drain what is left, then stop them.
+        let drain_until = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < drain_until {
+            let q = ctx.get("/v1/queues/bench-soak-pull").await;
+            let p = ctx.get("/v1/queues/bench-idle").await;
+            let idle = |v: &Value| v["stats"]["waiting"] == 0 && v["stats"]["active"] == 0;
+            if idle(&q) && idle(&p) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop_pull.store(true, Ordering::Relaxed);
+        for p in pullers {
+            let _ = p.await;
+        }
+        let pull_stats = ctx.get("/v1/queues/bench-soak-pull").await["stats"].clone();
+        let push_stats = ctx.get("/v1/queues/bench-idle").await["stats"].clone();
+        // Every accepted publish must have completed (the idle-latency jobs
+        // published to bench-idle earlier count too).
+        let completed = pull_stats["completed"].as_u64().unwrap_or(0)
+            + push_stats["completed"].as_u64().unwrap_or(0);
+        if completed != n + 200 {
+            failures.push(format!(
+                "soak: {n} publishes accepted (+200 earlier), {completed} completed"
+            ));
+        }
+        let warm = samples.get(2).copied().unwrap_or(0.0);
+        let last = samples.last().copied().unwrap_or(0.0);
+        let growth = if warm > 0.0 {
+            (last - warm) / warm * 100.0
+        } else {
+            0.0
+        };
+        if growth >= 10.0 {
+            failures.push(format!("soak: RSS grew {growth:.1} % after warm-up"));
+        }
+        soak = json!({"seconds": a.soak_seconds, "publishes": n, "errors": errors,
+                      "pulled": pulled.load(Ordering::Relaxed), "pull_stats": pull_stats,
+                      "push_stats": push_stats, "rss_mb": samples,
+                      "rss_growth_after_warmup_pct": growth});
     }
 
     let rss = peak_rss_mb(a.pid);

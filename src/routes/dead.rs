@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use super::jobs::{MAX_PAGE, path_job};
+use super::jobs::{page_limit, path_job};
 use super::queues::path_queue;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
@@ -28,13 +28,7 @@ pub async fn list(
     query: web::Query<DeadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &name)?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
     if queues.registry.get(&queue).await?.is_none() {
         return Err(ApiError::not_found("no such queue"));
     }

@@ -36,6 +36,18 @@ pub fn path_job(who: &Authenticated, raw: &str) -> Result<(QueueRef, String), Ap
     Ok((QueueRef::new(&who.user_id, id.queue), id.id))
 }
 
+/// A listing's `limit` (default 100, at most [`MAX_PAGE`]).
+pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    Ok(limit)
+}
+
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Most jobs in one batch publish.
@@ -258,13 +270,8 @@ pub async fn list(
             ApiError::invalid_field("state", "must be a job state (queued, delayed, active, …)")
         })?),
     };
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
+
     let filter = ListFilter {
         state,
         key: query.key,
