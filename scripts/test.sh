@@ -11,6 +11,8 @@ start_services
 ensure_redis_installed
 ensure_secantus_installed
 export ORDERLY_TEST_MONGOD="$VENV/bin/secantusd-py"
+# Crash tests signal the orderly binary with the kill(1) program (procps).
+[ -x /usr/bin/kill ] || [ -x /bin/kill ] || apt_install procps
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
