@@ -14,6 +14,14 @@ export ORDERLY_TEST_MONGOD="$VENV/bin/secantusd-py"
 # Crash tests signal the orderly binary with the kill(1) program (procps).
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || apt_install procps
 
+log "docker-compose config -q"
+command -v docker-compose >/dev/null || apt_install docker-compose
+if [ ! -f deploy/orderly.env ]; then
+  cp deploy/orderly.env.example deploy/orderly.env
+  trap 'rm -f deploy/orderly.env; stop_services' EXIT
+fi
+docker-compose -f docker-compose.yml config -q
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
