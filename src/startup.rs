@@ -60,7 +60,6 @@ pub struct Dependencies {
 pub struct Application {
     port: u16,
     server: Server,
-    metrics: Metrics,
     worker: Addr<Worker>,
     grace: Duration,
 }
@@ -169,7 +168,6 @@ impl Application {
         Ok(Self {
             port,
             server,
-            metrics,
             worker,
             grace: Duration::from_secs(settings.server.shutdown_grace_s),
         })
@@ -183,11 +181,6 @@ impl Application {
     /// A handle that stops the server (gracefully with `stop(true)`).
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
-    }
-
-    /// This instance's metrics (its own Prometheus registry).
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     /// The supervised worker actor (tests use it to inject a crash).

@@ -18,12 +18,6 @@ use crate::error::ApiError;
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-impl<T> ApiJson<T> {
-    pub fn into_inner(self) -> T {
-        self.0
-    }
-}
-
 fn is_json(req: &HttpRequest) -> bool {
     match req.mime_type() {
         Ok(Some(mime)) => mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON),

@@ -137,7 +137,6 @@ pub struct Claimed {
     pub queue: QueueRef,
     pub job: Job,
     pub lease: Lease,
-    pub lease_expires_at_ms: u64,
 }
 
 /// The result of a claim call.
@@ -727,15 +726,9 @@ fn claimed_job(queue: QueueRef, value: Value) -> Option<Claimed> {
         number: fields.get("lease_no")?.parse().ok()?,
         token: fields.get("lease_token")?.clone(),
     };
-    let lease_expires_at_ms = fields.get("lease_expires_at")?.parse().ok()?;
     let mut job = job_from_fields(&queue, fields)?;
     job.lease = Some(lease.render());
-    Some(Claimed {
-        queue,
-        job,
-        lease,
-        lease_expires_at_ms,
-    })
+    Some(Claimed { queue, job, lease })
 }
 
 /// Builds the API job object from its stored hash.

@@ -49,6 +49,19 @@ async fn job_call(
     .await
 }
 
+/// Claims the next job of `queue` and nacks it for an immediate retry;
+/// returns the job as the nack left it.
+async fn fail_next(app: &TestApp, token: &str, queue: &str) -> Value {
+    let job = claim(app, token, queue, 1_000, 1).await.remove(0);
+    fail(app, token, &job).await
+}
+
+/// Nacks a claimed job for an immediate retry; returns the job as it is after.
+async fn fail(app: &TestApp, token: &str, job: &Value) -> Value {
+    let request = json!({"lease": lease(job), "retry_in_ms": 0});
+    body(job_call(app, token, id(job), "nack", request).await).await
+}
+
 fn id(job: &Value) -> &str {
     job["id"].as_str().unwrap()
 }
@@ -66,12 +79,14 @@ async fn competing_consumers_never_share_a_lane_and_ack_it_in_seq_order() {
         app.publish_ok(&user.token, "q", &json!({"payload": n, "key": "lane"}))
             .await;
     }
-    let holding: RefCell<Option<u64>> = RefCell::new(None);
-    let acked: RefCell<Vec<u64>> = RefCell::new(Vec::new());
+    // Claims are recorded when they return: the server can only hand out
+    // seq N+1 after seq N's ack committed, so this is the lane's real order.
+    let claimed: RefCell<Vec<u64>> = RefCell::new(Vec::new());
+    let acked = std::cell::Cell::new(0);
     let consumer = |name: &'static str| {
-        let (app, token, holding, acked) = (&app, &user.token, &holding, &acked);
+        let (app, token, claimed, acked) = (&app, &user.token, &claimed, &acked);
         async move {
-            while acked.borrow().len() < 30 {
+            while acked.get() < 30 {
                 let jobs = claim(app, token, "q", 300, 5).await;
                 assert!(
                     jobs.len() <= 1,
@@ -79,30 +94,31 @@ async fn competing_consumers_never_share_a_lane_and_ack_it_in_seq_order() {
                     jobs.len()
                 );
                 for job in jobs {
-                    let seq = job["seq"].as_u64().unwrap();
-                    let held = holding.borrow_mut().replace(seq);
-                    assert!(
-                        held.is_none(),
-                        "{name} claimed seq {seq} while seq {held:?} was leased"
-                    );
+                    claimed.borrow_mut().push(job["seq"].as_u64().unwrap());
                     actix_web::rt::task::yield_now().await;
-                    holding.borrow_mut().take();
-                    let ack = job_call(
-                        app,
-                        token,
-                        id(&job),
-                        "ack",
-                        json!({"lease": lease(&job), "result": name}),
-                    )
-                    .await;
+                    let request = json!({"lease": lease(&job), "result": name});
+                    let ack = job_call(app, token, id(&job), "ack", request).await;
                     assert_eq!(ack.status(), 200);
-                    acked.borrow_mut().push(seq);
+                    acked.set(acked.get() + 1);
                 }
             }
         }
     };
     futures_util::join!(consumer("one"), consumer("two"));
-    assert_eq!(acked.into_inner(), (1..=30).collect::<Vec<u64>>());
+    assert_eq!(claimed.into_inner(), (1..=30).collect::<Vec<u64>>());
+    // Server-side: no job of the lane started before the previous one finished.
+    let mut jobs = app.all_jobs(&user.token, "q", Some("completed")).await;
+    jobs.sort_by_key(|j| j["seq"].as_u64().unwrap());
+    assert_eq!(jobs.len(), 30);
+    for pair in jobs.windows(2) {
+        let (prev, next) = (&pair[0], &pair[1]);
+        assert!(
+            next["started_at"].as_str().unwrap() >= prev["finished_at"].as_str().unwrap(),
+            "seq {} started before seq {} finished",
+            next["seq"],
+            prev["seq"]
+        );
+    }
 }
 
 #[actix_web::test]
@@ -302,16 +318,7 @@ async fn redrive_puts_dead_jobs_back_at_the_heads_of_their_lanes_in_seq_order() 
             .await;
     }
     for _ in 0..3 {
-        let job = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
-        let nack = job_call(
-            &app,
-            &user.token,
-            id(&job),
-            "nack",
-            json!({"lease": lease(&job), "retry_in_ms": 0}),
-        )
-        .await;
-        assert_eq!(body(nack).await["state"], "dead");
+        assert_eq!(fail_next(&app, &user.token, "q").await["state"], "dead");
     }
     let dead = body(app.get_with_token("/v1/queues/q/dead", &user.token).await).await;
     let dead: Vec<&str> = dead["jobs"]
@@ -387,23 +394,8 @@ async fn a_blocked_head_is_resolved_by_retry_or_skip() {
         .await;
     app.publish_ok(&user.token, "q", &json!({"payload": "x2", "key": "k"}))
         .await;
-    let fail = |job: Value| {
-        let app = &app;
-        let token = &user.token;
-        async move {
-            let nack = job_call(
-                app,
-                token,
-                id(&job),
-                "nack",
-                json!({"lease": lease(&job), "retry_in_ms": 0}),
-            )
-            .await;
-            body(nack).await
-        }
-    };
     let job = claim(&app, &user.token, "q", 0, 1).await.remove(0);
-    assert_eq!(fail(job).await["state"], "blocked");
+    assert_eq!(fail(&app, &user.token, &job).await["state"], "blocked");
     assert!(
         claim(&app, &user.token, "q", 300, 1).await.is_empty(),
         "the lane should be stopped"
@@ -414,7 +406,7 @@ async fn a_blocked_head_is_resolved_by_retry_or_skip() {
     assert_eq!(skipped["state"], "dead");
     let next = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
     assert_eq!(next["payload"], "x2");
-    assert_eq!(fail(next.clone()).await["state"], "blocked");
+    assert_eq!(fail(&app, &user.token, &next).await["state"], "blocked");
     let retry = job_call(&app, &user.token, id(&next), "retry", json!({})).await;
     assert_eq!(body(retry).await["state"], "queued");
     let again = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
@@ -764,16 +756,7 @@ async fn dead_jobs_retried_one_by_one_behind_a_leased_head_keep_seq_order() {
         .publish_ok(&user.token, "q", &json!({"payload": "d2", "key": "k"}))
         .await;
     for _ in 0..2 {
-        let job = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
-        let nack = job_call(
-            &app,
-            &user.token,
-            id(&job),
-            "nack",
-            json!({"lease": lease(&job), "retry_in_ms": 0}),
-        )
-        .await;
-        assert_eq!(body(nack).await["state"], "dead");
+        assert_eq!(fail_next(&app, &user.token, "q").await["state"], "dead");
     }
     app.publish_ok(&user.token, "q", &json!({"payload": "x", "key": "k"}))
         .await;
