@@ -11,6 +11,8 @@ RUN mkdir src \
  && cargo build --release --locked \
  && rm -rf src
 COPY src ./src
+# /docs serves these from the binary (include_bytes!).
+COPY assets ./assets
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin orderly \
  && strip target/release/orderly

@@ -9,6 +9,8 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LOCAL_DIR="$ROOT/.local"            # git-ignored: venv, data dirs, logs
 VENV="$LOCAL_DIR/venv"
+TOOLS_VENV="$LOCAL_DIR/tools"        # test-only Python tools, apart from the server's venv
+OPENAPI_VALIDATOR_VERSION="0.7.2"
 SECANTUS_VERSION="0.7.0b3"
 
 log() { printf '\033[1m[orderly]\033[0m %s\n' "$*" >&2; }
@@ -51,6 +53,16 @@ ensure_secantus_installed() {
     log "installing secantusdb==$SECANTUS_VERSION into $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check "secantusdb==$SECANTUS_VERSION"
+  fi
+}
+
+ensure_openapi_validator() {
+  if [ ! -x "$TOOLS_VENV/bin/openapi-spec-validator" ]; then
+    ensure_python
+    log "installing openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION into $TOOLS_VENV"
+    python3 -m venv "$TOOLS_VENV"
+    "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check \
+      "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION"
   fi
 }
 

@@ -11,6 +11,9 @@ start_services
 ensure_redis_installed
 ensure_secantus_installed
 export ORDERLY_TEST_MONGOD="$VENV/bin/secantusd-py"
+# The OpenAPI tests validate the served document with openapi-spec-validator.
+ensure_openapi_validator
+export ORDERLY_TEST_OPENAPI_PYTHON="$TOOLS_VENV/bin/python"
 # Crash tests signal the orderly binary with the kill(1) program (procps).
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || apt_install procps
 

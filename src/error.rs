@@ -13,6 +13,27 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+/// What went wrong, in a stable machine-readable `code` and a human `message`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Stable error code, e.g. `validation_failed`, `unauthorized`, `lease_lost`.
+    #[schema(example = "validation_failed")]
+    pub code: &'a str,
+    pub message: &'a str,
+    /// The `X-Request-Id` of the request, for finding it in the logs.
+    pub request_id: &'a str,
+    /// `422` only: one reason per offending field (`jobs[3].key`, `delivery.url`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<&'a BTreeMap<String, String>>,
+}
 
 /// An error as the client sees it.
 #[derive(Debug, Clone)]
@@ -197,18 +218,6 @@ impl ApiError {
 
     /// The response for this error, tagged with the request's id.
     pub fn render(&self, request_id: &str) -> HttpResponse {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: Inner<'a>,
-        }
-        #[derive(Serialize)]
-        struct Inner<'a> {
-            code: &'a str,
-            message: &'a str,
-            request_id: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            fields: Option<&'a BTreeMap<String, String>>,
-        }
         let mut response = HttpResponse::build(self.status);
         if let Some(seconds) = self.retry_after_s {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
@@ -219,8 +228,8 @@ impl ApiError {
                 HeaderValue::from_static("Bearer realm=\"orderly\""),
             ));
         }
-        response.json(Body {
-            error: Inner {
+        response.json(ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
                 request_id,

@@ -16,6 +16,7 @@
 //!   JWT tokens and the login rate limiter.
 //! - [`storage`] opens the Redis and MongoDB connections and probes them.
 //! - [`metrics`] owns the per-application Prometheus registry.
+//! - [`openapi`] generates the OpenAPI 3.1 document served at `/openapi.json`.
 //!
 //! Redis holds jobs and queue state; MongoDB holds users (and later queue
 //! definitions). See `README.md` for the API and `config/` for every setting.
@@ -25,6 +26,7 @@ pub mod configuration;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod queue;
 pub mod routes;
 pub mod startup;

@@ -29,10 +29,13 @@ pub struct Claims {
 }
 
 /// The login response body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccessToken {
+    /// Send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
+    #[schema(example = "Bearer")]
     pub token_type: &'static str,
+    /// Seconds until the token expires.
     pub expires_in: u64,
 }
 

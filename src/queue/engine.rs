@@ -21,6 +21,7 @@
 //! | `P:{q}:dead`, `P:{q}:blocked` | zset | dead / blocked job ids by seq |
 //! | `P:{q}:expiry` | zset | terminal job ids by when their hash expires (trims `jobs`) |
 //! | `P:{q}:counts` | hash | completed, cancelled, retried totals |
+//! | `P:{q}:rate:<kind>:<second>` | string | jobs published / completed in that second (kind `published`, `completed`); expires after 2 minutes |
 //! | `P:{q}:conf` | hash | push, paused, on_exhausted, retention_s (mirrored from MongoDB) |
 //! | `P:index:push` | zset | push queues (tags) with a ready lane, score = earliest ready time |
 //! | `P:index:leases` | zset | queues with leases, score = earliest lease expiry |
@@ -220,6 +221,9 @@ pub struct RawStats {
     pub retried: u64,
     pub oldest_pending_created_ms: Option<u64>,
     pub now_ms: u64,
+    /// Jobs published / completed in the last 60 seconds (Redis clock).
+    pub published_last_minute: u64,
+    pub completed_last_minute: u64,
 }
 
 impl RawStats {
@@ -615,6 +619,8 @@ impl Engine {
             retried: at(7),
             oldest_pending_created_ms: v.get(8).filter(|n| **n >= 0).map(|n| *n as u64),
             now_ms: at(9),
+            published_last_minute: at(10),
+            completed_last_minute: at(11),
         })
     }
 

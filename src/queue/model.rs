@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 /// Longest accepted ordering key, in characters.
 pub const MAX_KEY_CHARS: usize = 128;
@@ -110,7 +111,7 @@ impl JobId {
 }
 
 /// How a queue's jobs reach their consumer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Delivery {
     /// Consumers claim jobs over HTTP.
@@ -134,7 +135,7 @@ impl Delivery {
 }
 
 /// What happens when a job runs out of attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnExhausted {
     /// The job becomes `dead` and its lane continues.
@@ -153,7 +154,7 @@ impl OnExhausted {
 }
 
 /// Exponential backoff between attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     pub initial_ms: u64,
@@ -175,7 +176,7 @@ impl Backoff {
 }
 
 /// A queue's settings, as stored and as returned (without `stats`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QueueSettings {
     pub delivery: Delivery,
     pub max_attempts: u32,
@@ -250,7 +251,7 @@ impl QueueSettings {
 }
 
 /// A job's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -292,16 +293,22 @@ impl JobState {
 
 /// The job object of the API. `payload` and `result` are kept as the exact
 /// JSON text they were stored as.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Job {
     pub id: String,
     pub queue: String,
+    /// The ordering lane (`""` when published without a key).
     pub key: String,
+    /// Position in the queue; a lane's jobs run in `seq` order.
     pub seq: u64,
     pub state: JobState,
+    /// The JSON value it was published with, byte for byte.
+    #[schema(value_type = Value)]
     pub payload: Box<RawValue>,
     pub attempts: u32,
     pub max_attempts: u32,
+    /// What the consumer acknowledged it with (push: the response body if JSON).
+    #[schema(value_type = Option<Value>)]
     pub result: Option<Box<RawValue>>,
     pub last_error: Option<String>,
     pub created_at: String,

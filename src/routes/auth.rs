@@ -7,16 +7,32 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use crate::auth::domain::{Email, NewPassword};
+use crate::auth::token::AccessToken;
+use crate::auth::users::User;
 use crate::auth::{AuthActor, Authenticated, GetUser, Login, Register};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Credentials {
+    #[schema(example = "ada@example.com")]
     email: String,
+    /// 8 to 72 bytes when registering.
+    #[schema(example = "correct horse battery")]
     password: String,
 }
 
+/// Create an account.
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 201, description = "Registered", body = User),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 409, description = "`email_taken`: the email is registered already", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Invalid email or password, per field", body = ErrorBody),
+        (status = 503, description = "MongoDB down or the password-hashing pool saturated", body = ErrorBody),
+    ))]
 pub async fn register(
     auth: web::Data<Addr<AuthActor>>,
     ApiJson(body): ApiJson<Credentials>,
@@ -40,6 +56,16 @@ pub async fn register(
     Ok(HttpResponse::Created().json(user))
 }
 
+/// Exchange email and password for a bearer token.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 200, description = "A bearer token", body = AccessToken),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials` (the same answer for an unknown email and a wrong password)", body = ErrorBody),
+        (status = 422, description = "Empty email", body = ErrorBody),
+        (status = 429, description = "Too many failed logins for this email or client; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "MongoDB down or the password-hashing pool saturated", body = ErrorBody),
+    ))]
 pub async fn login(
     req: HttpRequest,
     auth: web::Data<Addr<AuthActor>>,
@@ -57,6 +83,13 @@ pub async fn login(
     Ok(HttpResponse::Ok().json(token))
 }
 
+/// The authenticated user.
+#[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user the token belongs to", body = User),
+        (status = 401, description = "Missing, malformed, expired or forged token", body = ErrorBody),
+        (status = 503, description = "MongoDB down", body = ErrorBody),
+    ))]
 pub async fn me(
     auth: web::Data<Addr<AuthActor>>,
     who: Authenticated,

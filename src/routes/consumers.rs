@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
-use super::jobs::{MAX_WAIT_MS, path_job};
-use super::queues::path_queue;
+use super::jobs::{JobList, JobPath, MAX_WAIT_MS, path_job};
+use super::queues::{QueuePath, path_queue};
 use crate::auth::Authenticated;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
 use crate::queue::Queues;
 use crate::queue::engine::{Failure, Lease, Transition};
-use crate::queue::model::{LEASE_MS_RANGE, QueueRef};
+use crate::queue::model::{Job, LEASE_MS_RANGE, QueueRef};
 use crate::queue::registry::QueueDefinition;
 
 /// Most jobs one claim returns.
@@ -27,10 +28,13 @@ pub const MAX_RETRY_IN_MS: u64 = 24 * 3600 * 1000;
 /// notification then costs at most this much latency).
 const FALLBACK_RECHECK: Duration = Duration::from_secs(1);
 
-#[derive(Deserialize, Default)]
+/// What to claim; an empty body claims one job without waiting.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
+    /// Long-poll up to this many ms (≤ 30000) when nothing is ready.
     wait_ms: Option<u64>,
+    /// Up to this many jobs (1–100), each from a different lane.
     max_jobs: Option<usize>,
 }
 
@@ -49,6 +53,18 @@ async fn pull_queue(queues: &Queues, queue: &QueueRef) -> Result<Arc<QueueDefini
     Ok(definition)
 }
 
+/// Lease the next startable job(s) of a pull queue.
+#[utoipa::path(post, path = "/v1/queues/{queue}/claim", operation_id = "claim_jobs", tag = "consumers", security(("bearer" = [])),
+    params(QueuePath), request_body = ClaimBody,
+    responses(
+        (status = 200, description = "Leased jobs, each with `lease` and `lease_expires_at` (empty when none became ready in time)", body = JobList),
+        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
+        (status = 409, description = "`not_a_pull_queue`", body = ErrorBody),
+        (status = 422, description = "`wait_ms` or `max_jobs` out of range", body = ErrorBody),
+        (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
+    ))]
 pub async fn claim(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -88,7 +104,7 @@ pub async fn claim(
             for job in &jobs {
                 log::info!("job_id={} claimed attempt={}", job.id, job.attempts);
             }
-            return Ok(HttpResponse::Ok().json(serde_json::json!({ "jobs": jobs })));
+            return Ok(HttpResponse::Ok().json(JobList { jobs }));
         }
         let mut until = deadline.min(now + FALLBACK_RECHECK);
         if let Some(due) = batch.next_due_in_ms {
@@ -98,25 +114,34 @@ pub async fn claim(
     }
 }
 
-#[derive(Deserialize)]
+/// Complete a leased job.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
+    /// The `lease` from the claim.
     lease: String,
+    /// Any JSON value, stored as the job's `result`.
+    #[schema(value_type = Option<Value>)]
     result: Option<Box<RawValue>>,
 }
 
-#[derive(Deserialize)]
+/// Fail a leased job's attempt.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NackBody {
     lease: String,
+    /// Stored as `last_error`.
     error: Option<String>,
+    /// Retry after this many ms (≤ 1 day) instead of the queue's backoff.
     retry_in_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+/// Keep a lease alive.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     lease: String,
+    /// New lease length from now (1000–43200000 ms; default: the queue's `lease_ms`).
     lease_ms: Option<u64>,
 }
 
@@ -141,6 +166,18 @@ fn answer(queues: &Queues, transition: Transition) -> Result<HttpResponse, ApiEr
     }
 }
 
+/// Acknowledge: the job is `completed` and its lane moves on.
+#[utoipa::path(post, path = "/v1/jobs/{id}/ack", operation_id = "ack_job", tag = "consumers", security(("bearer" = [])),
+    params(JobPath), request_body = AckBody,
+    responses(
+        (status = 200, description = "Completed", body = Job),
+        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "`lease_lost`: stale or expired lease; nothing changed", body = ErrorBody),
+        (status = 422, description = "Not a lease this service issued", body = ErrorBody),
+        (status = 503, description = "Redis down", body = ErrorBody),
+    ))]
 pub async fn ack(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -154,6 +191,18 @@ pub async fn ack(
     answer(&queues, transition)
 }
 
+/// Negative acknowledgement: retry later (at the head of its lane) or, out of attempts, dead-letter/block.
+#[utoipa::path(post, path = "/v1/jobs/{id}/nack", operation_id = "nack_job", tag = "consumers", security(("bearer" = [])),
+    params(JobPath), request_body = NackBody,
+    responses(
+        (status = 200, description = "`retrying`, `dead` or `blocked`", body = Job),
+        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "`lease_lost`: stale or expired lease; nothing changed", body = ErrorBody),
+        (status = 422, description = "Invalid lease or `retry_in_ms`", body = ErrorBody),
+        (status = 503, description = "Redis down", body = ErrorBody),
+    ))]
 pub async fn nack(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -185,6 +234,18 @@ pub async fn nack(
     answer(&queues, transition)
 }
 
+/// Extend a lease.
+#[utoipa::path(post, path = "/v1/jobs/{id}/extend", operation_id = "extend_lease", tag = "consumers", security(("bearer" = [])),
+    params(JobPath), request_body = ExtendBody,
+    responses(
+        (status = 200, description = "The job with its new `lease_expires_at`", body = Job),
+        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "`lease_lost`", body = ErrorBody),
+        (status = 422, description = "Invalid lease or `lease_ms`", body = ErrorBody),
+        (status = 503, description = "Redis down", body = ErrorBody),
+    ))]
 pub async fn extend(
     queues: web::Data<Queues>,
     who: Authenticated,

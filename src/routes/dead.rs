@@ -2,25 +2,48 @@
 //! retry / skip of a single job.
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::jobs::{page_limit, path_job};
-use super::queues::path_queue;
+use super::jobs::{JobPage, JobPath, page_limit, path_job};
+use super::queues::{QueuePath, path_queue};
 use crate::auth::Authenticated;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::queue::Queues;
 use crate::queue::engine::{ListFilter, Resolution, Resolve};
+use crate::queue::model::Job;
 
 /// Dead jobs moved back per redrive call at most.
 pub const MAX_REDRIVE: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeadQuery {
+    /// Page size, 1–1000 (default 100).
     limit: Option<usize>,
+    /// Only jobs with a larger `seq` (the previous page's `next`).
     after: Option<u64>,
 }
 
+/// `POST /v1/queues/{queue}/dead/redrive` body.
+#[derive(Serialize, ToSchema)]
+pub struct Redriven {
+    /// Dead jobs moved back to their lanes (at most 10000 per call).
+    redriven: u64,
+}
+
+/// Dead jobs in `seq` order.
+#[utoipa::path(get, path = "/v1/queues/{queue}/dead", operation_id = "list_dead", tag = "dead letters", security(("bearer" = [])),
+    params(QueuePath, DeadQuery),
+    responses(
+        (status = 200, description = "One page", body = JobPage),
+        (status = 400, description = "Unknown query parameter", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
+        (status = 422, description = "Invalid `limit`", body = ErrorBody),
+        (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
+    ))]
 pub async fn list(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -38,9 +61,21 @@ pub async fn list(
         ..ListFilter::default()
     };
     let page = queues.engine.dead(&queue, &filter).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "jobs": page.jobs, "next": page.next })))
+    Ok(HttpResponse::Ok().json(JobPage {
+        jobs: page.jobs,
+        next: page.next,
+    }))
 }
 
+/// Move dead jobs back to their lanes, each where its `seq` belongs.
+#[utoipa::path(post, path = "/v1/queues/{queue}/dead/redrive", operation_id = "redrive_dead", tag = "dead letters", security(("bearer" = [])),
+    params(QueuePath),
+    responses(
+        (status = 200, description = "How many were moved back", body = Redriven),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
+        (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
+    ))]
 pub async fn redrive(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -55,7 +90,7 @@ pub async fn redrive(
         "redrove {redriven} dead job(s) in queue={}",
         queue.name.as_str()
     );
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "redriven": redriven })))
+    Ok(HttpResponse::Ok().json(Redriven { redriven }))
 }
 
 async fn resolve(
@@ -89,6 +124,16 @@ async fn resolve(
     }
 }
 
+/// Give a dead or blocked job a fresh set of attempts, in its `seq` place.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", operation_id = "retry_job", tag = "dead letters", security(("bearer" = [])),
+    params(JobPath),
+    responses(
+        (status = 200, description = "Queued again", body = Job),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "`not_stopped`: only blocked or dead jobs can be retried", body = ErrorBody),
+        (status = 503, description = "Redis down", body = ErrorBody),
+    ))]
 pub async fn retry(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -97,6 +142,16 @@ pub async fn retry(
     resolve(queues, who, id, Resolve::Retry).await
 }
 
+/// Dead-letter a blocked job so its lane moves on.
+#[utoipa::path(post, path = "/v1/jobs/{id}/skip", operation_id = "skip_job", tag = "dead letters", security(("bearer" = [])),
+    params(JobPath),
+    responses(
+        (status = 200, description = "Now `dead`; the lane continues", body = Job),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "`not_stopped`: only blocked jobs can be skipped", body = ErrorBody),
+        (status = 503, description = "Redis down", body = ErrorBody),
+    ))]
 pub async fn skip(
     queues: web::Data<Queues>,
     who: Authenticated,

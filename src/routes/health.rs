@@ -1,20 +1,47 @@
 //! `/healthz` (the process runs) and `/readyz` (Redis and MongoDB answer).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::startup::Dependencies;
 
 /// Longest a readiness probe waits on one dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+/// `/healthz` body.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
+/// `/readyz` body when both dependencies answer.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// `"ok"` per dependency (`redis`, `mongodb`).
+    checks: BTreeMap<&'static str, &'static str>,
+}
+
+/// Liveness: the process runs and serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// Readiness: Redis and MongoDB both answer (within 1.5 s each).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready; the message names what is down", body = ErrorBody),
+    ))]
 pub async fn readyz(deps: web::Data<Dependencies>) -> Result<HttpResponse, ApiError> {
     let (redis_ok, mongo_ok) = futures_util::join!(
         crate::storage::redis_answers(deps.redis.clone(), PROBE_TIMEOUT),
@@ -26,10 +53,10 @@ pub async fn readyz(deps: web::Data<Dependencies>) -> Result<HttpResponse, ApiEr
         .map(|(name, _)| name)
         .collect();
     if down.is_empty() {
-        Ok(HttpResponse::Ok().json(json!({
-            "status": "ready",
-            "checks": { "redis": "ok", "mongodb": "ok" }
-        })))
+        Ok(HttpResponse::Ok().json(Readiness {
+            status: "ready",
+            checks: BTreeMap::from([("redis", "ok"), ("mongodb", "ok")]),
+        }))
     } else {
         Err(ApiError::unavailable(format!(
             "not ready: {} down",

@@ -3,12 +3,13 @@
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
-use super::queues::path_queue;
+use super::queues::{QueuePath, path_queue};
 use crate::auth::Authenticated;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
 use crate::queue::Queues;
 use crate::queue::engine::{CancelOutcome, ListFilter, NewJob, Published};
@@ -22,12 +23,50 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 /// Largest page of a job listing.
 pub const MAX_PAGE: usize = 1000;
 
-#[derive(Deserialize)]
+/// One job to publish.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishBody {
+    /// Any JSON value; stored and delivered byte for byte.
+    #[schema(value_type = Value)]
     payload: Box<RawValue>,
+    /// Ordering lane (≤ 128 characters): jobs with the same key run one at a
+    /// time in publish order. Omitted: the queue's default lane `""`.
     key: Option<String>,
+    /// Do not start before this many ms (≤ 30 days).
     delay_ms: Option<u64>,
+}
+
+/// The `{id}` path parameter, for the OpenAPI description.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct JobPath {
+    /// Job id as returned by publish.
+    id: String,
+}
+
+/// A publish that repeated an `Idempotency-Key` whose job has since expired.
+#[derive(Serialize, ToSchema)]
+pub struct ExpiredDuplicate<'a> {
+    id: &'a str,
+    queue: &'a str,
+    #[schema(example = "expired")]
+    state: &'static str,
+}
+
+/// A list of jobs (batch publish, claim).
+#[derive(Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
+/// One page of a listing; pass `next` as `after` for the following page.
+#[derive(Serialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// `null` on the last page.
+    pub next: Option<u64>,
 }
 
 /// The caller's job named by `raw`, as (queue, id); `404` for ids that cannot exist.
@@ -129,6 +168,22 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// Publish one job.
+#[utoipa::path(post, path = "/v1/queues/{queue}/jobs", operation_id = "publish_job", tag = "jobs", security(("bearer" = [])),
+    params(QueuePath,
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a repeat within the queue's window returns the original job with 200 and enqueues nothing")),
+    request_body = PublishBody,
+    responses(
+        (status = 202, description = "Accepted and durably queued", body = Job),
+        (status = 200, description = "Idempotent repeat: the original job (or, past its retention, `ExpiredDuplicate`)", body = Job),
+        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "Impossible queue name", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Invalid `key`, `delay_ms` or `Idempotency-Key`", body = ErrorBody),
+        (status = 503, description = "Redis or MongoDB down; nothing was enqueued", body = ErrorBody),
+    ))]
 pub async fn publish(
     req: HttpRequest,
     queues: web::Data<Queues>,
@@ -157,21 +212,36 @@ pub async fn publish(
             Ok(match original {
                 Some(original) => HttpResponse::Ok().json(original),
                 // The original outlived its retention: still nothing is enqueued.
-                None => HttpResponse::Ok().json(serde_json::json!({
-                    "id": original_id, "queue": queue.name, "state": "expired"
-                })),
+                None => HttpResponse::Ok().json(ExpiredDuplicate {
+                    id: &original_id,
+                    queue: queue.name.as_str(),
+                    state: "expired",
+                }),
             })
         }
         None => Err(ApiError::internal("publish returned no job")),
     }
 }
 
-#[derive(Deserialize)]
+/// Up to 1000 jobs, published atomically with contiguous `seq`s.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     jobs: Vec<PublishBody>,
 }
 
+/// Publish up to 1000 jobs atomically: all or none, in order.
+#[utoipa::path(post, path = "/v1/queues/{queue}/jobs/batch", operation_id = "publish_batch", tag = "jobs", security(("bearer" = [])),
+    params(QueuePath), request_body = BatchBody,
+    responses(
+        (status = 202, description = "All accepted, in the given order", body = JobList),
+        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "Impossible queue name", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Empty or over 1000 jobs, or `jobs[i].field` invalid; nothing was enqueued", body = ErrorBody),
+        (status = 503, description = "Redis or MongoDB down; nothing was enqueued", body = ErrorBody),
+    ))]
 pub async fn publish_batch(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -211,14 +281,26 @@ pub async fn publish_batch(
         objects.len(),
         queue.name.as_str()
     );
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "jobs": objects })))
+    Ok(HttpResponse::Accepted().json(JobList { jobs: objects }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
+    /// Long-poll: wait up to this many ms (≤ 30000) for the job to reach a terminal state.
     wait_ms: Option<u64>,
 }
 
+/// A job, optionally waiting for it to finish.
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "get_job", tag = "jobs", security(("bearer" = [])),
+    params(JobPath, WaitQuery),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job (of this user)", body = ErrorBody),
+        (status = 422, description = "`wait_ms` over 30000", body = ErrorBody),
+        (status = 503, description = "Redis down", body = ErrorBody),
+    ))]
 pub async fn get(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -247,15 +329,32 @@ pub async fn get(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobState>)]
     state: Option<String>,
+    /// Only jobs of this lane.
     key: Option<String>,
+    /// Page size, 1–1000 (default 100).
     limit: Option<usize>,
+    /// Only jobs with a larger `seq` (the previous page's `next`).
     after: Option<u64>,
 }
 
+/// List a queue's jobs in `seq` order.
+#[utoipa::path(get, path = "/v1/queues/{queue}/jobs", operation_id = "list_jobs", tag = "jobs", security(("bearer" = [])),
+    params(QueuePath, ListQuery),
+    responses(
+        (status = 200, description = "One page", body = JobPage),
+        (status = 400, description = "Unknown query parameter", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "Impossible queue name", body = ErrorBody),
+        (status = 422, description = "Invalid `state` or `limit`", body = ErrorBody),
+        (status = 503, description = "Redis down", body = ErrorBody),
+    ))]
 pub async fn list(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -279,9 +378,22 @@ pub async fn list(
         limit,
     };
     let page = queues.engine.list(&queue, &filter).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "jobs": page.jobs, "next": page.next })))
+    Ok(HttpResponse::Ok().json(JobPage {
+        jobs: page.jobs,
+        next: page.next,
+    }))
 }
 
+/// Cancel a job that has not started (queued, delayed or retrying).
+#[utoipa::path(delete, path = "/v1/jobs/{id}", operation_id = "cancel_job", tag = "jobs", security(("bearer" = [])),
+    params(JobPath),
+    responses(
+        (status = 200, description = "Cancelled; its lane moves on", body = Job),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "`not_cancellable`: active or finished", body = ErrorBody),
+        (status = 503, description = "Redis down", body = ErrorBody),
+    ))]
 pub async fn cancel(
     queues: web::Data<Queues>,
     who: Authenticated,

@@ -1,10 +1,11 @@
 //! The HTTP edge: thin handlers that extract, parse into domain types, send
 //! one actor message and map the reply to JSON. Route patterns are registered
-//! here, in one place.
+//! here, in one table that also lists them for the OpenAPI coverage test.
 
 pub mod auth;
 pub mod consumers;
 pub mod dead;
+pub mod docs;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
@@ -14,44 +15,54 @@ use actix_web::web;
 
 use crate::error::ApiError;
 
-/// Registers every route of the API; `/metrics` only when `expose_metrics`.
-pub fn configure(cfg: &mut web::ServiceConfig, expose_metrics: bool) {
-    if expose_metrics {
-        cfg.route("/metrics", web::get().to(metrics::scrape));
-    }
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .service(
-            web::scope("/v1/auth")
-                .route("/register", web::post().to(auth::register))
-                .route("/login", web::post().to(auth::login))
-                .route("/me", web::get().to(auth::me)),
-        )
-        .service(
-            web::scope("/v1/queues")
-                .route("", web::get().to(queues::list))
-                .route("/{queue}", web::put().to(queues::put))
-                .route("/{queue}", web::get().to(queues::get))
-                .route("/{queue}", web::delete().to(queues::delete))
-                .route("/{queue}/pause", web::post().to(queues::pause))
-                .route("/{queue}/resume", web::post().to(queues::resume))
-                .route("/{queue}/jobs", web::post().to(jobs::publish))
-                .route("/{queue}/jobs", web::get().to(jobs::list))
-                .route("/{queue}/jobs/batch", web::post().to(jobs::publish_batch))
-                .route("/{queue}/claim", web::post().to(consumers::claim))
-                .route("/{queue}/dead", web::get().to(dead::list))
-                .route("/{queue}/dead/redrive", web::post().to(dead::redrive)),
-        )
-        .service(
-            web::scope("/v1/jobs")
-                .route("/{id}", web::get().to(jobs::get))
-                .route("/{id}", web::delete().to(jobs::cancel))
-                .route("/{id}/ack", web::post().to(consumers::ack))
-                .route("/{id}/nack", web::post().to(consumers::nack))
-                .route("/{id}/extend", web::post().to(consumers::extend))
-                .route("/{id}/retry", web::post().to(dead::retry))
-                .route("/{id}/skip", web::post().to(dead::skip)),
-        );
+/// Declares the route table once: [`ROUTES`] lists it, [`configure`]
+/// registers it. One resource per path, so a known path with an unknown
+/// method answers `405`, not `404`.
+macro_rules! route_table {
+    ($($path:literal => { $($method:ident: $handler:path),+ $(,)? }),* $(,)?) => {
+        /// Every route the API serves, as (method, path pattern) in the
+        /// OpenAPI path syntax. `/metrics` is served only when
+        /// `metrics.expose` is on.
+        pub const ROUTES: &[(&str, &str)] = &[$($((stringify!($method), $path),)+)*];
+
+        /// Registers every route of the API; `/metrics` only when `expose_metrics`.
+        pub fn configure(cfg: &mut web::ServiceConfig, expose_metrics: bool) {
+            $(
+                if expose_metrics || $path != METRICS_PATH {
+                    cfg.service(web::resource($path)$(.route(web::$method().to($handler)))+);
+                }
+            )*
+        }
+    };
+}
+
+const METRICS_PATH: &str = "/metrics";
+
+route_table! {
+    "/metrics" => { get: metrics::scrape },
+    "/healthz" => { get: health::healthz },
+    "/readyz" => { get: health::readyz },
+    "/openapi.json" => { get: docs::openapi_json },
+    "/docs" => { get: docs::page },
+    "/docs/{asset}" => { get: docs::asset },
+    "/v1/auth/register" => { post: auth::register },
+    "/v1/auth/login" => { post: auth::login },
+    "/v1/auth/me" => { get: auth::me },
+    "/v1/queues" => { get: queues::list },
+    "/v1/queues/{queue}" => { put: queues::put, get: queues::get, delete: queues::delete },
+    "/v1/queues/{queue}/pause" => { post: queues::pause },
+    "/v1/queues/{queue}/resume" => { post: queues::resume },
+    "/v1/queues/{queue}/jobs" => { post: jobs::publish, get: jobs::list },
+    "/v1/queues/{queue}/jobs/batch" => { post: jobs::publish_batch },
+    "/v1/queues/{queue}/claim" => { post: consumers::claim },
+    "/v1/queues/{queue}/dead" => { get: dead::list },
+    "/v1/queues/{queue}/dead/redrive" => { post: dead::redrive },
+    "/v1/jobs/{id}" => { get: jobs::get, delete: jobs::cancel },
+    "/v1/jobs/{id}/ack" => { post: consumers::ack },
+    "/v1/jobs/{id}/nack" => { post: consumers::nack },
+    "/v1/jobs/{id}/extend" => { post: consumers::extend },
+    "/v1/jobs/{id}/retry" => { post: dead::retry },
+    "/v1/jobs/{id}/skip" => { post: dead::skip },
 }
 
 /// Fallback for paths no route matches.

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authenticated;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
 use crate::queue::Queues;
 use crate::queue::delivery::check_target;
@@ -14,20 +15,35 @@ use crate::queue::engine::RawStats;
 use crate::queue::model::{Backoff, Delivery, OnExhausted, QueueRef, QueueSettings};
 use crate::queue::registry::{QueueDefinition, queue_ref};
 
+/// The `{queue}` path parameter, for the OpenAPI description.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct QueuePath {
+    /// Queue name: 1–64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+    queue: String,
+}
+
 /// The caller's queue named in the path; `404` for a name that cannot exist.
 pub fn path_queue(who: &Authenticated, raw: &str) -> Result<QueueRef, ApiError> {
     queue_ref(&who.user_id, raw).map_err(|_| ApiError::not_found("no such queue"))
 }
 
-#[derive(Deserialize)]
+/// How jobs reach their consumer.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryBody {
+    /// `pull` (consumers claim) or `push` (Orderly POSTs each job to `url`).
+    #[schema(example = "push")]
     mode: String,
+    /// Push only: an absolute http(s) URL (private addresses are refused unless allowed).
     url: Option<String>,
+    /// Push only: 100 to 300000 ms per delivery attempt.
     timeout_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+/// A queue's settings; omitted fields take the configured defaults.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsBody {
     delivery: Option<DeliveryBody>,
@@ -86,9 +102,10 @@ impl SettingsBody {
     }
 }
 
-/// Queue counts as the API shows them.
-#[derive(Serialize)]
+/// Queue counts as the API shows them: how far behind the queue is at a glance.
+#[derive(Serialize, ToSchema)]
 pub struct StatsView {
+    /// Jobs that are queued or retrying (not delayed, not leased).
     waiting: u64,
     delayed: u64,
     active: u64,
@@ -97,7 +114,16 @@ pub struct StatsView {
     dead: u64,
     cancelled: u64,
     retried: u64,
+    /// Age of the oldest unfinished job, 0 when none.
     oldest_waiting_age_ms: u64,
+    /// Jobs published in the last 60 seconds.
+    published_last_minute: u64,
+    /// Jobs completed in the last 60 seconds: the queue's current throughput.
+    completed_last_minute: u64,
+    /// Seconds until the waiting jobs are done at the last minute's
+    /// completion rate: `0` when nothing waits, `null` when jobs wait but
+    /// none completed in the last minute (the queue is not draining).
+    drain_eta_s: Option<u64>,
 }
 
 impl From<RawStats> for StatsView {
@@ -114,12 +140,24 @@ impl From<RawStats> for StatsView {
             oldest_waiting_age_ms: s
                 .oldest_pending_created_ms
                 .map_or(0, |created| s.now_ms.saturating_sub(created)),
+            published_last_minute: s.published_last_minute,
+            completed_last_minute: s.completed_last_minute,
+            drain_eta_s: drain_eta_s(s.waiting(), s.completed_last_minute),
         }
     }
 }
 
+/// Seconds to work off `waiting` jobs at `completed_last_minute` per minute.
+fn drain_eta_s(waiting: u64, completed_last_minute: u64) -> Option<u64> {
+    match (waiting, completed_last_minute) {
+        (0, _) => Some(0),
+        (_, 0) => None,
+        (waiting, done) => Some((waiting * 60).div_ceil(done)),
+    }
+}
+
 /// The queue object.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct QueueView<'a> {
     name: &'a str,
     #[serde(flatten)]
@@ -127,10 +165,18 @@ pub struct QueueView<'a> {
     paused: bool,
     created_at: String,
     updated_at: String,
+    /// Only in `GET /v1/queues/{queue}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     stats: Option<StatsView>,
+    /// Push queues, only when the queue is created: the HMAC key of `Orderly-Signature`.
     #[serde(skip_serializing_if = "Option::is_none")]
     signing_secret: Option<String>,
+}
+
+/// `GET /v1/queues` body.
+#[derive(Serialize, ToSchema)]
+pub struct QueueList<'a> {
+    queues: Vec<QueueView<'a>>,
 }
 
 impl<'a> QueueView<'a> {
@@ -147,6 +193,17 @@ impl<'a> QueueView<'a> {
     }
 }
 
+/// Create or replace a queue's definition.
+#[utoipa::path(put, path = "/v1/queues/{queue}", operation_id = "put_queue", tag = "queues", security(("bearer" = [])),
+    params(QueuePath), request_body = SettingsBody,
+    responses(
+        (status = 201, description = "Created (push queues: with `signing_secret`)", body = QueueView),
+        (status = 200, description = "Updated", body = QueueView),
+        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 422, description = "Invalid name or settings, per field", body = ErrorBody),
+        (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
+    ))]
 pub async fn put(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -177,12 +234,28 @@ pub async fn put(
     Ok(response.json(view))
 }
 
+/// The caller's queues.
+#[utoipa::path(get, path = "/v1/queues", operation_id = "list_queues", tag = "queues", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every queue of the caller", body = QueueList),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 503, description = "MongoDB down", body = ErrorBody),
+    ))]
 pub async fn list(queues: web::Data<Queues>, who: Authenticated) -> Result<HttpResponse, ApiError> {
     let definitions = queues.registry.list(&who.user_id).await?;
     let views: Vec<QueueView> = definitions.iter().map(QueueView::of).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "queues": views })))
+    Ok(HttpResponse::Ok().json(QueueList { queues: views }))
 }
 
+/// A queue with its progress: waiting, oldest age, throughput.
+#[utoipa::path(get, path = "/v1/queues/{queue}", operation_id = "get_queue", tag = "queues", security(("bearer" = [])),
+    params(QueuePath),
+    responses(
+        (status = 200, description = "The queue with `stats`", body = QueueView),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such queue (of this user)", body = ErrorBody),
+        (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
+    ))]
 pub async fn get(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -200,6 +273,15 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// Delete a queue and its jobs.
+#[utoipa::path(delete, path = "/v1/queues/{queue}", operation_id = "delete_queue", tag = "queues", security(("bearer" = [])),
+    params(QueuePath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
+        (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
+    ))]
 pub async fn delete(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -227,6 +309,15 @@ async fn set_paused(
     Ok(HttpResponse::Ok().json(QueueView::of(&definition)))
 }
 
+/// Stop starting new deliveries (publishing still works; running ones finish).
+#[utoipa::path(post, path = "/v1/queues/{queue}/pause", operation_id = "pause_queue", tag = "queues", security(("bearer" = [])),
+    params(QueuePath),
+    responses(
+        (status = 200, description = "Paused", body = QueueView),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
+        (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
+    ))]
 pub async fn pause(
     queues: web::Data<Queues>,
     who: Authenticated,
@@ -235,10 +326,32 @@ pub async fn pause(
     set_paused(queues, who, name, true).await
 }
 
+/// Start delivering again.
+#[utoipa::path(post, path = "/v1/queues/{queue}/resume", operation_id = "resume_queue", tag = "queues", security(("bearer" = [])),
+    params(QueuePath),
+    responses(
+        (status = 200, description = "Resumed", body = QueueView),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
+        (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
+    ))]
 pub async fn resume(
     queues: web::Data<Queues>,
     who: Authenticated,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     set_paused(queues, who, name, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::drain_eta_s;
+
+    #[test]
+    fn drain_eta_follows_the_last_minutes_completion_rate() {
+        assert_eq!(drain_eta_s(0, 0), Some(0));
+        assert_eq!(drain_eta_s(10, 0), None);
+        assert_eq!(drain_eta_s(120, 60), Some(120));
+        assert_eq!(drain_eta_s(1, 600), Some(1));
+    }
 }

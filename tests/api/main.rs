@@ -10,6 +10,7 @@ mod hostile;
 mod jobs;
 mod metrics;
 mod model;
+mod openapi;
 mod outage;
 mod process;
 mod pull;

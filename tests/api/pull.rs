@@ -791,3 +791,51 @@ async fn dead_jobs_retried_one_by_one_behind_a_leased_head_keep_seq_order() {
     }
     assert_eq!(order, vec!["d1", "d2"]);
 }
+
+#[actix_web::test]
+async fn queue_stats_show_the_last_minutes_throughput_and_drain_time() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "progress", json!({})).await;
+    let stats = app.queue(&user.token, "progress").await["stats"].clone();
+    assert_eq!(stats["published_last_minute"], 0, "{stats}");
+    assert_eq!(stats["drain_eta_s"], 0, "{stats}");
+
+    let batch = json!({"jobs": (0..5).map(|i| json!({"payload": i, "key": format!("k{i}")})).collect::<Vec<_>>()});
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/progress/jobs/batch",
+            &user.token,
+            Some(&batch),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    app.publish_ok(&user.token, "progress", &json!({"payload": 5, "key": "k5"}))
+        .await;
+    let stats = app.queue(&user.token, "progress").await["stats"].clone();
+    assert_eq!(stats["published_last_minute"], 6, "{stats}");
+    assert_eq!(stats["completed_last_minute"], 0, "{stats}");
+    assert_eq!(stats["waiting"], 6, "{stats}");
+    assert!(stats["drain_eta_s"].is_null(), "not draining yet: {stats}");
+
+    // Three completed, one failed (not counted), two still waiting.
+    let claimed = claim(&app, &user.token, "progress", 0, 4).await;
+    assert_eq!(claimed.len(), 4);
+    for job in &claimed[..3] {
+        let ack = json!({"lease": lease(job)});
+        assert_eq!(
+            job_call(&app, &user.token, id(job), "ack", ack)
+                .await
+                .status(),
+            200
+        );
+    }
+    fail(&app, &user.token, &claimed[3]).await;
+    let stats = app.queue(&user.token, "progress").await["stats"].clone();
+    assert_eq!(stats["completed_last_minute"], 3, "{stats}");
+    assert_eq!(stats["published_last_minute"], 6, "{stats}");
+    assert_eq!(stats["waiting"], 3, "{stats}");
+    // 3 waiting at 3 per minute: about a minute to drain.
+    assert_eq!(stats["drain_eta_s"], 60, "{stats}");
+}

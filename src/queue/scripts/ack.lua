@@ -15,6 +15,7 @@ end
 drop_lease(tag, b, jk, id)
 redis.call('HSET', jk, 'state', 'completed', 'result', result, 'finished_at', now)
 redis.call('HINCRBY', b .. 'counts', 'completed', 1)
+rate_add(b, 'completed', now, 1)
 redis.call('LPOP', b .. 'lane:' .. lane)
 retire(b, jk, id, now, conf(b).retention_s)
 advance_lane(tag, b, lane, now)

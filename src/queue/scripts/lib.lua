@@ -85,6 +85,30 @@ local function advance_lane(tag, b, lane, now)
   end
 end
 
+-- Per-second event counters behind "throughput over the last minute": one
+-- key per queue, kind and second, expiring after two minutes.
+local RATE_WINDOW_S = 60
+local function rate_add(b, kind, now, n)
+  local k = b .. 'rate:' .. kind .. ':' .. math.floor(now / 1000)
+  if redis.call('INCRBY', k, n) == n then
+    redis.call('PEXPIRE', k, 2 * RATE_WINDOW_S * 1000)
+  end
+end
+
+-- Events of `kind` in the last RATE_WINDOW_S seconds (the current one included).
+local function rate_sum(b, kind, now)
+  local last = math.floor(now / 1000)
+  local keys = {}
+  for s = last - RATE_WINDOW_S + 1, last do
+    keys[#keys + 1] = b .. 'rate:' .. kind .. ':' .. s
+  end
+  local total = 0
+  for _, v in ipairs(redis.call('MGET', unpack(keys))) do
+    total = total + (tonumber(v) or 0)
+  end
+  return total
+end
+
 -- A job reached a terminal state: keep it `retention_s`, then forget it.
 -- Also trims a few long-expired ids from the listing index.
 local function retire(b, jk, id, now, retention_s)

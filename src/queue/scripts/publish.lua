@@ -30,9 +30,10 @@ for i = 0, n - 1 do
     out[#out + 1] = original
   else
     if not seen[tag] then
-      seen[tag] = true
+      seen[tag] = 0
       redis.call('SADD', PREFIX .. ':queues', tag)
     end
+    seen[tag] = seen[tag] + 1
     local seq = redis.call('INCR', b .. 'seq')
     local available = now + delay
     local jk = b .. 'job:' .. id
@@ -53,5 +54,8 @@ for i = 0, n - 1 do
     out[#out + 1] = now
     out[#out + 1] = ''
   end
+end
+for tag, count in pairs(seen) do
+  rate_add(base(tag), 'published', now, count)
 end
 return out

@@ -1,7 +1,8 @@
 -- stats: a consistent snapshot of one queue's counts.
 -- KEYS[1] prefix. ARGV: tag.
 -- Returns { pending, active, delayed, blocked, dead, completed, cancelled,
---           retried, oldest_pending_created_at_or_-1, now }.
+--           retried, oldest_pending_created_at_or_-1, now,
+--           published_last_minute, completed_last_minute }.
 local now = clock()
 local b = base(ARGV[1])
 local counts = redis.call('HMGET', b .. 'counts', 'completed', 'cancelled', 'retried')
@@ -21,4 +22,6 @@ return {
   tonumber(counts[3] or '0'),
   oldest,
   now,
+  rate_sum(b, 'published', now),
+  rate_sum(b, 'completed', now),
 }

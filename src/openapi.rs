@@ -1,0 +1,131 @@
+//! The OpenAPI 3.1 description of the API, generated from the handlers'
+//! `#[utoipa::path]` annotations and the request/response types' `ToSchema`
+//! derives. `routes::ROUTES` and this list must name the same routes; a test
+//! checks it against the running server.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{auth, consumers, dead, docs, health, jobs, metrics, queues};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Orderly",
+        description = "A self-hosted, strictly ordered job queue. Jobs published to a queue \
+            are delivered one at a time per ordering lane (`key`), in `seq` order, by push \
+            to your HTTP endpoint or to your own workers through claim/ack.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    paths(
+        metrics::scrape,
+        health::healthz,
+        health::readyz,
+        docs::openapi_json,
+        docs::page,
+        docs::asset,
+        auth::register,
+        auth::login,
+        auth::me,
+        queues::list,
+        queues::put,
+        queues::get,
+        queues::delete,
+        queues::pause,
+        queues::resume,
+        jobs::publish,
+        jobs::list,
+        jobs::publish_batch,
+        consumers::claim,
+        dead::list,
+        dead::redrive,
+        jobs::get,
+        jobs::cancel,
+        consumers::ack,
+        consumers::nack,
+        consumers::extend,
+        dead::retry,
+        dead::skip,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts and bearer tokens"),
+        (name = "queues", description = "Queue definitions, pause/resume and progress"),
+        (name = "jobs", description = "Publishing, reading, listing and cancelling jobs"),
+        (name = "consumers", description = "Pull delivery: claim, then ack / nack / extend under a fenced lease"),
+        (name = "dead letters", description = "Dead and blocked jobs: list, redrive, retry, skip"),
+        (name = "operations", description = "Health, readiness, metrics and this documentation"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the `bearer` scheme the authenticated operations name.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The `access_token` from `POST /v1/auth/login`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The served document, as JSON.
+pub fn spec_json() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc.to_pretty_json()
+        .expect("the OpenAPI document serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::routes::ROUTES;
+
+    fn spec() -> serde_json::Value {
+        serde_json::from_str(&spec_json()).expect("the spec is JSON")
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_the_package_version() {
+        let spec = spec();
+        assert!(spec["openapi"].as_str().unwrap().starts_with("3.1."));
+        assert_eq!(spec["info"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            spec["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+
+    #[test]
+    fn the_document_describes_exactly_the_registered_routes() {
+        let spec = spec();
+        let described: BTreeSet<(String, String)> = spec["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |method| (method.clone(), path.clone()))
+            })
+            .collect();
+        let registered: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(method, path)| (method.to_string(), path.to_string()))
+            .collect();
+        assert_eq!(described, registered);
+    }
+}
