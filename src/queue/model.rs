@@ -311,14 +311,20 @@ pub struct Job {
     #[schema(value_type = Option<Value>)]
     pub result: Option<Box<RawValue>>,
     pub last_error: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
+    #[schema(format = DateTime)]
     pub finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub available_at: Option<String>,
+    /// Pull jobs returned by claim: the lease to ack, nack or extend with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub lease_expires_at: Option<String>,
 }
 

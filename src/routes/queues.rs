@@ -163,7 +163,9 @@ pub struct QueueView<'a> {
     #[serde(flatten)]
     settings: &'a QueueSettings,
     paused: bool,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
     /// Only in `GET /v1/queues/{queue}`.
     #[serde(skip_serializing_if = "Option::is_none")]
