@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs Orderly locally (dev profile) with its own Redis and MongoDB-protocol
+# Runs Orderly locally (ORDERLY_ENV=dev; debug build, --release for an
+# optimised one) with its own Redis and MongoDB-protocol
 # server. Ctrl-C stops everything. Set REDIS_URL / MONGODB_URI to use yours.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
@@ -7,8 +8,16 @@ cd "$ROOT"
 require_rust
 start_services
 
-log "building orderly (release)"
-cargo build --release --locked --bin orderly
+# The debug profile builds in about half the time of a release build, which is
+# what a first run needs; --release builds the optimised binary.
+PROFILE=debug
+if [ "${1:-}" = "--release" ]; then PROFILE=release; fi
+log "building orderly ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked --bin orderly
+else
+  cargo build --locked --bin orderly
+fi
 
 export ORDERLY_ENV="${ORDERLY_ENV:-dev}"
 export ORDERLY__REDIS__URL="$REDIS_URL"
@@ -29,7 +38,7 @@ cat >&2 <<MSG
     curl -s $URL/v1/auth/me -H "Authorization: Bearer \$TOKEN"
 
 MSG
-./target/release/orderly &
+"./target/$PROFILE/orderly" &
 ORDERLY_PID=$!
 SERVICE_PIDS+=("$ORDERLY_PID")
 wait "$ORDERLY_PID"
