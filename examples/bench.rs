@@ -145,6 +145,9 @@ where
 /// A local push receiver: records (queue, key, seq) in arrival order.
 struct Receiver {
     seen: Mutex<Vec<(String, String, u64, Instant)>>,
+    /// Signalled on every delivery, so waiting for one burns no CPU (a
+    /// spinning waiter would take a core from Orderly on this 2-core box).
+    arrived: tokio::sync::Notify,
 }
 
 /// Reads the body, as a real receiver does: actix-web closes a keep-alive
@@ -165,6 +168,7 @@ async fn receive(req: HttpRequest, _body: web::Bytes, state: web::Data<Receiver>
         seq,
         Instant::now(),
     ));
+    state.arrived.notify_one();
     HttpResponse::Ok().finish()
 }
 
@@ -480,6 +484,7 @@ async fn main() {
     });
     let receiver = web::Data::new(Receiver {
         seen: Mutex::new(Vec::new()),
+        arrived: tokio::sync::Notify::new(),
     });
     let port = start_server(receiver.clone());
     let hook = format!("http://127.0.0.1:{port}/hook");
@@ -677,6 +682,13 @@ async fn main() {
 
     // 6. Publish latency at a fixed 5,000 req/s (open loop).
     if a.runs("latency") {
+        // Redis's own record of its stalls (AOF writes, fsync, slow commands)
+        // of 1 ms or more during this row, to tell them from Orderly's.
+        redis_cli(
+            a.redis_port,
+            &["CONFIG", "SET", "latency-monitor-threshold", "1"],
+        );
+        redis_cli(a.redis_port, &["LATENCY", "RESET"]);
         let before = probe.sample();
         let mut lat = Latencies::default();
         let mut handles = Vec::new();
@@ -702,7 +714,7 @@ async fn main() {
             let (ok, us) = h.await.unwrap();
             if ok { lat.0.push(us) } else { errors += 1 }
         }
-        rows.push(json!({"what": "publish latency p99 at 5,000 req/s", "value": lat.pct(0.99), "unit": "ms", "target": 5, "ceiling": null, "ratio": null, "latency": lat.summary(), "errors": errors, "cost": probe.cost(&before, rate * secs)}));
+        rows.push(json!({"what": "publish latency p99 at 5,000 req/s", "value": lat.pct(0.99), "unit": "ms", "target": 5, "ceiling": null, "ratio": null, "latency": lat.summary(), "errors": errors, "cost": probe.cost(&before, rate * secs), "redis_latency_latest": redis_cli(a.redis_port, &["LATENCY", "LATEST"]).split_whitespace().collect::<Vec<_>>().join(" ")}));
     }
 
     // 7. Publish → delivery start, idle system.
@@ -726,7 +738,9 @@ async fn main() {
                     lat.0.push(at.duration_since(t).as_micros() as u32);
                     break;
                 }
-                tokio::task::yield_now().await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(50), receiver.arrived.notified())
+                        .await;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -873,6 +887,12 @@ async fn main() {
         }
         if !r["cost"].is_null() {
             println!("{:<40} {}", "", r["cost"]);
+        }
+        if let Some(stalls) = r["redis_latency_latest"].as_str() {
+            println!(
+                "{:<40} redis LATENCY LATEST (event, at, last ms, max ms): {stalls}",
+                ""
+            );
         }
     }
     if !soak.is_null() {
