@@ -26,13 +26,13 @@ end
 local wants_chain = chain ~= ''
 drop_lease(tag, b, jk, id, wants_chain)
 redis.call('HSET', jk, 'state', 'completed', 'result', result, 'finished_at', now)
-redis.call('HINCRBY', b .. 'counts', 'completed', 1)
+local completed = redis.call('HINCRBY', b .. 'counts', 'completed', 1)
 local lk = b .. 'lane:' .. lane
 redis.call('LPOP', lk)
 local c = conf(b)
-retire(b, jk, id, now, c.retention_s, true)
+retire(b, jk, id, now, c.retention_s, true, completed)
 if not wants_chain then
-  advance_lane(tag, b, lane, now)
+  ready_next(tag, b, lane, now)
   return { 'ok', redis.call('HGETALL', jk) }
 end
 local waiting, wait_ms = push_due(now)
@@ -47,7 +47,8 @@ end
 if f then
   local avail = tonumber(f[5] or now)
   if avail <= now and c.push and not c.paused and not waiting then
-    next_job = lease_job(tag, b, nxt, b .. 'job:' .. nxt, f, now, lease_ms, chain)
+    -- The acked lease's (earlier) expiry still holds the lease index.
+    next_job = lease_job(tag, b, nxt, b .. 'job:' .. nxt, f, now, lease_ms, chain, true)
   else
     ready_lane(tag, b, lane, math.max(now, avail), now)
     local due = math.max(0, avail - now)

@@ -84,9 +84,9 @@ local function ready_lane(tag, b, lane, at, now)
   end
 end
 
--- The head of `lane` is gone: make the next head (if any) ready.
-local function advance_lane(tag, b, lane, now)
-  redis.call('ZREM', b .. 'ready', lane)
+-- The head of `lane`, which was not in {q}:ready (it was leased), is gone:
+-- make the next head (if any) ready.
+local function ready_next(tag, b, lane, now)
   local nxt = redis.call('LINDEX', b .. 'lane:' .. lane, 0)
   if nxt then
     local avail = tonumber(redis.call('HGET', b .. 'job:' .. nxt, 'available_at') or now)
@@ -94,17 +94,28 @@ local function advance_lane(tag, b, lane, now)
   end
 end
 
+-- The head of `lane` is gone: make the next head (if any) ready.
+local function advance_lane(tag, b, lane, now)
+  redis.call('ZREM', b .. 'ready', lane)
+  ready_next(tag, b, lane, now)
+end
+
 -- A job reached a terminal state: keep it `retention_s`, then forget it.
--- Also trims a few long-expired ids from the listing index. A job that was
--- ever leased already left {q}:delayed (lease_job).
-local function retire(b, jk, id, now, retention_s, leased)
+-- Every 8th job finished (`finished_no`, the queue's completed or cancelled
+-- count) also trims up to 128 long-expired ids from the listing index: as
+-- much as 16 per job, at one lookup per 8 jobs. A job that was ever leased
+-- already left {q}:delayed (lease_job).
+local function retire(b, jk, id, now, retention_s, leased, finished_no)
   redis.call('ZREM', b .. 'pending', id)
   if not leased then
     redis.call('ZREM', b .. 'delayed', id)
   end
   redis.call('EXPIRE', jk, retention_s)
   redis.call('ZADD', b .. 'expiry', now + retention_s * 1000, id)
-  local gone = redis.call('ZRANGEBYSCORE', b .. 'expiry', '-inf', now, 'LIMIT', 0, 16)
+  if finished_no % 8 ~= 0 then
+    return
+  end
+  local gone = redis.call('ZRANGEBYSCORE', b .. 'expiry', '-inf', now, 'LIMIT', 0, 128)
   if #gone > 0 then
     redis.call('ZREM', b .. 'jobs', unpack(gone))
     redis.call('ZREM', b .. 'expiry', unpack(gone))
@@ -153,8 +164,9 @@ local function head_fields(jk)
 end
 
 -- Lease job `id`, its lane's head, whose head_fields are `f`: attempts+1,
--- lease number+1, a new token. Returns the job's fields.
-local function lease_job(tag, b, id, jk, f, now, lease_ms, token)
+-- lease number+1, a new token. Returns the job's fields. `indexed`: the
+-- queue's lease-index entry is known to be no later than this lease's expiry.
+local function lease_job(tag, b, id, jk, f, now, lease_ms, token, indexed)
   local lease_no = tonumber(f[2] or '0') + 1
   local attempts = tonumber(f[3] or '0') + 1
   local expires = now + lease_ms
@@ -166,7 +178,9 @@ local function lease_job(tag, b, id, jk, f, now, lease_ms, token)
       'lease_token', token, 'lease_expires_at', expires)
   end
   redis.call('ZADD', b .. 'leases', expires, id)
-  redis.call('ZADD', LEASE_INDEX, 'LT', expires, tag)
+  if not indexed then
+    redis.call('ZADD', LEASE_INDEX, 'LT', expires, tag)
+  end
   -- Only publish puts a job into {q}:delayed, with state 'delayed' until now.
   if f[4] == 'delayed' then
     redis.call('ZREM', b .. 'delayed', id)
