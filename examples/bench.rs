@@ -363,6 +363,51 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// Orderly's own duration histogram of `POST /v1/queues/{queue}/jobs`
+/// (cumulative count per bucket bound), from its /metrics.
+async fn publish_buckets(ctx: &Ctx) -> Vec<(String, f64)> {
+    let text = match ctx.http.get(format!("{}/metrics", ctx.url)).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter(|l| {
+            l.starts_with("orderly_http_requests_duration_seconds_bucket{")
+                && l.contains(r#"endpoint="/v1/queues/{queue}/jobs""#)
+                && l.contains(r#"method="POST""#)
+                && l.contains(r#"status="202""#)
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?.to_owned();
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect()
+}
+
+/// Share of the requests between two histogram samples that took at most
+/// each bucket's bound: where the time went, as Orderly saw it.
+fn server_side(before: &[(String, f64)], after: &[(String, f64)]) -> Value {
+    let old = |le: &str| {
+        before
+            .iter()
+            .find(|(l, _)| l == le)
+            .map_or(0.0, |(_, c)| *c)
+    };
+    let total = after
+        .iter()
+        .find(|(l, _)| l == "+Inf")
+        .map_or(0.0, |(_, c)| c - old("+Inf"));
+    let shares: serde_json::Map<String, Value> = after
+        .iter()
+        .map(|(le, c)| {
+            let share = (c - old(le)) / total.max(1.0);
+            (le.clone(), json!((share * 10000.0).round() / 10000.0))
+        })
+        .collect();
+    json!({"requests": total, "share_at_or_under_le": shares})
+}
+
 /// (busy, total) CPU ticks of the whole machine.
 fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -689,6 +734,7 @@ async fn main() {
             &["CONFIG", "SET", "latency-monitor-threshold", "1"],
         );
         redis_cli(a.redis_port, &["LATENCY", "RESET"]);
+        let server_before = publish_buckets(&ctx).await;
         let before = probe.sample();
         let mut lat = Latencies::default();
         let mut handles = Vec::new();
@@ -710,11 +756,29 @@ async fn main() {
             }));
         }
         let mut errors = 0;
-        for h in handles {
+        // Requests sent after the first second: the row without the queue's
+        // implicit creation (its first publishes) at the start.
+        let mut settled = Latencies::default();
+        let mut slowest: Vec<(u32, usize)> = Vec::new();
+        for (i, h) in handles.into_iter().enumerate() {
             let (ok, us) = h.await.unwrap();
-            if ok { lat.0.push(us) } else { errors += 1 }
+            if ok {
+                lat.0.push(us);
+                slowest.push((us, i));
+                if i as u64 >= rate {
+                    settled.0.push(us);
+                }
+            } else {
+                errors += 1
+            }
         }
-        rows.push(json!({"what": "publish latency p99 at 5,000 req/s", "value": lat.pct(0.99), "unit": "ms", "target": 5, "ceiling": null, "ratio": null, "latency": lat.summary(), "errors": errors, "cost": probe.cost(&before, rate * secs), "redis_latency_latest": redis_cli(a.redis_port, &["LATENCY", "LATEST"]).split_whitespace().collect::<Vec<_>>().join(" ")}));
+        slowest.sort_unstable_by(|a, b| b.cmp(a));
+        let slowest_sent_at_ms: Vec<u64> = slowest
+            .iter()
+            .take(20)
+            .map(|(_, i)| *i as u64 * 1000 / rate)
+            .collect();
+        rows.push(json!({"what": "publish latency p99 at 5,000 req/s", "value": lat.pct(0.99), "unit": "ms", "target": 5, "ceiling": null, "ratio": null, "latency": lat.summary(), "errors": errors, "after_first_second": settled.summary(), "slowest_20_sent_at_ms": slowest_sent_at_ms, "cost": probe.cost(&before, rate * secs), "server_side": server_side(&server_before, &publish_buckets(&ctx).await), "redis_latency_latest": redis_cli(a.redis_port, &["LATENCY", "LATEST"]).split_whitespace().collect::<Vec<_>>().join(" ")}));
     }
 
     // 7. Publish → delivery start, idle system.
@@ -887,6 +951,18 @@ async fn main() {
         }
         if !r["cost"].is_null() {
             println!("{:<40} {}", "", r["cost"]);
+        }
+        if !r["after_first_second"].is_null() {
+            println!(
+                "{:<40} sent after the first second: {}; the 20 slowest were sent at ms {}",
+                "", r["after_first_second"], r["slowest_20_sent_at_ms"]
+            );
+        }
+        if !r["server_side"].is_null() {
+            println!(
+                "{:<40} Orderly's own duration histogram (share of requests at or under le seconds): {}",
+                "", r["server_side"]
+            );
         }
         if let Some(stalls) = r["redis_latency_latest"].as_str() {
             println!(
