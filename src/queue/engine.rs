@@ -11,7 +11,7 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `P:{q}:seq` | string | per-queue sequence counter (INCR at publish) |
-//! | `P:{q}:job:<id>` | hash | id, key, seq, state, payload, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, result, last_error; expires `retention_s` after a terminal state (dead jobs never expire) |
+//! | `P:{q}:job:<id>` | hash | id, key, seq, state, payload, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, result, last_error (attempts and lease_no are absent, i.e. 0, until the first lease; available_at is stored only for delayed jobs); expires `retention_s` after a terminal state (dead jobs never expire) |
 //! | `P:{q}:lane:<key>` | list | ids of the lane's unfinished jobs in seq order; the head stays until it is terminal |
 //! | `P:{q}:ready` | zset | lane keys whose head may start, score = ms when it may; a lane is in it iff its head is neither leased nor blocked |
 //! | `P:{q}:leases` | zset | leased job ids by lease expiry |
