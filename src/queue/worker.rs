@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -88,8 +87,10 @@ pub struct Worker {
     consecutive_failures: u32,
     resume_at: Option<Instant>,
     next_due: Option<(Instant, SpawnHandle)>,
-    /// Set by [`Drain`]: no new claims, and acks lease no next head.
-    draining: Arc<AtomicBool>,
+    /// Set by [`Drain`]: no new claims, and deliveries started from now on
+    /// lease no next head with their ack (a chained job leased just before
+    /// is delivered or, after the grace period, released like the others).
+    draining: bool,
     /// Deliveries in flight, watched by [`Drain`].
     in_flight_count: tokio::sync::watch::Sender<usize>,
 }
@@ -106,7 +107,7 @@ impl Worker {
             consecutive_failures: 0,
             resume_at: None,
             next_due: None,
-            draining: Arc::new(AtomicBool::new(false)),
+            draining: false,
             in_flight_count: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -126,7 +127,7 @@ impl Worker {
     }
 
     fn claim(&mut self, ctx: &mut Context<Self>) {
-        if self.draining.load(Ordering::Relaxed) {
+        if self.draining {
             return;
         }
         if self.claiming {
@@ -188,7 +189,7 @@ impl Worker {
         self.in_flight.insert(id.clone(), held.clone());
         self.in_flight_count.send_replace(self.in_flight.len());
         let deps = self.deps.clone();
-        let chain = !self.draining.load(Ordering::Relaxed);
+        let chain = !self.draining;
         ctx.spawn(deliver_one(deps, claimed, chain).into_actor(self).map(
             move |result, act, ctx| {
                 act.in_flight.remove(&id);
@@ -315,7 +316,7 @@ impl Handler<Drain> for Worker {
     type Result = ResponseActFuture<Self, usize>;
 
     fn handle(&mut self, msg: Drain, _: &mut Self::Context) -> Self::Result {
-        self.draining.store(true, Ordering::Relaxed);
+        self.draining = true;
         let mut count = self.in_flight_count.subscribe();
         log::info!(
             "draining {} delivery(ies), grace {:?}",
