@@ -9,8 +9,15 @@
 //! accounted for and each lane's deliveries must arrive in `seq` order. A run
 //! that loses or reorders a job exits non-zero, whatever its speed.
 //!
+//! Every row also records what it cost: Redis `INFO commandstats` deltas
+//! divided by the row's jobs (commands run inside scripts included), and the
+//! CPU time Orderly, redis-server and the bench itself used during the row.
+//!
 //! Usage: `bench --url http://127.0.0.1:8080 --redis-port 6379 --pid <orderly pid>
-//!         [--seconds 5] [--connections 50] [--soak-seconds 0]`
+//!         [--seconds 5] [--connections 50] [--soak-seconds 0]
+//!         [--only ceilings,publish,batch,push1,push64,pull,latency,idle]`
+//! `--only` runs just the named scenarios (for profiling one path); ratios
+//! need `ceilings` in the list.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +34,14 @@ struct Args {
     seconds: u64,
     connections: usize,
     soak_seconds: u64,
+    /// Scenarios to run; empty = all.
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
 }
 
 fn args() -> Args {
@@ -37,6 +52,7 @@ fn args() -> Args {
         seconds: 5,
         connections: 50,
         soak_seconds: 0,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +64,7 @@ fn args() -> Args {
             "--seconds" => a.seconds = value.parse().expect("seconds"),
             "--connections" => a.connections = value.parse().expect("connections"),
             "--soak-seconds" => a.soak_seconds = value.parse().expect("seconds"),
+            "--only" => a.only = value.split(',').map(str::to_owned).collect(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -128,9 +145,15 @@ where
 /// A local push receiver: records (queue, key, seq) in arrival order.
 struct Receiver {
     seen: Mutex<Vec<(String, String, u64, Instant)>>,
+    /// Signalled on every delivery, so waiting for one burns no CPU (a
+    /// spinning waiter would take a core from Orderly on this 2-core box).
+    arrived: tokio::sync::Notify,
 }
 
-async fn receive(req: HttpRequest, state: web::Data<Receiver>) -> HttpResponse {
+/// Reads the body, as a real receiver does: actix-web closes a keep-alive
+/// connection whose request body was left unread, which would make every push
+/// pay a new TCP connection.
+async fn receive(req: HttpRequest, _body: web::Bytes, state: web::Data<Receiver>) -> HttpResponse {
     let header = |n: &str| {
         req.headers()
             .get(n)
@@ -145,6 +168,7 @@ async fn receive(req: HttpRequest, state: web::Data<Receiver>) -> HttpResponse {
         seq,
         Instant::now(),
     ));
+    state.arrived.notify_one();
     HttpResponse::Ok().finish()
 }
 
@@ -213,6 +237,208 @@ fn redis_benchmark(port: u16, clients: u32) -> f64 {
         .and_then(|l| l.split(',').nth(1))
         .and_then(|v| v.trim_matches('"').parse().ok())
         .unwrap_or(0.0)
+}
+
+/// What a row cost: Redis commands (from `INFO commandstats`) and CPU time of
+/// Orderly, redis-server and this bench, sampled before and after the row.
+struct Probe {
+    redis_port: u16,
+    /// (name, pid) of each process whose CPU time is recorded.
+    pids: Vec<(&'static str, u32)>,
+}
+
+struct Sample {
+    /// Calls per command.
+    commands: HashMap<String, u64>,
+    /// Microseconds Redis spent in script calls (evalsha/eval, with the
+    /// commands they ran).
+    script_usec: u64,
+    cpu_ticks: Vec<u64>,
+    /// Machine-wide (busy, total) ticks from /proc/stat: other load shows here.
+    machine: (u64, u64),
+    at: Instant,
+}
+
+impl Probe {
+    fn new(redis_port: u16, orderly_pid: u32) -> Self {
+        let info = redis_cli(redis_port, &["INFO", "server"]);
+        let redis_pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let pids = vec![
+            ("orderly", orderly_pid),
+            ("redis", redis_pid),
+            ("bench", std::process::id()),
+        ];
+        Self { redis_port, pids }
+    }
+
+    fn sample(&self) -> Sample {
+        let mut commands = HashMap::new();
+        let mut script_usec = 0;
+        for line in redis_cli(self.redis_port, &["INFO", "commandstats"]).lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let calls = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            commands.insert(name.to_owned(), calls);
+            if name == "evalsha" || name == "eval" {
+                script_usec += rest
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("usec="))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        let cpu_ticks = self.pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+        Sample {
+            commands,
+            script_usec,
+            cpu_ticks,
+            machine: machine_ticks(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Commands per job (by command, largest first, and in total) and the
+    /// share of one core each process used between `before` and now.
+    fn cost(&self, before: &Sample, jobs: u64) -> Value {
+        let after = self.sample();
+        let mut per_job: Vec<(String, f64)> = after
+            .commands
+            .iter()
+            .map(|(name, calls)| {
+                let delta = calls - before.commands.get(name).copied().unwrap_or(0);
+                (name.clone(), delta as f64 / jobs.max(1) as f64)
+            })
+            .filter(|(_, n)| *n >= 0.005)
+            .collect();
+        per_job.sort_by(|a, b| b.1.total_cmp(&a.1));
+        // Commands a script runs are counted under their own names, and the
+        // script call itself under evalsha: the total counts both.
+        let total: f64 = per_job.iter().map(|(_, n)| n).sum();
+        let wall = after.at.duration_since(before.at).as_secs_f64();
+        let ticks_per_s = 100.0;
+        let cores: serde_json::Map<String, Value> = self
+            .pids
+            .iter()
+            .zip(after.cpu_ticks.iter().zip(&before.cpu_ticks))
+            .map(|((name, _), (a, b))| {
+                let share = (a - b) as f64 / ticks_per_s / wall;
+                ((*name).to_owned(), json!((share * 100.0).round() / 100.0))
+            })
+            .collect();
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        let (busy, all) = (
+            after.machine.0 - before.machine.0,
+            after.machine.1 - before.machine.1,
+        );
+        let cores_busy = busy as f64 / all.max(1) as f64 * num_cpus();
+        json!({
+            "redis_commands_per_job": round(total),
+            "redis_script_usec_per_job": round((after.script_usec - before.script_usec) as f64 / jobs.max(1) as f64),
+            "redis_per_job": per_job.iter().map(|(n, c)| json!([n, round(*c)])).collect::<Vec<_>>(),
+            "cpu_cores": cores,
+            "machine_cores_busy": round(cores_busy),
+        })
+    }
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Orderly's own duration histogram of `POST /v1/queues/{queue}/jobs`
+/// (cumulative count per bucket bound), from its /metrics.
+async fn publish_buckets(ctx: &Ctx) -> Vec<(String, f64)> {
+    let text = match ctx.http.get(format!("{}/metrics", ctx.url)).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter(|l| {
+            l.starts_with("orderly_http_requests_duration_seconds_bucket{")
+                && l.contains(r#"endpoint="/v1/queues/{queue}/jobs""#)
+                && l.contains(r#"method="POST""#)
+                && l.contains(r#"status="202""#)
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?.to_owned();
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect()
+}
+
+/// Share of the requests between two histogram samples that took at most
+/// each bucket's bound: where the time went, as Orderly saw it.
+fn server_side(before: &[(String, f64)], after: &[(String, f64)]) -> Value {
+    let old = |le: &str| {
+        before
+            .iter()
+            .find(|(l, _)| l == le)
+            .map_or(0.0, |(_, c)| *c)
+    };
+    let total = after
+        .iter()
+        .find(|(l, _)| l == "+Inf")
+        .map_or(0.0, |(_, c)| c - old("+Inf"));
+    let shares: serde_json::Map<String, Value> = after
+        .iter()
+        .map(|(le, c)| {
+            let share = (c - old(le)) / total.max(1.0);
+            (le.clone(), json!((share * 10000.0).round() / 10000.0))
+        })
+        .collect();
+    json!({"requests": total, "share_at_or_under_le": shares})
+}
+
+/// (busy, total) CPU ticks of the whole machine.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().sum();
+    // idle and iowait are fields 4 and 5.
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+fn num_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// utime + stime of a process, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
 }
 
 struct Ctx {
@@ -303,6 +529,7 @@ async fn main() {
     });
     let receiver = web::Data::new(Receiver {
         seen: Mutex::new(Vec::new()),
+        arrived: tokio::sync::Notify::new(),
     });
     let port = start_server(receiver.clone());
     let hook = format!("http://127.0.0.1:{port}/hook");
@@ -310,72 +537,86 @@ async fn main() {
     let mut rows: Vec<Value> = Vec::new();
     let secs = a.seconds;
 
-    // Ceilings.
-    let redis_c50 = redis_benchmark(a.redis_port, 50);
-    let redis_c1 = redis_benchmark(a.redis_port, 1);
-    let trivial_url = format!("http://127.0.0.1:{port}/trivial");
-    let h = http.clone();
-    let (trivial_n, _, _) = closed_loop(a.connections, secs, move |_| {
-        let (h, u) = (h.clone(), trivial_url.clone());
-        async move {
-            h.post(&u)
-                .json(&json!({"payload": 1}))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
-    let trivial_rps = trivial_n as f64 / secs as f64;
+    let probe = Probe::new(a.redis_port, a.pid);
+
+    // Ceilings (NaN when not measured: the ratios become null).
+    let (mut redis_c50, mut redis_c1, mut trivial_rps) = (f64::NAN, f64::NAN, f64::NAN);
+    if a.runs("ceilings") {
+        redis_c50 = redis_benchmark(a.redis_port, 50);
+        redis_c1 = redis_benchmark(a.redis_port, 1);
+        let trivial_url = format!("http://127.0.0.1:{port}/trivial");
+        let h = http.clone();
+        let (trivial_n, _, _) = closed_loop(a.connections, secs, move |_| {
+            let (h, u) = (h.clone(), trivial_url.clone());
+            async move {
+                h.post(&u)
+                    .json(&json!({"payload": 1}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        trivial_rps = trivial_n as f64 / secs as f64;
+    }
 
     // 1. Publish, one job per request.
-    let c = ctx.clone();
-    let (n, lat, errors) = closed_loop(a.connections, secs, move |i| {
-        let c = c.clone();
-        async move {
-            let body = json!({"payload": {"i": i}, "key": format!("k{}", i % 64)});
-            c.post("/v1/queues/bench-publish/jobs", &body)
-                .await
-                .status()
-                .as_u16()
-                == 202
+    if a.runs("publish") {
+        let before = probe.sample();
+        let c = ctx.clone();
+        let (n, lat, errors) = closed_loop(a.connections, secs, move |i| {
+            let c = c.clone();
+            async move {
+                let body = json!({"payload": {"i": i}, "key": format!("k{}", i % 64)});
+                c.post("/v1/queues/bench-publish/jobs", &body)
+                    .await
+                    .status()
+                    .as_u16()
+                    == 202
+            }
+        })
+        .await;
+        let publish_rps = n as f64 / secs as f64;
+        rows.push(json!({"what": "publish, 1 job/request", "value": publish_rps, "unit": "jobs/s", "target": 30000, "ceiling": trivial_rps, "ratio": publish_rps / trivial_rps, "latency": lat.summary(), "errors": errors, "cost": probe.cost(&before, n)}));
+        let stats = ctx.get("/v1/queues/bench-publish").await;
+        if stats["stats"]["waiting"].as_u64() != Some(n) {
+            failures.push(format!(
+                "publish: {n} accepted but {} waiting",
+                stats["stats"]["waiting"]
+            ));
         }
-    })
-    .await;
-    let publish_rps = n as f64 / secs as f64;
-    rows.push(json!({"what": "publish, 1 job/request", "value": publish_rps, "unit": "jobs/s", "target": 30000, "ceiling": trivial_rps, "ratio": publish_rps / trivial_rps, "latency": lat.summary(), "errors": errors}));
-    let stats = ctx.get("/v1/queues/bench-publish").await;
-    if stats["stats"]["waiting"].as_u64() != Some(n) {
-        failures.push(format!(
-            "publish: {n} accepted but {} waiting",
-            stats["stats"]["waiting"]
-        ));
     }
 
     // 2. Batch publish (1000 per request).
-    let c = ctx.clone();
-    let batch: Arc<Value> = Arc::new(
-        json!({"jobs": (0..1000).map(|i| json!({"payload": {"i": i}, "key": format!("k{}", i % 64)})).collect::<Vec<_>>()}),
-    );
-    let (n, lat, errors) = closed_loop(4, secs, move |_| {
-        let (c, batch) = (c.clone(), batch.clone());
-        async move {
-            c.post("/v1/queues/bench-batch/jobs/batch", &batch)
-                .await
-                .status()
-                .as_u16()
-                == 202
-        }
-    })
-    .await;
-    let batch_jobs = n as f64 * 1000.0 / secs as f64;
-    rows.push(json!({"what": "batch publish (1000/request)", "value": batch_jobs, "unit": "jobs/s", "target": 300000, "ceiling": redis_c50, "ratio": batch_jobs / redis_c50, "latency": lat.summary(), "errors": errors}));
+    if a.runs("batch") {
+        let before = probe.sample();
+        let c = ctx.clone();
+        let batch: Arc<Value> = Arc::new(
+            json!({"jobs": (0..1000).map(|i| json!({"payload": {"i": i}, "key": format!("k{}", i % 64)})).collect::<Vec<_>>()}),
+        );
+        let (n, lat, errors) = closed_loop(4, secs, move |_| {
+            let (c, batch) = (c.clone(), batch.clone());
+            async move {
+                c.post("/v1/queues/bench-batch/jobs/batch", &batch)
+                    .await
+                    .status()
+                    .as_u16()
+                    == 202
+            }
+        })
+        .await;
+        let batch_jobs = n as f64 * 1000.0 / secs as f64;
+        rows.push(json!({"what": "batch publish (1000/request)", "value": batch_jobs, "unit": "jobs/s", "target": 300000, "ceiling": redis_c50, "ratio": batch_jobs / redis_c50, "latency": lat.summary(), "errors": errors, "cost": probe.cost(&before, n * 1000)}));
+    }
 
     // 3/4. Ordered push processing, 1 lane and 64 lanes.
-    for (queue, lanes, total, target) in [
-        ("bench-push-1", 1u64, 20_000u64, 5000.0),
-        ("bench-push-64", 64, 60_000, 25000.0),
+    for (scenario, queue, lanes, total, target) in [
+        ("push1", "bench-push-1", 1u64, 20_000u64, 5000.0),
+        ("push64", "bench-push-64", 64, 60_000, 25000.0),
     ] {
+        if !a.runs(scenario) {
+            continue;
+        }
         ctx.http
             .put(format!("{}/v1/queues/{queue}", a.url))
             .bearer_auth(&ctx.token)
@@ -396,6 +637,7 @@ async fn main() {
             )
             .await;
         }
+        let before = probe.sample();
         let started = Instant::now();
         ctx.post(&format!("/v1/queues/{queue}/resume"), &json!({}))
             .await;
@@ -410,127 +652,164 @@ async fn main() {
             failures.push(e);
         }
         let rate = total as f64 / elapsed;
-        rows.push(json!({"what": format!("ordered push, {lanes} lane(s)"), "value": rate, "unit": "jobs/s", "target": target, "ceiling": redis_c1, "ratio": rate / redis_c1, "errors": 0}));
+        rows.push(json!({"what": format!("ordered push, {lanes} lane(s)"), "value": rate, "unit": "jobs/s", "target": target, "ceiling": redis_c1, "ratio": rate / redis_c1, "errors": 0, "cost": probe.cost(&before, total)}));
     }
 
     // 5. Pull consumers over HTTP, 64 lanes.
-    let total = 30_000u64;
-    for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
-        let jobs: Vec<Value> = chunk
-            .iter()
-            .map(|i| json!({"payload": {"i": i}, "key": format!("k{}", i % 64)}))
-            .collect();
-        ctx.post("/v1/queues/bench-pull/jobs/batch", &json!({"jobs": jobs}))
-            .await;
-    }
-    let acked = Arc::new(AtomicU64::new(0));
-    let order: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
-    let disorder = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let mut consumers = Vec::new();
-    for _ in 0..16 {
-        let (c, acked, order, disorder) =
-            (ctx.clone(), acked.clone(), order.clone(), disorder.clone());
-        consumers.push(tokio::spawn(async move {
-            while acked.load(Ordering::Relaxed) < total {
-                let r: Value = c
-                    .post(
-                        "/v1/queues/bench-pull/claim",
-                        &json!({"wait_ms": 1000, "max_jobs": 16}),
-                    )
-                    .await
-                    .json()
-                    .await
-                    .unwrap();
-                for job in r["jobs"].as_array().cloned().unwrap_or_default() {
-                    let (key, seq) = (
-                        job["key"].as_str().unwrap().to_owned(),
-                        job["seq"].as_u64().unwrap(),
-                    );
-                    {
-                        let mut o = order.lock().unwrap();
-                        let last = o.entry(key).or_insert(0);
-                        if seq <= *last {
-                            disorder.store(true, Ordering::Relaxed);
-                        }
-                        *last = seq;
-                    }
-                    let id = job["id"].as_str().unwrap();
-                    let ok = c
+    if a.runs("pull") {
+        let total = 30_000u64;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+            let jobs: Vec<Value> = chunk
+                .iter()
+                .map(|i| json!({"payload": {"i": i}, "key": format!("k{}", i % 64)}))
+                .collect();
+            ctx.post("/v1/queues/bench-pull/jobs/batch", &json!({"jobs": jobs}))
+                .await;
+        }
+        let acked = Arc::new(AtomicU64::new(0));
+        let order: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let disorder = Arc::new(AtomicBool::new(false));
+        let before = probe.sample();
+        let started = Instant::now();
+        let mut consumers = Vec::new();
+        for _ in 0..16 {
+            let (c, acked, order, disorder) =
+                (ctx.clone(), acked.clone(), order.clone(), disorder.clone());
+            consumers.push(tokio::spawn(async move {
+                while acked.load(Ordering::Relaxed) < total {
+                    let r: Value = c
                         .post(
-                            &format!("/v1/jobs/{id}/ack"),
-                            &json!({"lease": job["lease"]}),
+                            "/v1/queues/bench-pull/claim",
+                            &json!({"wait_ms": 1000, "max_jobs": 16}),
                         )
                         .await
-                        .status()
-                        .is_success();
-                    if ok {
-                        acked.fetch_add(1, Ordering::Relaxed);
+                        .json()
+                        .await
+                        .unwrap();
+                    for job in r["jobs"].as_array().cloned().unwrap_or_default() {
+                        let (key, seq) = (
+                            job["key"].as_str().unwrap().to_owned(),
+                            job["seq"].as_u64().unwrap(),
+                        );
+                        {
+                            let mut o = order.lock().unwrap();
+                            let last = o.entry(key).or_insert(0);
+                            if seq <= *last {
+                                disorder.store(true, Ordering::Relaxed);
+                            }
+                            *last = seq;
+                        }
+                        let id = job["id"].as_str().unwrap();
+                        let ok = c
+                            .post(
+                                &format!("/v1/jobs/{id}/ack"),
+                                &json!({"lease": job["lease"]}),
+                            )
+                            .await
+                            .status()
+                            .is_success();
+                        if ok {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
-            }
-        }));
+            }));
+        }
+        for cns in consumers {
+            cns.await.unwrap();
+        }
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        if disorder.load(Ordering::Relaxed) {
+            failures.push("bench-pull: a lane was consumed out of seq order".into());
+        }
+        rows.push(json!({"what": "pull consumers over HTTP, 64 lanes", "value": rate, "unit": "jobs/s", "target": 15000, "ceiling": trivial_rps, "ratio": rate / trivial_rps, "errors": 0, "cost": probe.cost(&before, total)}));
     }
-    for cns in consumers {
-        cns.await.unwrap();
-    }
-    let rate = total as f64 / started.elapsed().as_secs_f64();
-    if disorder.load(Ordering::Relaxed) {
-        failures.push("bench-pull: a lane was consumed out of seq order".into());
-    }
-    rows.push(json!({"what": "pull consumers over HTTP, 64 lanes", "value": rate, "unit": "jobs/s", "target": 15000, "ceiling": trivial_rps, "ratio": rate / trivial_rps, "errors": 0}));
 
     // 6. Publish latency at a fixed 5,000 req/s (open loop).
-    let mut lat = Latencies::default();
-    let mut handles = Vec::new();
-    let rate = 5000u64;
-    let start = Instant::now();
-    for i in 0..rate * secs {
-        let due = start + Duration::from_micros(i * 1_000_000 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        let c = ctx.clone();
-        handles.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let ok = c
-                .post("/v1/queues/bench-latency/jobs", &json!({"payload": i}))
-                .await
-                .status()
-                .as_u16()
-                == 202;
-            (ok, t.elapsed().as_micros() as u32)
-        }));
+    if a.runs("latency") {
+        // Redis's own record of its stalls (AOF writes, fsync, slow commands)
+        // of 1 ms or more during this row, to tell them from Orderly's.
+        redis_cli(
+            a.redis_port,
+            &["CONFIG", "SET", "latency-monitor-threshold", "1"],
+        );
+        redis_cli(a.redis_port, &["LATENCY", "RESET"]);
+        let server_before = publish_buckets(&ctx).await;
+        let before = probe.sample();
+        let mut lat = Latencies::default();
+        let mut handles = Vec::new();
+        let rate = 5000u64;
+        let start = Instant::now();
+        for i in 0..rate * secs {
+            let due = start + Duration::from_micros(i * 1_000_000 / rate);
+            tokio::time::sleep_until(due.into()).await;
+            let c = ctx.clone();
+            handles.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let ok = c
+                    .post("/v1/queues/bench-latency/jobs", &json!({"payload": i}))
+                    .await
+                    .status()
+                    .as_u16()
+                    == 202;
+                (ok, t.elapsed().as_micros() as u32)
+            }));
+        }
+        let mut errors = 0;
+        // Requests sent after the first second: the row without the queue's
+        // implicit creation (its first publishes) at the start.
+        let mut settled = Latencies::default();
+        let mut slowest: Vec<(u32, usize)> = Vec::new();
+        for (i, h) in handles.into_iter().enumerate() {
+            let (ok, us) = h.await.unwrap();
+            if ok {
+                lat.0.push(us);
+                slowest.push((us, i));
+                if i as u64 >= rate {
+                    settled.0.push(us);
+                }
+            } else {
+                errors += 1
+            }
+        }
+        slowest.sort_unstable_by(|a, b| b.cmp(a));
+        let slowest_sent_at_ms: Vec<u64> = slowest
+            .iter()
+            .take(20)
+            .map(|(_, i)| *i as u64 * 1000 / rate)
+            .collect();
+        rows.push(json!({"what": "publish latency p99 at 5,000 req/s", "value": lat.pct(0.99), "unit": "ms", "target": 5, "ceiling": null, "ratio": null, "latency": lat.summary(), "errors": errors, "after_first_second": settled.summary(), "slowest_20_sent_at_ms": slowest_sent_at_ms, "cost": probe.cost(&before, rate * secs), "server_side": server_side(&server_before, &publish_buckets(&ctx).await), "redis_latency_latest": redis_cli(a.redis_port, &["LATENCY", "LATEST"]).split_whitespace().collect::<Vec<_>>().join(" ")}));
     }
-    let mut errors = 0;
-    for h in handles {
-        let (ok, us) = h.await.unwrap();
-        if ok { lat.0.push(us) } else { errors += 1 }
-    }
-    rows.push(json!({"what": "publish latency p99 at 5,000 req/s", "value": lat.pct(0.99), "unit": "ms", "target": 5, "ceiling": null, "ratio": null, "latency": lat.summary(), "errors": errors}));
 
     // 7. Publish → delivery start, idle system.
-    ctx.http
-        .put(format!("{}/v1/queues/bench-idle", a.url))
-        .bearer_auth(&ctx.token)
-        .json(&json!({"delivery": {"mode": "push", "url": hook}}))
-        .send()
-        .await
-        .unwrap();
-    let mut lat = Latencies::default();
-    for i in 0..200u64 {
-        let before = receiver.seen.lock().unwrap().len();
-        let t = Instant::now();
-        ctx.post("/v1/queues/bench-idle/jobs", &json!({"payload": i}))
-            .await;
-        loop {
-            if let Some((.., at)) = receiver.seen.lock().unwrap().get(before) {
-                lat.0.push(at.duration_since(t).as_micros() as u32);
-                break;
+    if a.runs("idle") {
+        let before = probe.sample();
+        ctx.http
+            .put(format!("{}/v1/queues/bench-idle", a.url))
+            .bearer_auth(&ctx.token)
+            .json(&json!({"delivery": {"mode": "push", "url": hook}}))
+            .send()
+            .await
+            .unwrap();
+        let mut lat = Latencies::default();
+        for i in 0..200u64 {
+            let before = receiver.seen.lock().unwrap().len();
+            let t = Instant::now();
+            ctx.post("/v1/queues/bench-idle/jobs", &json!({"payload": i}))
+                .await;
+            loop {
+                if let Some((.., at)) = receiver.seen.lock().unwrap().get(before) {
+                    lat.0.push(at.duration_since(t).as_micros() as u32);
+                    break;
+                }
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(50), receiver.arrived.notified())
+                        .await;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        rows.push(json!({"what": "publish → delivery start, idle, p50", "value": lat.pct(0.5), "unit": "ms", "target": 2, "ceiling": null, "ratio": null, "latency": lat.summary(), "errors": 0, "cost": probe.cost(&before, 200)}));
     }
-    rows.push(json!({"what": "publish → delivery start, idle, p50", "value": lat.pct(0.5), "unit": "ms", "target": 2, "ceiling": null, "ratio": null, "latency": lat.summary(), "errors": 0}));
 
     // Soak (optional): mixed load, RSS sampled.
     let mut soak = Value::Null;
@@ -669,6 +948,27 @@ async fn main() {
         );
         if !r["latency"].is_null() {
             println!("{:<40} {}", "", r["latency"]);
+        }
+        if !r["cost"].is_null() {
+            println!("{:<40} {}", "", r["cost"]);
+        }
+        if !r["after_first_second"].is_null() {
+            println!(
+                "{:<40} sent after the first second: {}; the 20 slowest were sent at ms {}",
+                "", r["after_first_second"], r["slowest_20_sent_at_ms"]
+            );
+        }
+        if !r["server_side"].is_null() {
+            println!(
+                "{:<40} Orderly's own duration histogram (share of requests at or under le seconds): {}",
+                "", r["server_side"]
+            );
+        }
+        if let Some(stalls) = r["redis_latency_latest"].as_str() {
+            println!(
+                "{:<40} redis LATENCY LATEST (event, at, last ms, max ms): {stalls}",
+                ""
+            );
         }
     }
     if !soak.is_null() {

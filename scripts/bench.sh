@@ -3,7 +3,12 @@
 # MongoDB-protocol server, starts Orderly (release, RUST_LOG=warn), and drives
 # it with examples/bench.rs, which also measures this machine's ceilings in the
 # same run. Results: the printed table and target/bench/results.json.
-# Extra arguments go to the bench (e.g. --seconds 10, --soak-seconds 600).
+# Extra arguments go to the bench (e.g. --seconds 10, --soak-seconds 600,
+# --only push1).
+#
+# PROFILE_DIR=dir: also record `perf` profiles of Orderly and redis-server for
+# the whole bench run (PERF_ARGS, default "-F 999 -g") and write their
+# `perf report --no-children` summaries to dir/{orderly,redis}.txt.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
 cd "$ROOT"
@@ -31,5 +36,30 @@ until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; do sleep 0.2; d
 
 REDIS_PORT="${REDIS_URL##*:}"
 REDIS_PORT="${REDIS_PORT%%/*}"
+
+PERF_PIDS=()
+if [ -n "${PROFILE_DIR:-}" ]; then
+  mkdir -p "$PROFILE_DIR"
+  REDIS_PID=$(redis-cli -p "$REDIS_PORT" INFO server | tr -d '\r' | sed -n 's/^process_id://p')
+  for target in "orderly:$ORDERLY_PID" "redis:$REDIS_PID"; do
+    # shellcheck disable=SC2086
+    perf record ${PERF_ARGS:--F 999 -g} -p "${target#*:}" -o "$PROFILE_DIR/${target%%:*}.data" \
+      2>"$PROFILE_DIR/${target%%:*}.record.log" &
+    PERF_PIDS+=($!)
+  done
+fi
+
+status=0
 ./target/release/examples/bench --url "http://127.0.0.1:$PORT" --redis-port "$REDIS_PORT" \
-  --pid "$ORDERLY_PID" "$@"
+  --pid "$ORDERLY_PID" "$@" || status=$?
+
+if [ -n "${PROFILE_DIR:-}" ]; then
+  for pid in "${PERF_PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${PERF_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for name in orderly redis; do
+    perf report -i "$PROFILE_DIR/$name.data" --no-children --stdio --percent-limit 0.7 \
+      -g none --sort dso,sym 2>/dev/null | grep -v '^$' >"$PROFILE_DIR/$name.txt" || true
+  done
+  log "profiles: $PROFILE_DIR/{orderly,redis}.txt"
+fi
+exit "$status"

@@ -11,7 +11,7 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `P:{q}:seq` | string | per-queue sequence counter (INCR at publish) |
-//! | `P:{q}:job:<id>` | hash | id, key, seq, state, payload, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, result, last_error; expires `retention_s` after a terminal state (dead jobs never expire) |
+//! | `P:{q}:job:<id>` | hash | id, key, seq, state, payload, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, result, last_error (attempts and lease_no are absent, i.e. 0, until the first lease; available_at is stored only for delayed jobs); expires `retention_s` after a terminal state (dead jobs never expire) |
 //! | `P:{q}:lane:<key>` | list | ids of the lane's unfinished jobs in seq order; the head stays until it is terminal |
 //! | `P:{q}:ready` | zset | lane keys whose head may start, score = ms when it may; a lane is in it iff its head is neither leased nor blocked |
 //! | `P:{q}:leases` | zset | leased job ids by lease expiry |
@@ -26,7 +26,8 @@
 //! | `P:index:push` | zset | push queues (tags) with a ready lane, score = earliest ready time |
 //! | `P:index:leases` | zset | queues with leases, score = earliest lease expiry |
 //! | `P:queues` | set | tags of every queue that has had jobs |
-//! | `P:wake` | pub/sub | a tag is published when one of its lanes becomes startable now |
+//! | `P:wake` | pub/sub | the tag of a pull queue one of whose lanes became startable now |
+//! | `P:wake:push` | pub/sub | the same for push queues (read by the workers only) |
 //!
 //! The three global keys are the only cross-slot keys; on Redis Cluster they
 //! would become per-shard indexes. Times come from the Redis server clock
@@ -138,6 +139,19 @@ pub struct Claimed {
     pub queue: QueueRef,
     pub job: Job,
     pub lease: Lease,
+}
+
+/// The outcome of [`Engine::ack_and_lease_next`].
+#[derive(Debug)]
+pub struct Acked {
+    /// False when the lease was stale or expired (nothing changed).
+    pub completed: bool,
+    /// The lane's next head, leased to the caller, when it could start now
+    /// and no other push lane was waiting.
+    pub next: Option<Claimed>,
+    /// Milliseconds until the earliest push lane is due; `None` when none is
+    /// scheduled.
+    pub next_due_in_ms: Option<u64>,
 }
 
 /// The result of a claim call.
@@ -272,7 +286,9 @@ impl Engine {
         }
     }
 
-    /// The Redis channel announcing queues with newly startable lanes.
+    /// The Redis channel announcing pull queues with newly startable lanes;
+    /// push queues are announced on the same name with `:push` appended
+    /// (see [`super::notify::WakeHub`]).
     pub fn wake_channel(&self) -> String {
         format!("{}:wake", self.prefix)
     }
@@ -329,10 +345,7 @@ impl Engine {
     /// Leases up to `max` startable lane heads across all push queues.
     pub async fn claim_push(&self, max: usize, lease_ms: u64) -> RedisResult<ClaimBatch> {
         let mut invocation = SCRIPTS.claim_push.key(&self.prefix);
-        invocation.arg(max).arg(lease_ms);
-        for _ in 0..max {
-            invocation.arg(new_token());
-        }
+        invocation.arg(max).arg(lease_ms).arg(new_token());
         let reply: Vec<Value> = invocation.invoke_async(&mut self.conn()).await?;
         let mut items = reply.into_iter();
         let next_due_in_ms = next_due(items.next());
@@ -357,10 +370,11 @@ impl Engine {
         lease_ms: u64,
     ) -> RedisResult<ClaimBatch> {
         let mut invocation = SCRIPTS.claim_queue.key(&self.prefix);
-        invocation.arg(queue.tag()).arg(max).arg(lease_ms);
-        for _ in 0..max {
-            invocation.arg(new_token());
-        }
+        invocation
+            .arg(queue.tag())
+            .arg(max)
+            .arg(lease_ms)
+            .arg(new_token());
         let reply: Vec<Value> = invocation.invoke_async(&mut self.conn()).await?;
         let mut items = reply.into_iter();
         let next_due_in_ms = next_due(items.next());
@@ -381,6 +395,23 @@ impl Engine {
         lease: &Lease,
         extra: &[String],
     ) -> RedisResult<(String, Option<Job>)> {
+        let reply = self
+            .lease_transition_reply(script, queue, id, lease, extra)
+            .await?;
+        let mut items = reply.into_iter();
+        let outcome = items.next().and_then(string).unwrap_or_default();
+        let job = items.next().and_then(|f| job_from_value(queue, f));
+        Ok((outcome, job))
+    }
+
+    async fn lease_transition_reply(
+        &self,
+        script: &Script,
+        queue: &QueueRef,
+        id: &str,
+        lease: &Lease,
+        extra: &[String],
+    ) -> RedisResult<Vec<Value>> {
         let mut invocation = script.key(&self.prefix);
         invocation
             .arg(queue.tag())
@@ -390,11 +421,7 @@ impl Engine {
         for arg in extra {
             invocation.arg(arg);
         }
-        let reply: Vec<Value> = invocation.invoke_async(&mut self.conn()).await?;
-        let mut items = reply.into_iter();
-        let outcome = items.next().and_then(string).unwrap_or_default();
-        let job = items.next().and_then(|f| job_from_value(queue, f));
-        Ok((outcome, job))
+        invocation.invoke_async(&mut self.conn()).await
     }
 
     /// Completes the job held under `lease`, storing `result` (JSON text).
@@ -409,6 +436,35 @@ impl Engine {
             .lease_transition(&SCRIPTS.ack, queue, id, lease, &[result.to_owned()])
             .await?;
         Ok(transition(outcome, job))
+    }
+
+    /// Completes the job held under `lease` (as [`Engine::ack`]) and, when
+    /// the lane's next job may start now and no other push lane is waiting,
+    /// leases it to the caller for `lease_ms` in the same script run. For the
+    /// push worker: a busy lane then costs one round trip per job.
+    pub async fn ack_and_lease_next(
+        &self,
+        queue: &QueueRef,
+        id: &str,
+        lease: &Lease,
+        result: &str,
+        lease_ms: u64,
+    ) -> RedisResult<Acked> {
+        let extra = [result.to_owned(), new_token(), lease_ms.to_string()];
+        let reply = self
+            .lease_transition_reply(&SCRIPTS.ack, queue, id, lease, &extra)
+            .await?;
+        let mut items = reply.into_iter();
+        let completed = items.next().and_then(string).as_deref() == Some("ok");
+        let _completed_job = items.next();
+        let next = items
+            .next()
+            .and_then(|fields| claimed_job(queue.clone(), fields));
+        Ok(Acked {
+            completed,
+            next,
+            next_due_in_ms: next_due(items.next()),
+        })
     }
 
     /// Records a failed attempt of the job held under `lease`.

@@ -1,7 +1,10 @@
-//! One Redis subscription per process to the engine's wake channel, fanned out
+//! One Redis subscription per process to the engine's wake channels, fanned out
 //! in-process: the worker and every long-polling consumer listen to
-//! [`WakeHub`] instead of holding Redis connections of their own. Consumers
-//! wait on a per-queue [`Notify`], so a wake only touches that queue's waiters.
+//! [`WakeHub`] instead of holding Redis connections of their own. Pull queues
+//! are announced on the wake channel and push queues on `<channel>:push`, so
+//! a pull wake never makes the worker run a claim, and a push wake never
+//! touches consumers. Consumers wait on a per-queue [`Notify`], so a wake only
+//! touches that queue's waiters.
 //!
 //! A lost notification only delays work until the next fallback poll; the
 //! listener reconnects by itself.
@@ -19,6 +22,7 @@ use super::worker::{Wake, Worker};
 /// Fan-out of queue tags whose lanes became startable.
 #[derive(Clone)]
 pub struct WakeHub {
+    /// Push-queue wakes (for the worker).
     tx: broadcast::Sender<Arc<str>>,
     waiters: Arc<Mutex<HashMap<Arc<str>, Waiters>>>,
 }
@@ -57,7 +61,8 @@ impl Drop for Waiter {
 }
 
 impl WakeHub {
-    /// Subscribes to `channel` on `client` and republishes every message.
+    /// Subscribes to `channel` (pull queues) and `<channel>:push` (push
+    /// queues) on `client` and republishes every message.
     /// Must be called inside a running actix `System`.
     pub fn start(client: redis::Client, channel: String) -> Self {
         let (tx, _) = broadcast::channel(1024);
@@ -77,6 +82,7 @@ impl WakeHub {
         hub
     }
 
+    /// Tags of push queues with newly startable lanes.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.tx.subscribe()
     }
@@ -97,12 +103,14 @@ impl WakeHub {
         }
     }
 
-    fn wake(&self, tag: String) {
+    fn wake_pull(&self, tag: &str) {
         let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = waiters.get(tag.as_str()) {
+        if let Some(entry) = waiters.get(tag) {
             entry.notify.notify_waiters();
         }
-        drop(waiters);
+    }
+
+    fn wake_push(&self, tag: String) {
         let _ = self.tx.send(Arc::from(tag));
     }
 
@@ -121,11 +129,17 @@ impl WakeHub {
 }
 
 async fn listen(client: &redis::Client, channel: &str, hub: &WakeHub) -> redis::RedisResult<()> {
+    let push_channel = format!("{channel}:push");
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
+    pubsub.subscribe(&[channel, push_channel.as_str()]).await?;
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
-        hub.wake(message.get_payload().unwrap_or_default());
+        let tag: String = message.get_payload().unwrap_or_default();
+        if message.get_channel_name() == push_channel {
+            hub.wake_push(tag);
+        } else {
+            hub.wake_pull(&tag);
+        }
     }
     Ok(())
 }

@@ -99,6 +99,11 @@ pub struct QueueRegistry {
     cache: Arc<RwLock<HashMap<String, CacheEntry>>>,
     /// Tags whose background refresh is running (one at a time per queue).
     refreshing: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// One lock per tag, held while a request reads (or creates) an uncached
+    /// definition: concurrent requests for a queue that is not cached yet
+    /// (the first publishes to a new queue) wait for that one MongoDB round
+    /// trip and then read the cache, instead of each asking MongoDB.
+    loading: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
@@ -121,6 +126,7 @@ impl QueueRegistry {
             defaults,
             cache: Arc::new(RwLock::new(HashMap::new())),
             refreshing: Arc::default(),
+            loading: Arc::default(),
         }
     }
 
@@ -144,6 +150,11 @@ impl QueueRegistry {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let entry = cache.get(tag)?;
         (!fresh_only || entry.fetched.elapsed() < CACHE_TTL).then(|| entry.definition.clone())
+    }
+
+    fn load_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        loading.entry(tag.to_owned()).or_default().clone()
     }
 
     fn remember(&self, definition: Arc<QueueDefinition>) {
@@ -181,6 +192,11 @@ impl QueueRegistry {
         if let Some(stale) = self.cached(&tag, false) {
             self.refresh_in_background(queue, &tag);
             return Ok(Some(stale));
+        }
+        let lock = self.load_lock(&tag);
+        let _one_reader = lock.lock().await;
+        if let Some(loaded) = self.cached(&tag, false) {
+            return Ok(Some(loaded));
         }
         self.load(queue).await
     }
@@ -236,6 +252,11 @@ impl QueueRegistry {
         if let Some(found) = self.get(queue).await? {
             return Ok(found);
         }
+        let lock = self.load_lock(&queue.tag());
+        let _one_creator = lock.lock().await;
+        if let Some(created) = self.cached(&queue.tag(), false) {
+            return Ok(created);
+        }
         let now = bson::DateTime::now();
         let definition = QueueDefinition {
             tag: queue.tag(),
@@ -258,8 +279,10 @@ impl QueueRegistry {
                 Ok(definition)
             }
             Err(err) if is_duplicate_key(&err) => {
+                // Created by another process meanwhile. This task holds the
+                // tag's lock, so it reads MongoDB itself (get would wait on it).
                 self.forget(&queue.tag());
-                self.get(queue).await?.ok_or(err.into())
+                self.load(queue).await?.ok_or(err.into())
             }
             Err(err) => Err(err.into()),
         }

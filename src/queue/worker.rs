@@ -4,9 +4,12 @@
 //! push queues (`Engine::claim_push`, one lease per lane, so lanes never run
 //! two jobs at once), keeps up to `worker.concurrency` deliveries in flight,
 //! extends each lease while its delivery runs, and reports every outcome to the
-//! engine (ack, retry with backoff, or exhaustion). It wakes on the engine's
-//! wake channel, on the next scheduled due time, and on a slow fallback poll;
-//! it never spins. It periodically returns expired leases (of any process) to
+//! engine (ack, retry with backoff, or exhaustion). A completed job's ack also
+//! leases the lane's next head when it may start now and no other push lane is
+//! waiting (`Engine::ack_and_lease_next`), and that job is delivered in the
+//! same slot: a busy lane costs one Redis round trip per job. It wakes on the
+//! engine's push wake channel, on the next scheduled due time, and on a slow
+//! fallback poll; it never spins. It periodically returns expired leases (of any process) to
 //! the heads of their lanes.
 //!
 //! On a Redis error it stops itself; the supervisor restarts it, and the
@@ -84,7 +87,9 @@ pub struct Worker {
     consecutive_failures: u32,
     resume_at: Option<Instant>,
     next_due: Option<(Instant, SpawnHandle)>,
-    /// Set by [`Drain`]: no new claims.
+    /// Set by [`Drain`]: no new claims, and deliveries started from now on
+    /// lease no next head with their ack (a chained job leased just before
+    /// is delivered or, after the grace period, released like the others).
     draining: bool,
     /// Deliveries in flight, watched by [`Drain`].
     in_flight_count: tokio::sync::watch::Sender<usize>,
@@ -184,23 +189,26 @@ impl Worker {
         self.in_flight.insert(id.clone(), held.clone());
         self.in_flight_count.send_replace(self.in_flight.len());
         let deps = self.deps.clone();
-        ctx.spawn(
-            deliver_one(deps, claimed)
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    act.in_flight.remove(&id);
-                    act.in_flight_count.send_replace(act.in_flight.len());
-                    match result {
-                        Ok(()) => act.claim(ctx),
-                        Err(err) => {
-                            // The outcome was not recorded: give the job back
-                            // (it is delivered again) once Redis answers.
-                            act.orphans.push((id, held));
-                            act.fail(ctx, err)
-                        }
+        let chain = !self.draining;
+        ctx.spawn(deliver_one(deps, claimed, chain).into_actor(self).map(
+            move |result, act, ctx| {
+                act.in_flight.remove(&id);
+                act.in_flight_count.send_replace(act.in_flight.len());
+                match result {
+                    // The lane's next job, already leased: same slot.
+                    Ok(After::Chained(next)) => act.deliver(*next, ctx),
+                    Ok(After::Due(Some(0))) => act.claim(ctx),
+                    Ok(After::Due(Some(ms))) => act.wake_at(Duration::from_millis(ms), ctx),
+                    Ok(After::Due(None)) => {}
+                    Err(err) => {
+                        // The outcome was not recorded: give the job back
+                        // (it is delivered again) once Redis answers.
+                        act.orphans.push((id, held));
+                        act.fail(ctx, err)
                     }
-                }),
-        );
+                }
+            },
+        ));
     }
 
     fn recover(&mut self, ctx: &mut Context<Self>) {
@@ -352,8 +360,22 @@ impl Handler<Crash> for Worker {
     }
 }
 
-/// Runs one delivery attempt to its outcome. Only Redis errors escape.
-async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed) -> Result<(), RedisError> {
+/// What a slot does after a delivery.
+enum After {
+    /// Deliver the lane's next job, leased by the ack.
+    Chained(Box<Claimed>),
+    /// The slot is free; ms until the earliest push lane is due (`Some(0)`:
+    /// claim now; `None`: nothing is scheduled, a wake will come).
+    Due(Option<u64>),
+}
+
+/// Runs one delivery attempt to its outcome; with `chain`, a completed job's
+/// ack may lease the lane's next job. Only Redis errors escape.
+async fn deliver_one(
+    deps: Arc<WorkerDeps>,
+    claimed: Claimed,
+    chain: bool,
+) -> Result<After, RedisError> {
     let Claimed {
         queue, job, lease, ..
     } = claimed;
@@ -364,7 +386,7 @@ async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed) -> Result<(), Redi
         let release = deps
             .engine
             .release(&queue, &job.id, &lease, UNSTARTED_RETRY_MS, kind);
-        release.await.map(|_| ())
+        release.await.map(|_| After::Due(Some(0)))
     };
     let definition = match deps.registry.get(&queue).await {
         Ok(Some(definition)) => definition,
@@ -402,6 +424,25 @@ async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed) -> Result<(), Redi
         .processing
         .observe(started.elapsed().as_secs_f64());
     let transition = match outcome {
+        PushOutcome::Delivered { result } if chain => {
+            let acked = deps
+                .engine
+                .ack_and_lease_next(&queue, &job.id, &lease, &result, deps.lease_ms)
+                .await?;
+            if !acked.completed {
+                log::warn!(
+                    "job_id={} lease lost before its outcome was recorded",
+                    job.id
+                );
+                return Ok(After::Due(Some(0)));
+            }
+            deps.metrics.record(JobState::Completed);
+            log::info!("job_id={} attempt={} state=completed", job.id, job.attempts);
+            return Ok(match acked.next {
+                Some(next) => After::Chained(Box::new(next)),
+                None => After::Due(acked.next_due_in_ms),
+            });
+        }
         PushOutcome::Delivered { result } => {
             deps.engine.ack(&queue, &job.id, &lease, &result).await?
         }
@@ -436,7 +477,7 @@ async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed) -> Result<(), Redi
             );
         }
     }
-    Ok(())
+    Ok(After::Due(Some(0)))
 }
 
 /// Awaits `attempt` while extending the lease every third of its length.

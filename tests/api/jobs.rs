@@ -264,3 +264,57 @@ async fn queue_definitions_can_be_listed_updated_and_deleted_with_their_jobs() {
         .await;
     assert_eq!(fresh["seq"], 1);
 }
+
+#[actix_web::test]
+async fn one_publish_run_numbers_each_queues_new_jobs_contiguously_and_skips_duplicates() {
+    use orderly::queue::engine::{NewJob, Published};
+    use orderly::queue::model::JobId;
+    let app = spawn_app().await;
+    let redis = orderly::storage::redis_connection(&app.settings.redis).unwrap();
+    let engine = Engine::new(redis, &app.settings.redis.key_prefix);
+    let q = QueueRef::new("owner", QueueName::parse("q").unwrap());
+    let other = QueueRef::new("owner", QueueName::parse("other").unwrap());
+    let job = |queue: &QueueRef, key: &str, idem: Option<&str>| NewJob {
+        queue: queue.clone(),
+        id: JobId::generate(&queue.name).id,
+        key: key.to_owned(),
+        payload: "1".to_owned(),
+        delay_ms: 0,
+        max_attempts: 3,
+        idempotency_key: idem.map(str::to_owned),
+    };
+    let run = vec![
+        job(&q, "a", Some("x")),
+        job(&other, "a", None),
+        job(&q, "b", None),
+        job(&q, "a", Some("x")),
+        job(&q, "a", None),
+        job(&other, "a", None),
+    ];
+    let published = engine.publish(&run, 60).await.unwrap();
+    let seqs: Vec<Option<u64>> = published
+        .iter()
+        .map(|p| match p {
+            Published::New { seq, .. } => Some(*seq),
+            Published::Duplicate { original_id } => {
+                assert_eq!(original_id, &run[0].id);
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![Some(1), Some(1), Some(2), None, Some(3), Some(2)]
+    );
+    // Lanes hold their jobs in seq order: q's lane a is run[0] then run[4].
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        let claimed = engine.claim_queue(&q, 10, 60_000).await.unwrap().jobs;
+        let a = claimed.iter().find(|c| c.job.key == "a").unwrap();
+        order.push(a.job.id.clone());
+        engine.ack(&q, &a.job.id, &a.lease, "null").await.unwrap();
+    }
+    assert_eq!(order, vec![run[0].id.clone(), run[4].id.clone()]);
+    let stats = engine.stats(&other).await.unwrap();
+    assert_eq!(stats.pending, 2);
+}

@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use orderly::queue::engine::{Engine, EngineConf, NewJob};
+use orderly::queue::model::{JobId, JobState, QueueName, QueueRef};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -507,4 +509,91 @@ async fn a_paused_queue_accepts_jobs_but_starts_none_until_resumed() {
     assert_eq!(body(resume).await["paused"], false);
     app.wait_for_completed(&user.token, "q", 1, SETTLE).await;
     assert_eq!(receiver.seen().len(), 2);
+}
+
+/// Publishes one job per key, in order, straight through the engine.
+async fn publish_keys(engine: &Engine, queue: &QueueRef, keys: &[&str]) -> Vec<String> {
+    let jobs: Vec<NewJob> = keys
+        .iter()
+        .map(|key| NewJob {
+            queue: queue.clone(),
+            id: JobId::generate(&queue.name).id,
+            key: (*key).to_owned(),
+            payload: "1".to_owned(),
+            delay_ms: 0,
+            max_attempts: 3,
+            idempotency_key: None,
+        })
+        .collect();
+    engine.publish(&jobs, 60).await.unwrap();
+    jobs.into_iter().map(|j| j.id).collect()
+}
+
+#[actix_web::test]
+async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
+    let app = spawn_app().await;
+    // An engine of its own key prefix: the app's worker never sees these keys.
+    let redis = orderly::storage::redis_connection(&app.settings.redis).unwrap();
+    let engine = Engine::new(redis, &format!("{}-engine", app.settings.redis.key_prefix));
+    let queue = QueueRef::new("owner", QueueName::parse("q").unwrap());
+    let conf = EngineConf {
+        push: true,
+        paused: false,
+        on_exhausted: "dead_letter",
+        retention_s: 60,
+    };
+    engine.configure(&queue, &conf).await.unwrap();
+    let ids = publish_keys(&engine, &queue, &["a", "a", "b"]).await;
+
+    // Lane b waits while a's first job runs: a's next job goes back to the
+    // oldest-ready order instead of being kept by the ack.
+    let first = engine.claim_push(1, 60_000).await.unwrap().jobs;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].job.id, ids[0]);
+    let acked = engine
+        .ack_and_lease_next(&queue, &ids[0], &first[0].lease, "null", 60_000)
+        .await
+        .unwrap();
+    assert!(acked.completed);
+    assert!(acked.next.is_none());
+    assert_eq!(acked.next_due_in_ms, Some(0));
+    let claimed: HashSet<String> = engine
+        .claim_push(10, 60_000)
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|c| c.job.id)
+        .collect();
+    assert_eq!(claimed, HashSet::from([ids[1].clone(), ids[2].clone()]));
+
+    // A lane alone: its ack leases the next job, which is then the lane's one
+    // lease, fenced like any other.
+    let more = publish_keys(&engine, &queue, &["c", "c", "c"]).await;
+    let head = engine.claim_push(1, 60_000).await.unwrap().jobs.remove(0);
+    assert_eq!(head.job.id, more[0]);
+    let acked = engine
+        .ack_and_lease_next(&queue, &more[0], &head.lease, "null", 60_000)
+        .await
+        .unwrap();
+    let next = acked
+        .next
+        .expect("the lane's next job is leased by the ack");
+    assert_eq!(next.job.id, more[1]);
+    assert_eq!(next.job.attempts, 1);
+    assert!(engine.claim_push(10, 60_000).await.unwrap().jobs.is_empty());
+    let stale = engine
+        .ack_and_lease_next(&queue, &more[0], &head.lease, "null", 60_000)
+        .await
+        .unwrap();
+    assert!(!stale.completed && stale.next.is_none());
+    let acked = engine
+        .ack_and_lease_next(&queue, &more[1], &next.lease, "null", 60_000)
+        .await
+        .unwrap();
+    assert_eq!(acked.next.map(|c| c.job.id), Some(more[2].clone()));
+    let done = engine.get(&queue, &more[1]).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Completed);
+    let stats = engine.stats(&queue).await.unwrap();
+    assert_eq!((stats.completed, stats.active), (3, 3));
 }

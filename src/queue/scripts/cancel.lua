@@ -17,8 +17,8 @@ local lk = b .. 'lane:' .. f[2]
 local was_head = redis.call('LINDEX', lk, 0) == id
 redis.call('LREM', lk, 1, id)
 redis.call('HSET', jk, 'state', 'cancelled', 'finished_at', now)
-redis.call('HINCRBY', b .. 'counts', 'cancelled', 1)
-retire(b, jk, id, now, conf(b).retention_s)
+local cancelled = redis.call('HINCRBY', b .. 'counts', 'cancelled', 1)
+retire(b, jk, id, now, conf(b).retention_s, false, cancelled)
 if was_head then
   advance_lane(tag, b, f[2], now)
   reindex(tag, b)

@@ -10,7 +10,7 @@ local first = reindex(tag, b)
 if ARGV[3] ~= '1' then
   local lanes = redis.call('ZRANGEBYSCORE', b .. 'ready', '-inf', now, 'LIMIT', 0, 1)
   if lanes[1] then
-    wake(tag)
+    wake(tag, b)
   end
 end
 return first and 1 or 0

@@ -6,6 +6,7 @@ local PREFIX = KEYS[1]
 local PUSH_INDEX = PREFIX .. ':index:push'
 local LEASE_INDEX = PREFIX .. ':index:leases'
 local WAKE = PREFIX .. ':wake'
+local WAKE_PUSH = PREFIX .. ':wake:push'
 
 local function clock()
   local t = redis.call('TIME')
@@ -16,15 +17,21 @@ local function base(tag)
   return PREFIX .. ':{' .. tag .. '}:'
 end
 
--- Queue configuration mirrored from the queue definition.
+-- Queue configuration mirrored from the queue definition, read once per
+-- queue and script run (only configure writes it, before reading it).
+local confs = {}
 local function conf(b)
+  if confs[b] then
+    return confs[b]
+  end
   local c = redis.call('HMGET', b .. 'conf', 'push', 'paused', 'on_exhausted', 'retention_s')
-  return {
+  confs[b] = {
     push = c[1] == '1',
     paused = c[2] == '1',
     on_exhausted = c[3] or 'dead_letter',
     retention_s = tonumber(c[4] or '86400'),
   }
+  return confs[b]
 end
 
 -- The queue's entry in the push index follows its earliest ready lane.
@@ -50,12 +57,14 @@ local function reindex_leases(tag, b)
   end
 end
 
--- Lanes that became startable now are announced once per script run.
+-- Lanes that became startable now are announced once per queue and script
+-- run: push queues to the workers (WAKE_PUSH), pull queues to the consumers
+-- waiting on that queue (WAKE), so neither runs a claim the other needs.
 local woken = {}
-local function wake(tag)
+local function wake(tag, b)
   if not woken[tag] then
     woken[tag] = true
-    redis.call('PUBLISH', WAKE, tag)
+    redis.call('PUBLISH', conf(b).push and WAKE_PUSH or WAKE, tag)
   end
 end
 
@@ -71,13 +80,13 @@ local function ready_lane(tag, b, lane, at, now)
     end
   end
   if at <= now and not c.paused then
-    wake(tag)
+    wake(tag, b)
   end
 end
 
--- The head of `lane` is gone: make the next head (if any) ready.
-local function advance_lane(tag, b, lane, now)
-  redis.call('ZREM', b .. 'ready', lane)
+-- The head of `lane`, which was not in {q}:ready (it was leased), is gone:
+-- make the next head (if any) ready.
+local function ready_next(tag, b, lane, now)
   local nxt = redis.call('LINDEX', b .. 'lane:' .. lane, 0)
   if nxt then
     local avail = tonumber(redis.call('HGET', b .. 'job:' .. nxt, 'available_at') or now)
@@ -109,25 +118,43 @@ local function rate_sum(b, kind, now)
   return total
 end
 
+-- The head of `lane` is gone: make the next head (if any) ready.
+local function advance_lane(tag, b, lane, now)
+  redis.call('ZREM', b .. 'ready', lane)
+  ready_next(tag, b, lane, now)
+end
+
 -- A job reached a terminal state: keep it `retention_s`, then forget it.
--- Also trims a few long-expired ids from the listing index.
-local function retire(b, jk, id, now, retention_s)
+-- Every 8th job finished (`finished_no`, the queue's completed or cancelled
+-- count) also trims up to 128 long-expired ids from the listing index: as
+-- much as 16 per job, at one lookup per 8 jobs. A job that was ever leased
+-- already left {q}:delayed (lease_job).
+local function retire(b, jk, id, now, retention_s, leased, finished_no)
   redis.call('ZREM', b .. 'pending', id)
-  redis.call('ZREM', b .. 'delayed', id)
+  if not leased then
+    redis.call('ZREM', b .. 'delayed', id)
+  end
   redis.call('EXPIRE', jk, retention_s)
   redis.call('ZADD', b .. 'expiry', now + retention_s * 1000, id)
-  local gone = redis.call('ZRANGEBYSCORE', b .. 'expiry', '-inf', now, 'LIMIT', 0, 16)
+  if finished_no % 8 ~= 0 then
+    return
+  end
+  local gone = redis.call('ZRANGEBYSCORE', b .. 'expiry', '-inf', now, 'LIMIT', 0, 128)
   if #gone > 0 then
     redis.call('ZREM', b .. 'jobs', unpack(gone))
     redis.call('ZREM', b .. 'expiry', unpack(gone))
   end
 end
 
--- Remove a leased job's lease bookkeeping.
-local function drop_lease(tag, b, jk, id)
+-- Remove a leased job's lease bookkeeping. `keep_index`: the caller leases
+-- another job of the queue next; the queue's lease-index entry may then stay
+-- early for a while, which only makes recover look (and re-index) sooner.
+local function drop_lease(tag, b, jk, id, keep_index)
   redis.call('HDEL', jk, 'lease_token', 'lease_expires_at')
   redis.call('ZREM', b .. 'leases', id)
-  reindex_leases(tag, b)
+  if not keep_index then
+    reindex_leases(tag, b)
+  end
 end
 
 -- Is (lease_no, token) the live lease of the job? Returns the job's key field.
@@ -142,7 +169,50 @@ local function live_lease(jk, lease_no, token, now)
   return f[5]
 end
 
--- Lease the head of `lane`: attempts+1, lease number+1, a new token.
+-- Is a lane of some push queue waiting to start now? A worker that finished
+-- a lane's job then leaves that lane's next head to the oldest-ready order
+-- of claim_push instead of keeping it, so busy lanes cannot starve others.
+-- Also returns ms until the earliest push lane is due (-1: none).
+local function push_due(now)
+  local first = redis.call('ZRANGE', PUSH_INDEX, 0, 0, 'WITHSCORES')
+  if not first[1] then
+    return false, -1
+  end
+  local at = tonumber(first[2])
+  return at <= now, math.max(0, at - now)
+end
+
+-- What lease_job needs of a lane head, read in one HMGET.
+local function head_fields(jk)
+  return redis.call('HMGET', jk, 'seq', 'lease_no', 'attempts', 'state', 'available_at')
+end
+
+-- Lease job `id`, its lane's head, whose head_fields are `f`: attempts+1,
+-- lease number+1, a new token. Returns the job's fields. `indexed`: the
+-- queue's lease-index entry is known to be no later than this lease's expiry.
+local function lease_job(tag, b, id, jk, f, now, lease_ms, token, indexed)
+  local lease_no = tonumber(f[2] or '0') + 1
+  local attempts = tonumber(f[3] or '0') + 1
+  local expires = now + lease_ms
+  if attempts == 1 then
+    redis.call('HSET', jk, 'state', 'active', 'lease_no', lease_no, 'attempts', attempts,
+      'lease_token', token, 'lease_expires_at', expires, 'started_at', now)
+  else
+    redis.call('HSET', jk, 'state', 'active', 'lease_no', lease_no, 'attempts', attempts,
+      'lease_token', token, 'lease_expires_at', expires)
+  end
+  redis.call('ZADD', b .. 'leases', expires, id)
+  if not indexed then
+    redis.call('ZADD', LEASE_INDEX, 'LT', expires, tag)
+  end
+  -- Only publish puts a job into {q}:delayed, with state 'delayed' until now.
+  if f[4] == 'delayed' then
+    redis.call('ZREM', b .. 'delayed', id)
+  end
+  return redis.call('HGETALL', jk)
+end
+
+-- Lease the head of `lane` (see lease_job).
 -- An id whose job hash is gone (a queue deleted mid-flight) is dropped.
 local function lease_head(tag, b, lane, now, lease_ms, token)
   redis.call('ZREM', b .. 'ready', lane)
@@ -151,22 +221,13 @@ local function lease_head(tag, b, lane, now, lease_ms, token)
     return nil
   end
   local jk = b .. 'job:' .. id
-  if redis.call('HEXISTS', jk, 'seq') == 0 then
+  local f = head_fields(jk)
+  if not f[1] then
     redis.call('LPOP', b .. 'lane:' .. lane)
     advance_lane(tag, b, lane, now)
     return nil
   end
-  redis.call('HINCRBY', jk, 'lease_no', 1)
-  local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-  local expires = now + lease_ms
-  redis.call('HSET', jk, 'state', 'active', 'lease_token', token, 'lease_expires_at', expires)
-  if attempts == 1 then
-    redis.call('HSET', jk, 'started_at', now)
-  end
-  redis.call('ZADD', b .. 'leases', expires, id)
-  redis.call('ZADD', LEASE_INDEX, 'LT', expires, tag)
-  redis.call('ZREM', b .. 'delayed', id)
-  return redis.call('HGETALL', jk)
+  return lease_job(tag, b, id, jk, f, now, lease_ms, token)
 end
 
 -- The job ran out of attempts (or failed permanently): apply the queue policy.
