@@ -185,20 +185,21 @@ impl QueueRegistry {
         &self,
         queue: &QueueRef,
     ) -> Result<Option<Arc<QueueDefinition>>, RegistryError> {
-        let tag = queue.tag();
-        if let Some(fresh) = self.cached(&tag, true) {
-            return Ok(Some(fresh));
-        }
-        if let Some(stale) = self.cached(&tag, false) {
-            self.refresh_in_background(queue, &tag);
-            return Ok(Some(stale));
-        }
-        let lock = self.load_lock(&tag);
-        let _one_reader = lock.lock().await;
-        if let Some(loaded) = self.cached(&tag, false) {
-            return Ok(Some(loaded));
+        if let Some(cached) = self.cached_or_refresh(queue) {
+            return Ok(Some(cached));
         }
         self.load(queue).await
+    }
+
+    /// The cached definition, fresh or (refreshed in the background) stale.
+    fn cached_or_refresh(&self, queue: &QueueRef) -> Option<Arc<QueueDefinition>> {
+        let tag = queue.tag();
+        if let Some(fresh) = self.cached(&tag, true) {
+            return Some(fresh);
+        }
+        let stale = self.cached(&tag, false)?;
+        self.refresh_in_background(queue, &tag);
+        Some(stale)
     }
 
     /// Reads the definition from MongoDB, mirrors it into Redis and caches it.
@@ -249,13 +250,40 @@ impl QueueRegistry {
         &self,
         queue: &QueueRef,
     ) -> Result<Arc<QueueDefinition>, RegistryError> {
-        if let Some(found) = self.get(queue).await? {
-            return Ok(found);
+        if let Some(cached) = self.cached_or_refresh(queue) {
+            return Ok(cached);
         }
-        let lock = self.load_lock(&queue.tag());
-        let _one_creator = lock.lock().await;
-        if let Some(created) = self.cached(&queue.tag(), false) {
-            return Ok(created);
+        // One request per uncached queue reads (or creates) it; the others
+        // wait for that and then find it cached, instead of all asking MongoDB.
+        let tag = queue.tag();
+        let lock = self.load_lock(&tag);
+        let outcome = {
+            let _one_loader = lock.lock().await;
+            match self.cached(&tag, false) {
+                Some(loaded) => Ok(loaded),
+                None => self.load_or_create(queue).await,
+            }
+        };
+        self.drop_load_lock(&tag, lock);
+        outcome
+    }
+
+    /// Forgets a tag's load lock once nobody else holds or awaits it, so
+    /// the map does not grow with every queue name ever published to.
+    fn drop_load_lock(&self, tag: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        // Clones are only made under this mutex: 2 = the map's and ours.
+        if Arc::strong_count(&lock) == 2 {
+            loading.remove(tag);
+        }
+    }
+
+    async fn load_or_create(
+        &self,
+        queue: &QueueRef,
+    ) -> Result<Arc<QueueDefinition>, RegistryError> {
+        if let Some(found) = self.load(queue).await? {
+            return Ok(found);
         }
         let now = bson::DateTime::now();
         let definition = QueueDefinition {
@@ -279,8 +307,7 @@ impl QueueRegistry {
                 Ok(definition)
             }
             Err(err) if is_duplicate_key(&err) => {
-                // Created by another process meanwhile. This task holds the
-                // tag's lock, so it reads MongoDB itself (get would wait on it).
+                // Created by another process meanwhile.
                 self.forget(&queue.tag());
                 self.load(queue).await?.ok_or(err.into())
             }

@@ -44,6 +44,8 @@ const ORPHAN_RETRY: Duration = Duration::from_millis(500);
 const UNSTARTED_RETRY_MS: u64 = 1_000;
 /// Expired leases returned per recovery run at most.
 const RECOVER_BATCH: usize = 1000;
+/// How long shutdown waits for chained jobs to be handed back.
+const GIVE_BACK_GRACE: Duration = Duration::from_secs(2);
 
 /// Look for startable work now.
 #[derive(Message)]
@@ -196,6 +198,8 @@ impl Worker {
                 act.in_flight_count.send_replace(act.in_flight.len());
                 match result {
                     // The lane's next job, already leased: same slot.
+                    // Shutting down: nothing new starts, the chained job goes back.
+                    Ok(After::Chained(next)) if act.draining => act.give_back(*next, ctx),
                     Ok(After::Chained(next)) => act.deliver(*next, ctx),
                     Ok(After::Due(Some(0))) => act.claim(ctx),
                     Ok(After::Due(Some(ms))) => act.wake_at(Duration::from_millis(ms), ctx),
@@ -209,6 +213,31 @@ impl Worker {
                 }
             },
         ));
+    }
+
+    /// Hands a job the ack chained during shutdown back to the head of its
+    /// lane, unstarted (its attempt is taken back). Counted as in flight until
+    /// done, so `Drain` waits for it.
+    fn give_back(&mut self, claimed: Claimed, ctx: &mut Context<Self>) {
+        let Claimed { queue, job, lease } = claimed;
+        let id = job.id;
+        self.in_flight
+            .insert(id.clone(), (queue.clone(), lease.clone()));
+        self.in_flight_count.send_replace(self.in_flight.len());
+        let engine = self.deps.engine.clone();
+        let job_id = id.clone();
+        let release = async move {
+            engine
+                .release(&queue, &job_id, &lease, 0, Release::Unstarted)
+                .await
+        };
+        ctx.spawn(release.into_actor(self).map(move |result, act, _| {
+            if let Err(err) = result {
+                log::warn!("could not give back job_id={id}: {err}");
+            }
+            act.in_flight.remove(&id);
+            act.in_flight_count.send_replace(act.in_flight.len());
+        }));
     }
 
     fn recover(&mut self, ctx: &mut Context<Self>) {
@@ -328,6 +357,8 @@ impl Handler<Drain> for Worker {
         };
         Box::pin(settle.into_actor(self).then(|_, act, _| {
             let leftover: Vec<(String, (QueueRef, Lease))> = act.in_flight.drain().collect();
+            act.in_flight_count.send_replace(0);
+            let mut count = act.in_flight_count.subscribe();
             let engine = act.deps.engine.clone();
             async move {
                 let mut released = 0;
@@ -344,6 +375,8 @@ impl Handler<Drain> for Worker {
                 if released > 0 {
                     log::warn!("released {released} lease(s) still in flight at shutdown");
                 }
+                // Jobs that acks chained meanwhile are being given back.
+                let _ = tokio::time::timeout(GIVE_BACK_GRACE, count.wait_for(|n| *n == 0)).await;
                 released
             }
             .into_actor(act)
