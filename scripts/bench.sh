@@ -16,8 +16,11 @@ require_rust
 ensure_redis_installed
 start_services
 
-log "building release binaries"
-cargo build --release --locked --bin orderly --example bench
+# Profiling needs symbols: the `profiling` profile is release plus line tables.
+BUILD_PROFILE=release
+if [ -n "${PROFILE_DIR:-}" ]; then BUILD_PROFILE=profiling; fi
+log "building $BUILD_PROFILE binaries"
+cargo build --profile "$BUILD_PROFILE" --locked --bin orderly --example bench
 
 PORT=$(free_port)
 ORDERLY_ENV=dev \
@@ -29,7 +32,7 @@ ORDERLY__MONGODB__DATABASE="bench_$(date +%s)" \
 ORDERLY__AUTH__BCRYPT_COST=4 \
 ORDERLY__WORKER__CONCURRENCY=64 \
 RUST_LOG=warn \
-  ./target/release/orderly &
+  "./target/$BUILD_PROFILE/orderly" &
 ORDERLY_PID=$!
 SERVICE_PIDS+=("$ORDERLY_PID")
 until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; do sleep 0.2; done
@@ -50,7 +53,7 @@ if [ -n "${PROFILE_DIR:-}" ]; then
 fi
 
 status=0
-./target/release/examples/bench --url "http://127.0.0.1:$PORT" --redis-port "$REDIS_PORT" \
+"./target/$BUILD_PROFILE/examples/bench" --url "http://127.0.0.1:$PORT" --redis-port "$REDIS_PORT" \
   --pid "$ORDERLY_PID" "$@" || status=$?
 
 if [ -n "${PROFILE_DIR:-}" ]; then
