@@ -68,10 +68,10 @@ async fn pull_queue(queues: &Queues, queue: &QueueRef) -> Result<Arc<QueueDefini
 pub async fn claim(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<ClaimBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = path_queue(&who, &name)?;
+    let queue = path_queue(&who, &path)?;
     let wait_ms = body.wait_ms.unwrap_or(0);
     if wait_ms > MAX_WAIT_MS {
         return Err(ApiError::invalid_field(
@@ -181,10 +181,10 @@ fn answer(queues: &Queues, transition: Transition) -> Result<HttpResponse, ApiEr
 pub async fn ack(
     queues: web::Data<Queues>,
     who: Authenticated,
-    id: web::Path<String>,
+    path: web::Path<JobPath>,
     ApiJson(body): ApiJson<AckBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let (queue, id) = path_job(&who, &id)?;
+    let (queue, id) = path_job(&who, &path)?;
     let lease = parse_lease(&body.lease)?;
     let result = body.result.as_deref().map_or("null", RawValue::get);
     let transition = queues.engine.ack(&queue, &id, &lease, result).await?;
@@ -206,10 +206,10 @@ pub async fn ack(
 pub async fn nack(
     queues: web::Data<Queues>,
     who: Authenticated,
-    id: web::Path<String>,
+    path: web::Path<JobPath>,
     ApiJson(body): ApiJson<NackBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let (queue, id) = path_job(&who, &id)?;
+    let (queue, id) = path_job(&who, &path)?;
     let lease = parse_lease(&body.lease)?;
     if body.retry_in_ms.is_some_and(|ms| ms > MAX_RETRY_IN_MS) {
         return Err(ApiError::invalid_field(
@@ -249,10 +249,10 @@ pub async fn nack(
 pub async fn extend(
     queues: web::Data<Queues>,
     who: Authenticated,
-    id: web::Path<String>,
+    path: web::Path<JobPath>,
     ApiJson(body): ApiJson<ExtendBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let (queue, id) = path_job(&who, &id)?;
+    let (queue, id) = path_job(&who, &path)?;
     let lease = parse_lease(&body.lease)?;
     let lease_ms = match body.lease_ms {
         Some(ms) if !(LEASE_MS_RANGE.0..=LEASE_MS_RANGE.1).contains(&ms) => {

@@ -47,10 +47,10 @@ pub struct Redriven {
 pub async fn list(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
     query: web::Query<DeadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = path_queue(&who, &name)?;
+    let queue = path_queue(&who, &path)?;
     let limit = page_limit(query.limit)?;
     if queues.registry.get(&queue).await?.is_none() {
         return Err(ApiError::not_found("no such queue"));
@@ -79,9 +79,9 @@ pub async fn list(
 pub async fn redrive(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = path_queue(&who, &name)?;
+    let queue = path_queue(&who, &path)?;
     if queues.registry.get(&queue).await?.is_none() {
         return Err(ApiError::not_found("no such queue"));
     }
@@ -96,10 +96,10 @@ pub async fn redrive(
 async fn resolve(
     queues: web::Data<Queues>,
     who: Authenticated,
-    id: web::Path<String>,
+    path: web::Path<JobPath>,
     action: Resolve,
 ) -> Result<HttpResponse, ApiError> {
-    let (queue, id) = path_job(&who, &id)?;
+    let (queue, id) = path_job(&who, &path)?;
     match queues.engine.resolve(&queue, &id, action).await? {
         Resolution::Done(job) => {
             log::info!(
@@ -137,9 +137,9 @@ async fn resolve(
 pub async fn retry(
     queues: web::Data<Queues>,
     who: Authenticated,
-    id: web::Path<String>,
+    path: web::Path<JobPath>,
 ) -> Result<HttpResponse, ApiError> {
-    resolve(queues, who, id, Resolve::Retry).await
+    resolve(queues, who, path, Resolve::Retry).await
 }
 
 /// Dead-letter a blocked job so its lane moves on.
@@ -155,7 +155,7 @@ pub async fn retry(
 pub async fn skip(
     queues: web::Data<Queues>,
     who: Authenticated,
-    id: web::Path<String>,
+    path: web::Path<JobPath>,
 ) -> Result<HttpResponse, ApiError> {
-    resolve(queues, who, id, Resolve::Skip).await
+    resolve(queues, who, path, Resolve::Skip).await
 }

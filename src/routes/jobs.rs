@@ -37,10 +37,9 @@ pub struct PublishBody {
     delay_ms: Option<u64>,
 }
 
-/// The `{id}` path parameter, for the OpenAPI description.
-#[derive(IntoParams)]
+/// The `{id}` path parameter.
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
 pub struct JobPath {
     /// Job id as returned by publish.
     id: String,
@@ -70,8 +69,8 @@ pub struct JobPage {
 }
 
 /// The caller's job named by `raw`, as (queue, id); `404` for ids that cannot exist.
-pub fn path_job(who: &Authenticated, raw: &str) -> Result<(QueueRef, String), ApiError> {
-    let id = JobId::parse(raw).ok_or_else(|| ApiError::not_found("no such job"))?;
+pub fn path_job(who: &Authenticated, path: &JobPath) -> Result<(QueueRef, String), ApiError> {
+    let id = JobId::parse(&path.id).ok_or_else(|| ApiError::not_found("no such job"))?;
     Ok((QueueRef::new(&who.user_id, id.queue), id.id))
 }
 
@@ -188,10 +187,10 @@ pub async fn publish(
     req: HttpRequest,
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = path_queue(&who, &name)?;
+    let queue = path_queue(&who, &path)?;
     let idempotency_key = idempotency_key(&req)?;
     let definition = queues.registry.get_or_create(&queue).await?;
     let job = new_job(
@@ -245,10 +244,10 @@ pub struct BatchBody {
 pub async fn publish_batch(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = path_queue(&who, &name)?;
+    let queue = path_queue(&who, &path)?;
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         return Err(ApiError::invalid_field(
             "jobs",
@@ -304,10 +303,10 @@ pub struct WaitQuery {
 pub async fn get(
     queues: web::Data<Queues>,
     who: Authenticated,
-    id: web::Path<String>,
+    path: web::Path<JobPath>,
     query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (queue, id) = path_job(&who, &id)?;
+    let (queue, id) = path_job(&who, &path)?;
     let wait_ms = query.wait_ms.unwrap_or(0);
     if wait_ms > MAX_WAIT_MS {
         return Err(ApiError::invalid_field(
@@ -358,10 +357,10 @@ pub struct ListQuery {
 pub async fn list(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = path_queue(&who, &name)?;
+    let queue = path_queue(&who, &path)?;
     let query = query.into_inner();
     let state = match query.state.as_deref() {
         None | Some("") => None,
@@ -397,9 +396,9 @@ pub async fn list(
 pub async fn cancel(
     queues: web::Data<Queues>,
     who: Authenticated,
-    id: web::Path<String>,
+    path: web::Path<JobPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let (queue, id) = path_job(&who, &id)?;
+    let (queue, id) = path_job(&who, &path)?;
     match queues.engine.cancel(&queue, &id).await? {
         CancelOutcome::Cancelled(job) => {
             log::info!("job_id={} cancelled", job.id);

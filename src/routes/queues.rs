@@ -15,18 +15,17 @@ use crate::queue::engine::RawStats;
 use crate::queue::model::{Backoff, Delivery, OnExhausted, QueueRef, QueueSettings};
 use crate::queue::registry::{QueueDefinition, queue_ref};
 
-/// The `{queue}` path parameter, for the OpenAPI description.
-#[derive(IntoParams)]
+/// The `{queue}` path parameter.
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
 pub struct QueuePath {
     /// Queue name: 1–64 of `a-z 0-9 . _ -`, starting with a letter or digit.
     queue: String,
 }
 
 /// The caller's queue named in the path; `404` for a name that cannot exist.
-pub fn path_queue(who: &Authenticated, raw: &str) -> Result<QueueRef, ApiError> {
-    queue_ref(&who.user_id, raw).map_err(|_| ApiError::not_found("no such queue"))
+pub fn path_queue(who: &Authenticated, path: &QueuePath) -> Result<QueueRef, ApiError> {
+    queue_ref(&who.user_id, &path.queue).map_err(|_| ApiError::not_found("no such queue"))
 }
 
 /// How jobs reach their consumer.
@@ -209,11 +208,11 @@ impl<'a> QueueView<'a> {
 pub async fn put(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue =
-        queue_ref(&who.user_id, &name).map_err(|reason| ApiError::invalid_field("name", reason))?;
+    let queue = queue_ref(&who.user_id, &path.queue)
+        .map_err(|reason| ApiError::invalid_field("name", reason))?;
     let settings = body.into_settings(
         queues.registry.default_settings(),
         queues.default_push_timeout_ms,
@@ -261,9 +260,9 @@ pub async fn list(queues: web::Data<Queues>, who: Authenticated) -> Result<HttpR
 pub async fn get(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = path_queue(&who, &name)?;
+    let queue = path_queue(&who, &path)?;
     let definition = queues
         .registry
         .get(&queue)
@@ -287,9 +286,9 @@ pub async fn get(
 pub async fn delete(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = path_queue(&who, &name)?;
+    let queue = path_queue(&who, &path)?;
     if !queues.registry.delete(&queue).await? {
         return Err(ApiError::not_found("no such queue"));
     }
@@ -299,10 +298,10 @@ pub async fn delete(
 async fn set_paused(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
     paused: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = path_queue(&who, &name)?;
+    let queue = path_queue(&who, &path)?;
     let definition = queues
         .registry
         .set_paused(&queue, paused)
@@ -323,9 +322,9 @@ async fn set_paused(
 pub async fn pause(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
-    set_paused(queues, who, name, true).await
+    set_paused(queues, who, path, true).await
 }
 
 /// Start delivering again.
@@ -340,9 +339,9 @@ pub async fn pause(
 pub async fn resume(
     queues: web::Data<Queues>,
     who: Authenticated,
-    name: web::Path<String>,
+    path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
-    set_paused(queues, who, name, false).await
+    set_paused(queues, who, path, false).await
 }
 
 #[cfg(test)]

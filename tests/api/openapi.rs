@@ -100,248 +100,161 @@ async fn every_registered_route_is_in_the_document_and_answers() {
     assert_eq!(response.status(), 405);
 }
 
-/// Records a real response for the schema check and returns its body.
-async fn record(
-    samples: &mut Vec<Value>,
-    method: &str,
-    pattern: &str,
-    response: reqwest::Response,
-) -> Value {
-    let status = response.status().as_u16();
-    let body = body(response).await;
-    samples.push(json!({"method": method, "path": pattern, "status": status, "body": body}));
-    body
+/// Sends requests as one user and records each real response, under its
+/// route pattern, for the schema check.
+struct Recorder<'a> {
+    app: &'a TestApp,
+    token: String,
+    samples: Vec<Value>,
+}
+
+impl Recorder<'_> {
+    /// `method path` with the user's token (if logged in) and an optional
+    /// JSON body; records the answer as one of `pattern` and returns its body.
+    async fn call(
+        &mut self,
+        method: Method,
+        pattern: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut request = self.app.client.request(method.clone(), self.app.url(path));
+        if !self.token.is_empty() {
+            request = request.bearer_auth(&self.token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        self.record(method.as_str(), pattern, response).await
+    }
+
+    async fn record(&mut self, method: &str, pattern: &str, response: reqwest::Response) -> Value {
+        let status = response.status().as_u16();
+        let body = body(response).await;
+        let method = method.to_lowercase();
+        self.samples
+            .push(json!({"method": method, "path": pattern, "status": status, "body": body}));
+        body
+    }
 }
 
 #[actix_web::test]
 async fn the_document_is_valid_and_real_responses_match_it() {
+    use Method as M;
     let app = spawn_app().await;
-    let mut s = Vec::new();
-    record(&mut s, "get", "/healthz", app.get("/healthz").await).await;
-    record(&mut s, "get", "/readyz", app.get("/readyz").await).await;
+    let mut r = Recorder {
+        app: &app,
+        token: String::new(),
+        samples: Vec::new(),
+    };
+    r.call(M::GET, "/healthz", "/healthz", None).await;
+    r.call(M::GET, "/readyz", "/readyz", None).await;
     let creds = json!({"email": "spec@example.com", "password": "correct horse"});
-    record(
-        &mut s,
-        "post",
-        "/v1/auth/register",
-        app.post_json("/v1/auth/register", &creds).await,
+    let register = "/v1/auth/register";
+    r.call(M::POST, register, register, Some(creds.clone()))
+        .await;
+    r.call(M::POST, register, register, Some(creds.clone()))
+        .await;
+    r.call(
+        M::POST,
+        register,
+        register,
+        Some(json!({"email": "nope", "password": "x"})),
     )
     .await;
-    record(
-        &mut s,
-        "post",
-        "/v1/auth/register",
-        app.post_json("/v1/auth/register", &creds).await,
-    )
-    .await;
-    let bad = json!({"email": "nope", "password": "x"});
-    record(
-        &mut s,
-        "post",
-        "/v1/auth/register",
-        app.post_json("/v1/auth/register", &bad).await,
-    )
-    .await;
+    let login = "/v1/auth/login";
     let wrong = json!({"email": "spec@example.com", "password": "wrong password"});
-    record(
-        &mut s,
-        "post",
-        "/v1/auth/login",
-        app.post_json("/v1/auth/login", &wrong).await,
-    )
-    .await;
-    let token = record(
-        &mut s,
-        "post",
-        "/v1/auth/login",
-        app.post_json("/v1/auth/login", &creds).await,
-    )
-    .await["access_token"]
+    r.call(M::POST, login, login, Some(wrong)).await;
+    let token = r.call(M::POST, login, login, Some(creds)).await["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
-    record(&mut s, "get", "/v1/auth/me", app.get("/v1/auth/me").await).await;
-    record(
-        &mut s,
-        "get",
-        "/v1/auth/me",
-        app.get_with_token("/v1/auth/me", &token).await,
-    )
-    .await;
+    r.call(M::GET, "/v1/auth/me", "/v1/auth/me", None).await;
+    r.token = token;
+    r.call(M::GET, "/v1/auth/me", "/v1/auth/me", None).await;
 
     let q = "/v1/queues/{queue}";
     let pull = json!({"max_attempts": 2, "backoff": {"initial_ms": 10, "max_ms": 10}});
-    record(&mut s, "put", q, app.put_queue(&token, "work", &pull).await).await;
-    record(&mut s, "put", q, app.put_queue(&token, "work", &pull).await).await;
+    r.call(M::PUT, q, "/v1/queues/work", Some(pull.clone()))
+        .await;
+    r.call(M::PUT, q, "/v1/queues/work", Some(pull)).await;
+    let pause = "/v1/queues/{queue}/pause";
+    r.call(M::POST, pause, "/v1/queues/hooks/pause", None).await;
     let push = json!({"delivery": {"mode": "push", "url": "http://127.0.0.1:9/hook"}});
-    record(
-        &mut s,
-        "post",
-        "/v1/queues/{queue}/pause",
-        app.call(Method::POST, "/v1/queues/hooks/pause", &token, None)
-            .await,
-    )
-    .await;
-    record(
-        &mut s,
-        "put",
-        q,
-        app.put_queue(&token, "hooks", &push).await,
-    )
-    .await;
-    record(
-        &mut s,
-        "post",
-        "/v1/queues/{queue}/pause",
-        app.call(Method::POST, "/v1/queues/hooks/pause", &token, None)
-            .await,
-    )
-    .await;
-    record(
-        &mut s,
-        "put",
-        q,
-        app.put_queue(&token, "work", &json!({"lease_ms": 1})).await,
-    )
-    .await;
+    r.call(M::PUT, q, "/v1/queues/hooks", Some(push)).await;
+    r.call(M::POST, pause, "/v1/queues/hooks/pause", None).await;
+    r.call(M::PUT, q, "/v1/queues/work", Some(json!({"lease_ms": 1})))
+        .await;
 
     let jobs = "/v1/queues/{queue}/jobs";
-    let published = record(
-        &mut s,
-        "post",
-        jobs,
-        app.publish(&token, "work", &json!({"payload": {"n": 1}, "key": "a"}))
-            .await,
-    )
-    .await;
+    let work_jobs = "/v1/queues/work/jobs";
+    let published = r
+        .call(
+            M::POST,
+            jobs,
+            work_jobs,
+            Some(json!({"payload": {"n": 1}, "key": "a"})),
+        )
+        .await;
     for _ in 0..2 {
         let keyed = app
             .client
-            .post(app.url("/v1/queues/work/jobs"))
-            .bearer_auth(&token)
+            .post(app.url(work_jobs))
+            .bearer_auth(&r.token)
             .header("Idempotency-Key", "k-1")
             .json(&json!({"payload": 2}))
             .send()
             .await
             .unwrap();
-        record(&mut s, "post", jobs, keyed).await;
+        r.record("post", jobs, keyed).await;
     }
-    record(
-        &mut s,
-        "post",
+    r.call(
+        M::POST,
         jobs,
-        app.publish(&token, "work", &json!({"payload": 3, "delay_ms": 60000}))
-            .await,
+        work_jobs,
+        Some(json!({"payload": 3, "delay_ms": 60000})),
     )
     .await;
-    record(
-        &mut s,
-        "post",
+    r.call(
+        M::POST,
         jobs,
-        app.publish(
-            &token,
-            "work",
-            &json!({"payload": 3, "key": "k".repeat(200)}),
-        )
-        .await,
+        work_jobs,
+        Some(json!({"payload": 3, "key": "k".repeat(200)})),
     )
     .await;
     let batch = json!({"jobs": [{"payload": "x", "key": "b"}, {"payload": [1, 2], "key": "b"}]});
-    record(
-        &mut s,
-        "post",
+    r.call(
+        M::POST,
         "/v1/queues/{queue}/jobs/batch",
-        app.call(
-            Method::POST,
-            "/v1/queues/work/jobs/batch",
-            &token,
-            Some(&batch),
-        )
-        .await,
+        "/v1/queues/work/jobs/batch",
+        Some(batch),
     )
     .await;
-    record(
-        &mut s,
-        "get",
-        jobs,
-        app.get_with_token("/v1/queues/work/jobs?limit=2", &token)
-            .await,
-    )
-    .await;
-    record(
-        &mut s,
-        "get",
-        jobs,
-        app.get_with_token("/v1/queues/work/jobs?state=nope", &token)
-            .await,
-    )
-    .await;
-    record(
-        &mut s,
-        "get",
-        q,
-        app.get_with_token("/v1/queues/work", &token).await,
-    )
-    .await;
-    record(
-        &mut s,
-        "get",
-        q,
-        app.get_with_token("/v1/queues/missing", &token).await,
-    )
-    .await;
-    record(
-        &mut s,
-        "get",
-        "/v1/queues",
-        app.get_with_token("/v1/queues", &token).await,
-    )
-    .await;
+    r.call(M::GET, jobs, "/v1/queues/work/jobs?limit=2", None)
+        .await;
+    r.call(M::GET, jobs, "/v1/queues/work/jobs?state=nope", None)
+        .await;
+    r.call(M::GET, q, "/v1/queues/work", None).await;
+    r.call(M::GET, q, "/v1/queues/missing", None).await;
+    r.call(M::GET, "/v1/queues", "/v1/queues", None).await;
 
     let id = published["id"].as_str().unwrap();
     let job = |suffix: &str| format!("/v1/jobs/{id}{suffix}");
-    record(
-        &mut s,
-        "get",
-        "/v1/jobs/{id}",
-        app.get_with_token(&job(""), &token).await,
-    )
-    .await;
-    record(
-        &mut s,
-        "get",
-        "/v1/jobs/{id}",
-        app.get_with_token("/v1/jobs/nope", &token).await,
-    )
-    .await;
+    r.call(M::GET, "/v1/jobs/{id}", &job(""), None).await;
+    r.call(M::GET, "/v1/jobs/{id}", "/v1/jobs/nope", None).await;
 
     let claim = "/v1/queues/{queue}/claim";
-    let claimed = record(
-        &mut s,
-        "post",
-        claim,
-        app.call(
-            Method::POST,
+    let claimed = r
+        .call(
+            M::POST,
+            claim,
             "/v1/queues/work/claim",
-            &token,
-            Some(&json!({"max_jobs": 2})),
+            Some(json!({"max_jobs": 2})),
         )
-        .await,
-    )
-    .await;
-    record(
-        &mut s,
-        "post",
-        claim,
-        app.call(
-            Method::POST,
-            "/v1/queues/hooks/claim",
-            &token,
-            Some(&json!({})),
-        )
-        .await,
-    )
-    .await;
+        .await;
+    r.call(M::POST, claim, "/v1/queues/hooks/claim", Some(json!({})))
+        .await;
     let leases: Vec<(String, String)> = claimed["jobs"]
         .as_array()
         .unwrap()
@@ -357,114 +270,76 @@ async fn the_document_is_valid_and_real_responses_match_it() {
     let (first, first_lease) = &leases[0];
     let (second, second_lease) = &leases[1];
     let extend = json!({"lease": first_lease, "lease_ms": 5000});
-    record(
-        &mut s,
-        "post",
+    r.call(
+        M::POST,
         "/v1/jobs/{id}/extend",
-        app.call(
-            Method::POST,
-            &format!("/v1/jobs/{first}/extend"),
-            &token,
-            Some(&extend),
-        )
-        .await,
+        &format!("/v1/jobs/{first}/extend"),
+        Some(extend),
     )
     .await;
     let ack = json!({"lease": first_lease, "result": {"ok": true}});
-    record(
-        &mut s,
-        "post",
+    r.call(
+        M::POST,
         "/v1/jobs/{id}/ack",
-        app.call(
-            Method::POST,
-            &format!("/v1/jobs/{first}/ack"),
-            &token,
-            Some(&ack),
-        )
-        .await,
+        &format!("/v1/jobs/{first}/ack"),
+        Some(ack.clone()),
     )
     .await;
-    record(
-        &mut s,
-        "post",
+    r.call(
+        M::POST,
         "/v1/jobs/{id}/ack",
-        app.call(
-            Method::POST,
-            &format!("/v1/jobs/{first}/ack"),
-            &token,
-            Some(&ack),
-        )
-        .await,
+        &format!("/v1/jobs/{first}/ack"),
+        Some(ack),
     )
     .await;
     let nack = json!({"lease": second_lease, "error": "boom", "retry_in_ms": 0});
-    record(
-        &mut s,
-        "post",
+    r.call(
+        M::POST,
         "/v1/jobs/{id}/nack",
-        app.call(
-            Method::POST,
-            &format!("/v1/jobs/{second}/nack"),
-            &token,
-            Some(&nack),
-        )
-        .await,
+        &format!("/v1/jobs/{second}/nack"),
+        Some(nack),
     )
     .await;
 
-    record(
-        &mut s,
-        "delete",
-        "/v1/jobs/{id}",
-        app.call(Method::DELETE, &job(""), &token, None).await,
-    )
-    .await;
-    record(
-        &mut s,
-        "get",
+    r.call(M::DELETE, "/v1/jobs/{id}", &job(""), None).await;
+    r.call(
+        M::GET,
         "/v1/queues/{queue}/dead",
-        app.get_with_token("/v1/queues/work/dead", &token).await,
+        "/v1/queues/work/dead",
+        None,
     )
     .await;
-    record(
-        &mut s,
-        "post",
+    r.call(
+        M::POST,
         "/v1/queues/{queue}/dead/redrive",
-        app.call(Method::POST, "/v1/queues/work/dead/redrive", &token, None)
-            .await,
+        "/v1/queues/work/dead/redrive",
+        None,
     )
     .await;
-    record(
-        &mut s,
-        "post",
-        "/v1/jobs/{id}/retry",
-        app.call(Method::POST, &job("/retry"), &token, None).await,
-    )
-    .await;
-    record(
-        &mut s,
-        "post",
-        "/v1/jobs/{id}/skip",
-        app.call(Method::POST, &job("/skip"), &token, None).await,
-    )
-    .await;
-    record(
-        &mut s,
-        "post",
+    r.call(M::POST, "/v1/jobs/{id}/retry", &job("/retry"), None)
+        .await;
+    r.call(M::POST, "/v1/jobs/{id}/skip", &job("/skip"), None)
+        .await;
+    r.call(
+        M::POST,
         "/v1/queues/{queue}/resume",
-        app.call(Method::POST, "/v1/queues/hooks/resume", &token, None)
-            .await,
+        "/v1/queues/hooks/resume",
+        None,
     )
     .await;
 
-    let statuses: Vec<u64> = s.iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    let statuses: Vec<u64> = r
+        .samples
+        .iter()
+        .map(|x| x["status"].as_u64().unwrap())
+        .collect();
     for expected in [200, 201, 202, 401, 404, 409, 422] {
         assert!(
             statuses.contains(&expected),
             "no {expected} among {statuses:?}"
         );
     }
-    check_with_python(&served_spec(&app).await, &s);
+    check_with_python(&served_spec(&app).await, &r.samples);
 }
 
 #[actix_web::test]

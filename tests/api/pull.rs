@@ -56,6 +56,14 @@ async fn fail_next(app: &TestApp, token: &str, queue: &str) -> Value {
     fail(app, token, &job).await
 }
 
+/// Acks a claimed job with its own lease; returns the job as it is after.
+async fn ack(app: &TestApp, token: &str, job: &Value) -> Value {
+    let request = json!({"lease": lease(job)});
+    let response = job_call(app, token, id(job), "ack", request).await;
+    assert_eq!(response.status(), 200, "ack of {}", id(job));
+    body(response).await
+}
+
 /// Nacks a claimed job for an immediate retry; returns the job as it is after.
 async fn fail(app: &TestApp, token: &str, job: &Value) -> Value {
     let request = json!({"lease": lease(job), "retry_in_ms": 0});
@@ -209,16 +217,7 @@ async fn extend_keeps_a_lease_alive_past_its_original_expiry() {
     );
     // Well past the original expiry (and a recovery pass), nobody else gets it.
     assert!(claim(&app, &user.token, "q", 2_500, 1).await.is_empty());
-    let ack = job_call(
-        &app,
-        &user.token,
-        id(&held),
-        "ack",
-        json!({"lease": lease(&held)}),
-    )
-    .await;
-    assert_eq!(ack.status(), 200);
-    assert_eq!(body(ack).await["state"], "completed");
+    assert_eq!(ack(&app, &user.token, &held).await["state"], "completed");
 }
 
 #[actix_web::test]
@@ -352,15 +351,7 @@ async fn redrive_puts_dead_jobs_back_at_the_heads_of_their_lanes_in_seq_order() 
                 job["payload"].as_str().unwrap().into(),
                 job["attempts"].as_u64().unwrap(),
             ));
-            let ack = job_call(
-                &app,
-                &user.token,
-                id(&job),
-                "ack",
-                json!({"lease": lease(&job)}),
-            )
-            .await;
-            assert_eq!(ack.status(), 200);
+            ack(&app, &user.token, &job).await;
         }
     }
     let lane = |k: &str| {
@@ -766,27 +757,12 @@ async fn dead_jobs_retried_one_by_one_behind_a_leased_head_keep_seq_order() {
         let retry = job_call(&app, &user.token, id(dead), "retry", json!({})).await;
         assert_eq!(body(retry).await["state"], "queued");
     }
-    let ack = job_call(
-        &app,
-        &user.token,
-        id(&x),
-        "ack",
-        json!({"lease": lease(&x)}),
-    )
-    .await;
-    assert_eq!(ack.status(), 200);
+    ack(&app, &user.token, &x).await;
     let mut order = Vec::new();
     while order.len() < 2 {
         for job in claim(&app, &user.token, "q", 1_000, 1).await {
             order.push(job["payload"].as_str().unwrap().to_owned());
-            job_call(
-                &app,
-                &user.token,
-                id(&job),
-                "ack",
-                json!({"lease": lease(&job)}),
-            )
-            .await;
+            ack(&app, &user.token, &job).await;
         }
     }
     assert_eq!(order, vec!["d1", "d2"]);
@@ -823,13 +799,7 @@ async fn queue_stats_show_the_last_minutes_throughput_and_drain_time() {
     let claimed = claim(&app, &user.token, "progress", 0, 4).await;
     assert_eq!(claimed.len(), 4);
     for job in &claimed[..3] {
-        let ack = json!({"lease": lease(job)});
-        assert_eq!(
-            job_call(&app, &user.token, id(job), "ack", ack)
-                .await
-                .status(),
-            200
-        );
+        ack(&app, &user.token, job).await;
     }
     fail(&app, &user.token, &claimed[3]).await;
     let stats = app.queue(&user.token, "progress").await["stats"].clone();
