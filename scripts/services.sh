@@ -130,3 +130,33 @@ start_services() {
   start_redis
   start_mongo
 }
+
+# start_orderly [BINARY]: runs an already built Orderly (default
+# target/debug/orderly, ORDERLY_ENV=test) on a free loopback port against
+# REDIS_URL / MONGODB_URI with a fresh key prefix and database, waits until
+# /readyz answers 200, and exports ORDERLY_URL. Stopped with the services.
+# Used by the suites that drive a live Orderly from outside (browser, clients,
+# OpenAPI fuzzing). Extra ORDERLY__… variables in the environment pass through.
+start_orderly() {
+  local binary=${1:-"$ROOT/target/debug/orderly"} port unique
+  [ -x "$binary" ] || die "$binary is not built"
+  port=$(free_port)
+  unique="$(date +%s%N)$RANDOM"
+  ORDERLY_ENV="${ORDERLY_ENV:-test}" \
+    ORDERLY__SERVER__HOST=127.0.0.1 ORDERLY__SERVER__PORT="$port" \
+    ORDERLY__REDIS__URL="$REDIS_URL" ORDERLY__REDIS__KEY_PREFIX="ext-$unique" \
+    ORDERLY__MONGODB__URI="$MONGODB_URI" ORDERLY__MONGODB__DATABASE="orderly_ext_$unique" \
+    RUST_LOG="${RUST_LOG:-warn}" \
+    "$binary" >"$RUN_DIR/orderly-$port.log" 2>&1 &
+  SERVICE_PIDS+=($!)
+  export ORDERLY_URL="http://127.0.0.1:$port"
+  local deadline=$((SECONDS + 60))
+  until python3 -c "import urllib.request,sys; urllib.request.urlopen('$ORDERLY_URL/readyz', timeout=2)" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 30 "$RUN_DIR/orderly-$port.log" >&2 || true
+      die "orderly did not become ready on $ORDERLY_URL"
+    fi
+    sleep 0.2
+  done
+  log "orderly on $ORDERLY_URL (log: $RUN_DIR/orderly-$port.log)"
+}
