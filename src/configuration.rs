@@ -100,9 +100,51 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
     pub url: String,
+    /// Redis Cluster seed nodes (`redis://host:port`); when any is given the
+    /// cluster client is used and `url` is ignored. From the environment as
+    /// one comma-separated string.
+    #[serde(default, deserialize_with = "list_or_commas")]
+    pub cluster_nodes: Vec<String>,
     pub key_prefix: String,
+    /// Queues are spread over this many slot groups (each one hash slot with
+    /// its own index keys); `0` picks 1 on one server and 64 on a cluster.
+    /// Fixed for the life of the data: Orderly refuses to start against
+    /// Redis data written with another number.
+    pub slot_groups: u32,
     pub connect_timeout_ms: u64,
     pub response_timeout_ms: u64,
+}
+
+impl RedisSettings {
+    /// Slot groups in use: `slot_groups`, or when it is `0`, 1 on one server
+    /// (every queue's index in one slot, as cheap as it gets) and 64 on a
+    /// cluster (enough to spread over many masters).
+    pub fn slot_groups(&self) -> u32 {
+        match (self.slot_groups, self.cluster_nodes.is_empty()) {
+            (0, true) => 1,
+            (0, false) => 64,
+            (n, _) => n,
+        }
+    }
+}
+
+/// A list given as a TOML array or as one comma-separated string.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Raw::Many(v) => v,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -295,15 +295,29 @@ impl From<crate::queue::registry::RegistryError> for ApiError {
                 log::warn!("mongodb error: {err}");
                 Self::unavailable("mongodb is unavailable")
             }
-            RegistryError::Redis(err) => err.into(),
+            RegistryError::Engine(err) => err.into(),
         }
     }
 }
 
 impl From<redis::RedisError> for ApiError {
     fn from(err: redis::RedisError) -> Self {
-        log::warn!("redis error: {err}");
-        Self::unavailable("redis is unavailable")
+        crate::queue::engine::EngineError::from(err).into()
+    }
+}
+
+impl From<crate::queue::engine::EngineError> for ApiError {
+    fn from(err: crate::queue::engine::EngineError) -> Self {
+        use crate::queue::engine::EngineError;
+        match err {
+            EngineError::Unavailable(err) => {
+                log::warn!("redis error: {err}");
+                Self::unavailable("redis is unavailable")
+            }
+            EngineError::Unexpected(what) => {
+                Self::internal(format!("unexpected redis reply: {what}"))
+            }
+        }
     }
 }
 

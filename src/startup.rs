@@ -13,7 +13,6 @@ use actix_web::dev::{Server, ServerHandle, ServiceRequest};
 use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpMessage, HttpServer, web};
 use mongodb::Database;
-use redis::aio::ConnectionManager;
 
 use crate::auth::hasher::HashPool;
 use crate::auth::rate_limit::LoginLimiter;
@@ -25,11 +24,12 @@ use crate::http::{RequestId, request_id};
 use crate::metrics::Metrics;
 use crate::queue::Queues;
 use crate::queue::delivery::Pusher;
-use crate::queue::engine::Engine;
+use crate::queue::engine::{Engine, RedisConn};
 use crate::queue::notify::WakeHub;
 use crate::queue::producer::Producer;
 use crate::queue::registry::QueueRegistry;
 use crate::queue::worker::{Drain, Worker, WorkerDeps};
+use crate::queue::{reaper, sampler};
 use crate::{routes, storage};
 
 /// One access-log line per request, tagged with the request id.
@@ -52,7 +52,7 @@ pub enum StartupError {
 
 /// Handles to the backing stores, for readiness probes.
 pub struct Dependencies {
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub mongo: Database,
 }
 
@@ -96,7 +96,21 @@ impl Application {
         )
         .start();
 
-        let engine = Engine::new(redis.clone(), &settings.redis.key_prefix);
+        let engine = Engine::new(
+            redis.clone(),
+            &settings.redis.key_prefix,
+            settings.redis.slot_groups(),
+        );
+        // Data written with another number of slot groups would be looked
+        // for in the wrong slots: refuse to start (when Redis answers now;
+        // otherwise the first start that reaches it records the number).
+        match engine.check_layout().await {
+            Err(crate::queue::engine::EngineError::Unexpected(why)) => {
+                return Err(StartupError::Other(why));
+            }
+            Err(err) => log::warn!("redis layout not checked yet: {err}"),
+            Ok(()) => {}
+        }
         let registry = QueueRegistry::new(&mongo, engine.clone(), settings.queues.clone());
         let producer = Producer::new(
             engine.clone(),
@@ -115,11 +129,10 @@ impl Application {
         });
         let concurrency = settings.worker.concurrency;
         let worker = Supervisor::start(move |_| Worker::new(worker_deps, concurrency));
-        let hub = WakeHub::start(
-            storage::redis_client(&settings.redis)?,
-            engine.wake_channel(),
-        );
-        hub.forward_to(worker.clone());
+        reaper::start(engine.clone(), metrics.jobs.clone());
+        sampler::start(engine.clone(), metrics.jobs.clone());
+        let hub = WakeHub::start(&settings.redis, engine.wake_channels())?;
+        hub.forward_to(worker.clone().recipient());
         let queues = web::Data::new(Queues {
             registry,
             engine,

@@ -4,29 +4,57 @@
 //! dependency is down, and reconnects by itself when it returns. Nothing here
 //! reads or writes application data.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::Database;
 use mongodb::bson::doc;
 use mongodb::options::ClientOptions;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 
 use crate::configuration::{MongoSettings, RedisSettings};
+use crate::queue::engine::{LazyCluster, RedisConn};
 
 /// A Redis client (for connections of their own, like a subscription).
 pub fn redis_client(settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
     redis::Client::open(settings.url.as_str())
 }
 
-/// A shared, self-reconnecting Redis connection (requests are pipelined on it).
-pub fn redis_connection(settings: &RedisSettings) -> redis::RedisResult<ConnectionManager> {
+/// The shared, self-reconnecting Redis connection (requests are pipelined
+/// on it): one server, or a Redis Cluster when `redis.cluster_nodes` is set.
+pub fn redis_connection(settings: &RedisSettings) -> redis::RedisResult<RedisConn> {
+    if !settings.cluster_nodes.is_empty() {
+        let client = cluster_client(settings, None)?;
+        return Ok(RedisConn::Cluster(Arc::new(LazyCluster::new(client))));
+    }
     let client = redis_client(settings)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(settings.connect_timeout()))
         .set_response_timeout(Some(settings.response_timeout()))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(1));
-    ConnectionManager::new_lazy_with_config(client, config)
+    ConnectionManager::new_lazy_with_config(client, config).map(RedisConn::Single)
+}
+
+/// A cluster client for `redis.cluster_nodes`; with `push`, a RESP3 one that
+/// delivers (sharded) pub/sub messages there.
+pub fn cluster_client(
+    settings: &RedisSettings,
+    push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+) -> redis::RedisResult<ClusterClient> {
+    let mut builder = ClusterClientBuilder::new(settings.cluster_nodes.clone())
+        .connection_timeout(settings.connect_timeout())
+        .response_timeout(settings.response_timeout())
+        .retries(3)
+        .min_retry_wait(50)
+        .max_retry_wait(1000);
+    if let Some(push) = push {
+        builder = builder
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(push);
+    }
+    builder.build()
 }
 
 /// The application database; the driver connects on first use.
@@ -40,9 +68,9 @@ pub async fn mongo_database(settings: &MongoSettings) -> mongodb::error::Result<
 }
 
 /// `true` if Redis answers `PING` within `timeout`.
-pub async fn redis_answers(mut redis: ConnectionManager, timeout: Duration) -> bool {
+pub async fn redis_answers(mut redis: RedisConn, timeout: Duration) -> bool {
     let cmd = redis::cmd("PING");
-    let ping = cmd.query_async::<String>(&mut redis);
+    let ping = cmd.query_async::<redis::Value>(&mut redis);
     matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
 }
 

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use redis::aio::ConnectionManager;
+use crate::queue::engine::RedisConn;
 
 use crate::configuration::RateLimitSettings;
 
@@ -25,13 +25,13 @@ pub enum Verdict {
 
 #[derive(Clone)]
 pub struct LoginLimiter {
-    redis: ConnectionManager,
+    redis: RedisConn,
     prefix: String,
     settings: RateLimitSettings,
 }
 
 impl LoginLimiter {
-    pub fn new(redis: ConnectionManager, key_prefix: &str, settings: RateLimitSettings) -> Self {
+    pub fn new(redis: RedisConn, key_prefix: &str, settings: RateLimitSettings) -> Self {
         Self {
             redis,
             prefix: format!("{key_prefix}:auth:fail"),

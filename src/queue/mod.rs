@@ -1,12 +1,14 @@
 //! Queues and jobs.
 //!
 //! - [`engine`]: the queue engine; every job state transition is one atomic
-//!   Lua script (`scripts/`). The only writer of queue keys in Redis.
+//!   Lua script beside its module. The only writer of queue keys in Redis.
 //! - [`producer`]: the queue-producer actor (group-committed publishes).
-//! - [`worker`]: the supervised worker actor (push delivery, retries, recovery).
+//! - [`worker`]: the supervised worker actor (push delivery, retries).
+//! - [`reaper`]: the supervised lease reaper (expired leases back to lane heads).
+//! - [`sampler`]: the supervised gauge sampler (live queues only).
 //! - [`delivery`]: one signed push attempt and the SSRF guard.
 //! - [`registry`]: queue definitions in MongoDB, cached in-process.
-//! - [`notify`]: the process-wide wake subscription.
+//! - [`notify`]: the process-wide wake subscription (pub/sub or sharded pub/sub).
 //! - [`model`]: names, ids, settings and the job object.
 
 pub mod delivery;
@@ -14,7 +16,9 @@ pub mod engine;
 pub mod model;
 pub mod notify;
 pub mod producer;
+pub mod reaper;
 pub mod registry;
+pub mod sampler;
 pub mod worker;
 
 use actix::Addr;

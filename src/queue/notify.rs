@@ -1,25 +1,35 @@
-//! One Redis subscription per process to the engine's wake channels, fanned out
-//! in-process: the worker and every long-polling consumer listen to
-//! [`WakeHub`] instead of holding Redis connections of their own. Pull queues
-//! are announced on the wake channel and push queues on `<channel>:push`, so
-//! a pull wake never makes the worker run a claim, and a push wake never
-//! touches consumers. Consumers wait on a per-queue [`Notify`], so a wake only
-//! touches that queue's waiters.
+//! One subscription per process to the slot groups' wake channels, fanned
+//! out in-process: the worker and every long-polling consumer listen to
+//! [`WakeHub`] instead of holding Redis connections of their own.
 //!
-//! A lost notification only delays work until the next fallback poll; the
-//! listener reconnects by itself.
+//! A wake message is `p<qid>` (a push queue has a lane startable now: the
+//! worker claims it) or `u<qid>` (a pull queue has: the consumers waiting on
+//! that queue look). On one Redis the engine publishes with `PUBLISH` and the
+//! hub `SUBSCRIBE`s to every group channel; on a cluster with `SPUBLISH`, and
+//! the hub `SSUBSCRIBE`s through a RESP3 cluster connection that resubscribes
+//! by itself after a reconnect or failover, so a message stays on its shard.
+//!
+//! It never holds work: a lost notification only delays work until the next
+//! poll of the groups' due indexes. It never sends anything to Redis but its
+//! subscriptions.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Message, Recipient};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, broadcast};
 
-use super::worker::{Wake, Worker};
+use super::model::QueueRef;
+use crate::configuration::RedisSettings;
 
-/// Fan-out of queue tags whose lanes became startable.
+/// A push queue has a lane startable now (`None`: look at every group).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Wake(pub Option<QueueRef>);
+
+/// Fan-out of queues whose lanes became startable.
 #[derive(Clone)]
 pub struct WakeHub {
     /// Push-queue wakes (for the worker).
@@ -61,25 +71,32 @@ impl Drop for Waiter {
 }
 
 impl WakeHub {
-    /// Subscribes to `channel` (pull queues) and `<channel>:push` (push
-    /// queues) on `client` and republishes every message.
-    /// Must be called inside a running actix `System`.
-    pub fn start(client: redis::Client, channel: String) -> Self {
+    /// Subscribes to `channels` (every slot group's wake channel) and
+    /// republishes every message. Must be called inside a running actix
+    /// `System`.
+    pub fn start(settings: &RedisSettings, channels: Vec<String>) -> redis::RedisResult<Self> {
         let (tx, _) = broadcast::channel(1024);
         let hub = Self {
             tx,
             waiters: Arc::new(Mutex::new(HashMap::new())),
         };
         let listener = hub.clone();
-        actix::spawn(async move {
-            loop {
-                if let Err(err) = listen(&client, &channel, &listener).await {
-                    log::warn!("wake subscription lost: {err}");
+        if settings.cluster_nodes.is_empty() {
+            let client = crate::storage::redis_client(settings)?;
+            actix::spawn(async move {
+                loop {
+                    if let Err(err) = listen(&client, &channels, &listener).await {
+                        log::warn!("wake subscription lost: {err}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
-        hub
+            });
+        } else {
+            let (push_tx, push_rx) = tokio::sync::mpsc::unbounded_channel();
+            let client = crate::storage::cluster_client(settings, Some(push_tx))?;
+            actix::spawn(listen_cluster(client, channels, push_rx, listener));
+        }
+        Ok(hub)
     }
 
     /// Tags of push queues with newly startable lanes.
@@ -103,24 +120,30 @@ impl WakeHub {
         }
     }
 
-    fn wake_pull(&self, tag: &str) {
-        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = waiters.get(tag) {
-            entry.notify.notify_waiters();
+    fn dispatch(&self, message: &str) {
+        match message.split_at_checked(1) {
+            Some(("p", tag)) => {
+                let _ = self.tx.send(Arc::from(tag));
+            }
+            Some(("u", tag)) => {
+                let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(entry) = waiters.get(tag) {
+                    entry.notify.notify_waiters();
+                }
+            }
+            _ => log::debug!("ignoring wake message {message:?}"),
         }
     }
 
-    fn wake_push(&self, tag: String) {
-        let _ = self.tx.send(Arc::from(tag));
-    }
-
-    /// Sends the worker a [`Wake`] for every notification.
-    pub fn forward_to(&self, worker: Addr<Worker>) {
+    /// Sends `recipient` a [`Wake`] for every push-queue notification (and
+    /// `Wake(None)` when some were missed).
+    pub fn forward_to(&self, recipient: Recipient<Wake>) {
         let mut rx = self.subscribe();
         actix::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => worker.do_send(Wake),
+                    Ok(tag) => recipient.do_send(Wake(QueueRef::from_tag(&tag))),
+                    Err(broadcast::error::RecvError::Lagged(_)) => recipient.do_send(Wake(None)),
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
@@ -128,18 +151,57 @@ impl WakeHub {
     }
 }
 
-async fn listen(client: &redis::Client, channel: &str, hub: &WakeHub) -> redis::RedisResult<()> {
-    let push_channel = format!("{channel}:push");
+async fn listen(
+    client: &redis::Client,
+    channels: &[String],
+    hub: &WakeHub,
+) -> redis::RedisResult<()> {
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(&[channel, push_channel.as_str()]).await?;
+    pubsub.subscribe(channels).await?;
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
-        let tag: String = message.get_payload().unwrap_or_default();
-        if message.get_channel_name() == push_channel {
-            hub.wake_push(tag);
-        } else {
-            hub.wake_pull(&tag);
-        }
+        let payload: String = message.get_payload().unwrap_or_default();
+        hub.dispatch(&payload);
     }
     Ok(())
+}
+
+/// Subscribes to every group channel on the shard that owns it, retrying
+/// until the cluster answers; the connection resubscribes by itself after.
+async fn listen_cluster(
+    client: redis::cluster::ClusterClient,
+    channels: Vec<String>,
+    mut pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    hub: WakeHub,
+) {
+    let subscribe = async {
+        loop {
+            match subscribe_all(&client, &channels).await {
+                Ok(conn) => return conn,
+                Err(err) => log::warn!("wake subscription failed, retrying: {err}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    // Kept alive for as long as messages are read.
+    let _conn = subscribe.await;
+    while let Some(push) = pushes.recv().await {
+        if push.kind != redis::PushKind::SMessage {
+            continue;
+        }
+        if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
+            hub.dispatch(&String::from_utf8_lossy(payload));
+        }
+    }
+}
+
+async fn subscribe_all(
+    client: &redis::cluster::ClusterClient,
+    channels: &[String],
+) -> redis::RedisResult<redis::cluster_async::ClusterConnection> {
+    let mut conn = client.get_async_connection().await?;
+    for channel in channels {
+        conn.ssubscribe(channel).await?;
+    }
+    Ok(conn)
 }

@@ -51,6 +51,7 @@ impl QueueDefinition {
             paused: self.paused,
             on_exhausted: self.settings.on_exhausted.as_str(),
             retention_s: self.settings.retention_s,
+            version: self.updated_at.timestamp_millis().max(0) as u64,
         }
     }
 
@@ -75,7 +76,7 @@ pub enum RegistryError {
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Engine(#[from] super::engine::EngineError),
 }
 
 /// Result of a `PUT`.

@@ -1,56 +1,48 @@
 //! The worker actor: drives push-queue jobs to an outcome.
 //!
-//! Started under `actix::Supervisor`. It leases startable lane heads across all
-//! push queues (`Engine::claim_push`, one lease per lane, so lanes never run
+//! Started under `actix::Supervisor`. It leases startable lane heads of push
+//! queues (`Engine::claim` per queue, one lease per lane, so lanes never run
 //! two jobs at once), keeps up to `worker.concurrency` deliveries in flight,
 //! extends each lease while its delivery runs, and reports every outcome to the
 //! engine (ack, retry with backoff, or exhaustion). A completed job's ack also
 //! leases the lane's next head when it may start now and no other push lane is
 //! waiting (`Engine::ack_and_lease_next`), and that job is delivered in the
-//! same slot: a busy lane costs one Redis round trip per job. It wakes on the
-//! engine's push wake channel, on the next scheduled due time, and on a slow
-//! fallback poll; it never spins. It periodically returns expired leases (of any process) to
-//! the heads of their lanes.
+//! same slot: a busy lane costs one Redis round trip per job. It learns which
+//! queues to claim from the wake hub (`Wake(Some(queue))`), and from a poll
+//! of every slot group's push due index at the next scheduled due time and
+//! every second as a fallback; it never spins. Expired leases are the lease
+//! reaper's (`reaper.rs`), gauges the sampler's (`sampler.rs`).
 //!
 //! On a Redis error it stops itself; the supervisor restarts it, and the
 //! restarted actor first releases the leases its cancelled deliveries held,
 //! then resumes after a backoff. A panic in delivery code becomes a failed
 //! attempt. Pull-mode queues are never touched here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
-use redis::RedisError;
 
 use super::delivery::{Push, PushOutcome, Pusher};
-use super::engine::{Claimed, Engine, Failure, Lease, Release, Transition};
+use super::engine::{
+    ClaimBatch, Claimed, DueIndex, Engine, EngineError, Failure, Lease, Mode, Release, Transition,
+};
 use super::model::{Delivery, JobState, QueueRef};
+pub use super::notify::Wake;
 use super::registry::QueueRegistry;
 use crate::metrics::JobMetrics;
 
-/// Fallback poll, in case a wake notification was missed.
+/// Fallback poll of the groups' due indexes, in case a wake was missed.
 const POLL_EVERY: Duration = Duration::from_secs(1);
-/// How often expired leases are looked for.
-const RECOVER_EVERY: Duration = Duration::from_secs(1);
-/// How often the queue gauges are sampled.
-const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// How often leases that could not be released are tried again.
 const ORPHAN_RETRY: Duration = Duration::from_millis(500);
 /// Delay before a job given back unstarted may be claimed again.
 const UNSTARTED_RETRY_MS: u64 = 1_000;
-/// Expired leases returned per recovery run at most.
-const RECOVER_BATCH: usize = 1000;
 /// How long shutdown waits for chained jobs to be handed back.
 const GIVE_BACK_GRACE: Duration = Duration::from_secs(2);
-
-/// Look for startable work now.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Wake;
 
 /// Stop the actor as if it had failed (fault injection and tests); its
 /// supervisor restarts it.
@@ -84,6 +76,11 @@ pub struct Worker {
     in_flight: HashMap<String, (QueueRef, Lease)>,
     /// Leases of cancelled deliveries that could not be released yet.
     orphans: Vec<(String, (QueueRef, Lease))>,
+    /// Push queues that may have a startable lane, to claim from in turn.
+    candidates: VecDeque<QueueRef>,
+    candidate_set: HashSet<QueueRef>,
+    /// A poll of the groups' due indexes is wanted before the next claim.
+    poll_wanted: bool,
     claiming: bool,
     claim_again: bool,
     consecutive_failures: u32,
@@ -104,6 +101,9 @@ impl Worker {
             concurrency: concurrency.max(1),
             in_flight: HashMap::new(),
             orphans: Vec::new(),
+            candidates: VecDeque::new(),
+            candidate_set: HashSet::new(),
+            poll_wanted: true,
             claiming: false,
             claim_again: false,
             consecutive_failures: 0,
@@ -122,12 +122,21 @@ impl Worker {
     }
 
     /// Redis failed: stop, so the supervisor restarts us.
-    fn fail(&mut self, ctx: &mut Context<Self>, err: RedisError) {
+    fn fail(&mut self, ctx: &mut Context<Self>, err: EngineError) {
         self.consecutive_failures += 1;
         log::error!("worker stopping after a redis error: {err}");
         ctx.stop();
     }
 
+    /// Remembers a push queue to claim from.
+    fn candidate(&mut self, queue: QueueRef) {
+        if self.candidate_set.insert(queue.clone()) {
+            self.candidates.push_back(queue);
+        }
+    }
+
+    /// Claims from the candidate queues (after a poll of the groups' due
+    /// indexes, when one is wanted) until the free slots are used.
     fn claim(&mut self, ctx: &mut Context<Self>) {
         if self.draining {
             return;
@@ -140,30 +149,68 @@ impl Worker {
             return;
         }
         let capacity = self.concurrency.saturating_sub(self.in_flight.len());
-        if capacity == 0 {
+        if capacity == 0 || (self.candidates.is_empty() && !self.poll_wanted) {
             return;
         }
         self.claiming = true;
+        let poll = std::mem::take(&mut self.poll_wanted);
+        let mut queues: Vec<QueueRef> = self.candidates.drain(..).collect();
+        self.candidate_set.clear();
         let deps = self.deps.clone();
-        let claim = async move { deps.engine.claim_push(capacity, deps.lease_ms).await };
+        let claim = async move {
+            let mut next_poll_ms = None;
+            if poll {
+                let due = deps.engine.due_everywhere(DueIndex::Push).await?;
+                for queue in due.queues {
+                    if !queues.contains(&queue) {
+                        queues.push(queue);
+                    }
+                }
+                next_poll_ms = due.next_due_in_ms.filter(|ms| *ms > 0);
+            }
+            let mut left = capacity;
+            let mut claimed = Vec::new();
+            let mut untried = Vec::new();
+            for queue in queues {
+                if left == 0 {
+                    untried.push(queue);
+                    continue;
+                }
+                let batch: ClaimBatch = deps
+                    .engine
+                    .claim(&queue, left, deps.lease_ms, Mode::Push)
+                    .await?;
+                left -= batch.jobs.len().min(left);
+                match batch.next_due_in_ms {
+                    // More startable now than the slots took: try again.
+                    Some(0) => untried.push(queue),
+                    Some(ms) => next_poll_ms = Some(next_poll_ms.map_or(ms, |p: u64| p.min(ms))),
+                    None => {}
+                }
+                claimed.extend(batch.jobs);
+            }
+            Ok::<_, EngineError>((claimed, untried, next_poll_ms))
+        };
         ctx.spawn(claim.into_actor(self).map(move |result, act, ctx| {
             act.claiming = false;
-            let batch = match result {
-                Ok(batch) => batch,
+            let (claimed, untried, next_poll_ms) = match result {
+                Ok(outcome) => outcome,
                 Err(err) => return act.fail(ctx, err),
             };
             act.consecutive_failures = 0;
-            let claimed = batch.jobs.len();
-            for job in batch.jobs {
+            for job in claimed {
                 act.deliver(job, ctx);
             }
-            match batch.next_due_in_ms {
-                Some(0) if claimed < capacity => act.claim_again = true,
-                Some(0) | None => {}
-                Some(ms) => act.wake_at(Duration::from_millis(ms), ctx),
+            let more = !untried.is_empty();
+            for queue in untried {
+                act.candidate(queue);
             }
-            if std::mem::take(&mut act.claim_again) {
-                ctx.notify(Wake);
+            if let Some(ms) = next_poll_ms {
+                act.wake_at(Duration::from_millis(ms), ctx);
+            }
+            let has_room = act.in_flight.len() < act.concurrency;
+            if std::mem::take(&mut act.claim_again) || (more && has_room) {
+                ctx.notify(Wake(None));
             }
         }));
     }
@@ -180,6 +227,7 @@ impl Worker {
         }
         let handle = ctx.run_later(after, |act, ctx| {
             act.next_due = None;
+            act.poll_wanted = true;
             act.claim(ctx);
         });
         self.next_due = Some((due, handle));
@@ -192,6 +240,7 @@ impl Worker {
         self.in_flight_count.send_replace(self.in_flight.len());
         let deps = self.deps.clone();
         let chain = !self.draining;
+        let queue = claimed.queue.clone();
         ctx.spawn(deliver_one(deps, claimed, chain).into_actor(self).map(
             move |result, act, ctx| {
                 act.in_flight.remove(&id);
@@ -201,9 +250,17 @@ impl Worker {
                     // Shutting down: nothing new starts, the chained job goes back.
                     Ok(After::Chained(next)) if act.draining => act.give_back(*next, ctx),
                     Ok(After::Chained(next)) => act.deliver(*next, ctx),
-                    Ok(After::Due(Some(0))) => act.claim(ctx),
-                    Ok(After::Due(Some(ms))) => act.wake_at(Duration::from_millis(ms), ctx),
-                    Ok(After::Due(None)) => {}
+                    // The queue may have more startable lanes (or other
+                    // queues wait for the slot): claim.
+                    Ok(After::Due(Some(0))) => {
+                        act.candidate(queue);
+                        act.claim(ctx);
+                    }
+                    Ok(After::Due(Some(ms))) => {
+                        act.wake_at(Duration::from_millis(ms), ctx);
+                        act.claim(ctx);
+                    }
+                    Ok(After::Due(None)) => act.claim(ctx),
                     Err(err) => {
                         // The outcome was not recorded: give the job back
                         // (it is delivered again) once Redis answers.
@@ -238,31 +295,6 @@ impl Worker {
             act.in_flight.remove(&id);
             act.in_flight_count.send_replace(act.in_flight.len());
         }));
-    }
-
-    fn recover(&mut self, ctx: &mut Context<Self>) {
-        let deps = self.deps.clone();
-        let run = async move { deps.engine.recover(RECOVER_BATCH).await };
-        ctx.spawn(run.into_actor(self).map(|result, act, ctx| match result {
-            Ok(0) => {}
-            Ok(n) => {
-                log::info!("recovered {n} expired lease(s)");
-                act.claim(ctx);
-            }
-            Err(err) => act.fail(ctx, err),
-        }));
-    }
-
-    fn sample(&mut self, ctx: &mut Context<Self>) {
-        let deps = self.deps.clone();
-        ctx.spawn(
-            async move {
-                if let Err(err) = sample_gauges(&deps).await {
-                    log::warn!("could not sample queue gauges: {err}");
-                }
-            }
-            .into_actor(self),
-        );
     }
 
     /// Gives back leases whose deliveries were cancelled by a restart.
@@ -314,10 +346,10 @@ impl Actor for Worker {
         ctx.run_later(delay, |act, ctx| {
             act.resume_at = None;
             act.release_orphans(ctx);
-            ctx.run_interval(POLL_EVERY, |act, ctx| act.claim(ctx));
-            ctx.run_interval(RECOVER_EVERY, |act, ctx| act.recover(ctx));
-            ctx.run_interval(SAMPLE_EVERY, |act, ctx| act.sample(ctx));
-            act.recover(ctx);
+            ctx.run_interval(POLL_EVERY, |act, ctx| {
+                act.poll_wanted = true;
+                act.claim(ctx);
+            });
             act.claim(ctx);
         });
     }
@@ -328,6 +360,7 @@ impl Supervised for Worker {
         self.deps.metrics.worker_restarts.inc();
         self.claiming = false;
         self.claim_again = false;
+        self.poll_wanted = true;
         self.next_due = None;
         log::warn!("worker restarting");
     }
@@ -336,7 +369,11 @@ impl Supervised for Worker {
 impl Handler<Wake> for Worker {
     type Result = ();
 
-    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+    fn handle(&mut self, wake: Wake, ctx: &mut Self::Context) {
+        match wake.0 {
+            Some(queue) => self.candidate(queue),
+            None => self.poll_wanted = true,
+        }
         self.claim(ctx);
     }
 }
@@ -408,7 +445,7 @@ async fn deliver_one(
     deps: Arc<WorkerDeps>,
     claimed: Claimed,
     chain: bool,
-) -> Result<After, RedisError> {
+) -> Result<After, EngineError> {
     let Claimed {
         queue, job, lease, ..
     } = claimed;
@@ -541,28 +578,6 @@ async fn with_heartbeat<F: Future>(
         output = &mut attempt => output,
         () = heartbeat => attempt.await,
     }
-}
-
-/// Samples waiting jobs, oldest age and active leases across all queues.
-async fn sample_gauges(deps: &WorkerDeps) -> Result<(), RedisError> {
-    let (mut waiting, mut active, mut oldest_ms) = (0u64, 0u64, 0u64);
-    for tag in deps.engine.queue_tags().await? {
-        let Some(queue) = QueueRef::from_tag(&tag) else {
-            continue;
-        };
-        let stats = deps.engine.stats(&queue).await?;
-        waiting += stats.waiting();
-        active += stats.active;
-        if let Some(created) = stats.oldest_pending_created_ms {
-            oldest_ms = oldest_ms.max(stats.now_ms.saturating_sub(created));
-        }
-    }
-    deps.metrics.waiting.set(waiting as i64);
-    deps.metrics.active_leases.set(active as i64);
-    deps.metrics
-        .oldest_waiting_age
-        .set(oldest_ms as f64 / 1000.0);
-    Ok(())
 }
 
 impl JobMetrics {

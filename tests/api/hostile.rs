@@ -448,14 +448,15 @@ async fn delivery_refuses_a_private_target_stored_earlier_and_never_follows_redi
         .insert_one(&definition)
         .await
         .unwrap();
-    let redis = orderly::storage::redis_connection(&strict.settings.redis).unwrap();
     let conf = EngineConf {
         push: true,
         paused: false,
         on_exhausted: "dead_letter",
         retention_s: 3_600,
+        version: 1,
     };
-    Engine::new(redis, &strict.settings.redis.key_prefix)
+    Engine::connect(&strict.settings.redis)
+        .unwrap()
         .configure(&queue, &conf)
         .await
         .unwrap();

@@ -137,8 +137,7 @@ async fn an_expired_lease_of_a_crashed_holder_goes_back_to_the_head_of_its_lane(
     app.publish_ok(&user.token, "q", &json!({"payload": "second", "key": "k"}))
         .await;
     // Another process claims the head with a short lease and dies holding it.
-    let redis = orderly::storage::redis_connection(&app.settings.redis).unwrap();
-    let engine = Engine::new(redis, &app.settings.redis.key_prefix);
+    let engine = Engine::connect(&app.settings.redis).unwrap();
     let queue = QueueRef::new(&user.id, QueueName::parse("q").unwrap());
     let claimed = engine.claim_queue(&queue, 1, 1_000).await.unwrap();
     assert_eq!(claimed.jobs.len(), 1);
@@ -270,8 +269,7 @@ async fn one_publish_run_numbers_each_queues_new_jobs_contiguously_and_skips_dup
     use orderly::queue::engine::{NewJob, Published};
     use orderly::queue::model::JobId;
     let app = spawn_app().await;
-    let redis = orderly::storage::redis_connection(&app.settings.redis).unwrap();
-    let engine = Engine::new(redis, &app.settings.redis.key_prefix);
+    let engine = Engine::connect(&app.settings.redis).unwrap();
     let q = QueueRef::new("owner", QueueName::parse("q").unwrap());
     let other = QueueRef::new("owner", QueueName::parse("other").unwrap());
     let job = |queue: &QueueRef, key: &str, idem: Option<&str>| NewJob {

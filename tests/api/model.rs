@@ -110,8 +110,6 @@ struct Harness {
     engine: Engine,
     queue: QueueRef,
     model: Model,
-    redis: redis::aio::ConnectionManager,
-    prefix: String,
 }
 
 impl Harness {
@@ -166,17 +164,24 @@ impl Harness {
         Some(self.model.held.remove(i))
     }
 
-    async fn expire(&mut self, seq: u64) {
-        let id = &self.model.jobs[&seq].id;
-        let base = self.engine.queue_base(&self.queue);
-        redis::pipe()
-            .hset(format!("{base}job:{id}"), "lease_expires_at", 1)
-            .zadd(format!("{base}leases"), id, 1)
-            .zadd(format!("{}:index:leases", self.prefix), self.queue.tag(), 1)
-            .query_async::<()>(&mut self.redis)
+    /// Lets the lease really expire: shortened to 1 ms through the public
+    /// `extend`, then `recover` is run until it has returned the job.
+    async fn expire(&mut self, seq: u64, lease: &Lease) {
+        let id = self.model.jobs[&seq].id.clone();
+        let extended = self
+            .engine
+            .extend(&self.queue, &id, lease, 1)
             .await
             .unwrap();
-        assert_eq!(self.engine.recover(100).await.unwrap(), 1);
+        assert!(matches!(extended, Transition::Done(_)));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.engine.recover(&self.queue, 100).await.unwrap() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lease of seq {seq} never expired"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 
     async fn step(&mut self, op: Op) {
@@ -253,7 +258,7 @@ impl Harness {
             }
             Op::Expire(pick) => {
                 if let Some((seq, lease)) = self.take_held(pick) {
-                    self.expire(seq).await;
+                    self.expire(seq, &lease).await;
                     if self.model.jobs[&seq].attempts < MAX_ATTEMPTS {
                         self.model.jobs.get_mut(&seq).unwrap().state = St::Waiting;
                     } else {
@@ -383,22 +388,20 @@ impl Harness {
 
 async fn run_case(ops: Vec<Op>) {
     let settings = test_settings();
-    let redis = orderly::storage::redis_connection(&settings.redis).unwrap();
-    let engine = Engine::new(redis.clone(), &settings.redis.key_prefix);
+    let engine = Engine::connect(&settings.redis).unwrap();
     let queue = QueueRef::new("model", QueueName::parse("q").unwrap());
     let conf = EngineConf {
         push: false,
         paused: false,
         on_exhausted: "dead_letter",
         retention_s: 600,
+        version: 1,
     };
     engine.configure(&queue, &conf).await.unwrap();
     let mut harness = Harness {
         engine,
         queue,
         model: Model::default(),
-        redis,
-        prefix: settings.redis.key_prefix.clone(),
     };
     for op in ops {
         harness.step(op).await;

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use orderly::queue::engine::{Engine, EngineConf, NewJob};
+use orderly::queue::engine::{Engine, EngineConf, Mode, NewJob};
 use orderly::queue::model::{JobId, JobState, QueueName, QueueRef};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -533,21 +533,27 @@ async fn publish_keys(engine: &Engine, queue: &QueueRef, keys: &[&str]) -> Vec<S
 async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
     let app = spawn_app().await;
     // An engine of its own key prefix: the app's worker never sees these keys.
-    let redis = orderly::storage::redis_connection(&app.settings.redis).unwrap();
-    let engine = Engine::new(redis, &format!("{}-engine", app.settings.redis.key_prefix));
+    let mut own = app.settings.redis.clone();
+    own.key_prefix = format!("{}-engine", own.key_prefix);
+    let engine = Engine::connect(&own).unwrap();
     let queue = QueueRef::new("owner", QueueName::parse("q").unwrap());
     let conf = EngineConf {
         push: true,
         paused: false,
         on_exhausted: "dead_letter",
         retention_s: 60,
+        version: 1,
     };
     engine.configure(&queue, &conf).await.unwrap();
     let ids = publish_keys(&engine, &queue, &["a", "a", "b"]).await;
 
     // Lane b waits while a's first job runs: a's next job goes back to the
     // oldest-ready order instead of being kept by the ack.
-    let first = engine.claim_push(1, 60_000).await.unwrap().jobs;
+    let first = engine
+        .claim(&queue, 1, 60_000, Mode::Push)
+        .await
+        .unwrap()
+        .jobs;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].job.id, ids[0]);
     let acked = engine
@@ -558,7 +564,7 @@ async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
     assert!(acked.next.is_none());
     assert_eq!(acked.next_due_in_ms, Some(0));
     let claimed: HashSet<String> = engine
-        .claim_push(10, 60_000)
+        .claim(&queue, 10, 60_000, Mode::Push)
         .await
         .unwrap()
         .jobs
@@ -570,7 +576,12 @@ async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
     // A lane alone: its ack leases the next job, which is then the lane's one
     // lease, fenced like any other.
     let more = publish_keys(&engine, &queue, &["c", "c", "c"]).await;
-    let head = engine.claim_push(1, 60_000).await.unwrap().jobs.remove(0);
+    let head = engine
+        .claim(&queue, 1, 60_000, Mode::Push)
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
     assert_eq!(head.job.id, more[0]);
     let acked = engine
         .ack_and_lease_next(&queue, &more[0], &head.lease, "null", 60_000)
@@ -581,7 +592,14 @@ async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
         .expect("the lane's next job is leased by the ack");
     assert_eq!(next.job.id, more[1]);
     assert_eq!(next.job.attempts, 1);
-    assert!(engine.claim_push(10, 60_000).await.unwrap().jobs.is_empty());
+    assert!(
+        engine
+            .claim(&queue, 10, 60_000, Mode::Push)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
     let stale = engine
         .ack_and_lease_next(&queue, &more[0], &head.lease, "null", 60_000)
         .await

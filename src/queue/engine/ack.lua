@@ -1,0 +1,68 @@
+-- ack: the live lease holder completed the job. The head leaves its lane and
+-- the next job of the lane becomes ready; or, when the push worker asks
+-- (`chain` is a lease token) and no other push work of the queue's slot group
+-- is due, the worker leases that next head right here, so a busy lane costs
+-- one round trip per job and no wake-up.
+-- ARGV: qid, id, lease_no, token, result, chain ('' = no), lease_ms (chained).
+-- Returns { 'ok', job } or { 'lease_lost', job-or-empty } without `chain`;
+-- with it { 'ok'|'lease_lost', {}, next-job-or-empty, wait_ms } (wait_ms as
+-- in claim).
+local now = clock()
+local id, lease_no, token, result = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local chain, lease_ms = ARGV[6] or '', tonumber(ARGV[7] or '0')
+local wants_chain = chain ~= ''
+local r = live_lease(id, lease_no, token, now)
+if not r then
+  if wants_chain then
+    return { 'lease_lost', {}, {}, -1 }
+  end
+  return { 'lease_lost', get_view(id, true) }
+end
+drop_lease(id, r, wants_chain)
+r[R_STATE], r[R_RESULT], r[R_FINISHED] = 'completed', result, now
+local lane = r[R_KEY]
+local nxt = lane_pop(lane, id, r)
+put(id, r)
+local completed = redis.call('HINCRBY', K_META, 'completed', 1)
+rate_add('completed', now, 1)
+retire(id, r, now, completed)
+if not wants_chain then
+  ready_next(lane, nxt, now)
+  return { 'ok', view(id, r, true) }
+end
+
+-- Other push work due now in the group: leave this lane to claim order, so
+-- busy lanes cannot starve the others.
+local function others_due()
+  if redis.call('ZRANGEBYSCORE', K_READY, '-inf', now, 'LIMIT', 0, 1)[1] then
+    return true
+  end
+  for _, qid in ipairs(redis.call('ZRANGEBYSCORE', K_DUE, '-inf', now, 'LIMIT', 0, 2)) do
+    if qid ~= QID then
+      return true
+    end
+  end
+  return false
+end
+
+local c = conf()
+local next_job = {}
+if nxt then
+  local f = get(nxt)
+  local avail = (f and f[R_AVAIL]) or now
+  if f and avail <= now and c.push and not c.paused and not others_due() then
+    -- The acked lease's (earlier) expiry still holds the lease entry.
+    next_job = lease_job(nxt, f, now, lease_ms, chain, true)
+  else
+    ready_lane(lane, math.max(now, avail), now)
+  end
+end
+if not next_job[1] then
+  reindex_leases()
+end
+local wait_ms = -1
+local first = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
+if first[1] then
+  wait_ms = math.max(0, tonumber(first[2]) - now)
+end
+return { 'ok', {}, next_job, wait_ms }

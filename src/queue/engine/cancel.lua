@@ -1,0 +1,26 @@
+-- cancel: a job that is waiting (queued, delayed or retrying, not leased)
+-- leaves its lane for good; if it was the head the next job is readied.
+-- ARGV: qid, id.
+-- Returns { 'ok'|'not_found'|'not_cancellable', job-or-empty }.
+local now = clock()
+local id = ARGV[2]
+local r = get(id)
+if not r then
+  return { 'not_found', {} }
+end
+local state = r[R_STATE]
+if state ~= 'queued' and state ~= 'delayed' and state ~= 'retrying' then
+  return { 'not_cancellable', view(id, r, true) }
+end
+local lane = r[R_KEY]
+local was_head, nxt = lane_remove(lane, id, r)
+r[R_STATE], r[R_FINISHED] = 'cancelled', now
+put(id, r)
+local cancelled = redis.call('HINCRBY', K_META, 'cancelled', 1)
+retire(id, r, now, cancelled)
+if was_head then
+  redis.call('ZREM', K_READY, lane)
+  ready_next(lane, nxt, now)
+  reindex()
+end
+return { 'ok', view(id, r, true) }

@@ -1,0 +1,86 @@
+//! `claim`: leases startable lane heads of one queue (`claim.lua`), for the
+//! push worker and for pull consumers alike.
+
+use redis::Value;
+
+use super::{Engine, EngineResult, EngineScript, Lease, job_view, new_token, next_due};
+use crate::queue::model::{Job, QueueRef};
+
+static SCRIPT: EngineScript = EngineScript::new(include_str!("claim.lua"));
+
+/// Who claims: the push worker takes only push queues' jobs, consumers only
+/// pull queues'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Push,
+    Pull,
+}
+
+/// A job leased to the caller.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub queue: QueueRef,
+    pub job: Job,
+    pub lease: Lease,
+}
+
+/// The result of a claim call.
+#[derive(Debug, Default)]
+pub struct ClaimBatch {
+    pub jobs: Vec<Claimed>,
+    /// Milliseconds until the queue's next lane is due; `None` when none is
+    /// scheduled.
+    pub next_due_in_ms: Option<u64>,
+}
+
+/// A leased job from a script's job view.
+pub(super) fn claimed(queue: &QueueRef, value: Value) -> Option<Claimed> {
+    let view = job_view(queue, value)?;
+    let lease = view.lease?;
+    let mut job = view.job;
+    job.lease = Some(lease.render());
+    Some(Claimed {
+        queue: queue.clone(),
+        job,
+        lease,
+    })
+}
+
+impl Engine {
+    /// Leases up to `max` startable lane heads (distinct lanes) of one queue.
+    pub async fn claim(
+        &self,
+        queue: &QueueRef,
+        max: usize,
+        lease_ms: u64,
+        mode: Mode,
+    ) -> EngineResult<ClaimBatch> {
+        let mut invocation = self.invocation(&SCRIPT, queue);
+        invocation
+            .arg(max)
+            .arg(lease_ms)
+            .arg(new_token())
+            .arg(match mode {
+                Mode::Push => "push",
+                Mode::Pull => "pull",
+            });
+        let reply: Vec<Value> = self.run(&invocation).await?;
+        let mut items = reply.into_iter();
+        let next_due_in_ms = next_due(items.next());
+        let jobs = items.filter_map(|v| claimed(queue, v)).collect();
+        Ok(ClaimBatch {
+            jobs,
+            next_due_in_ms,
+        })
+    }
+
+    /// Leases up to `max` startable lane heads of one pull queue.
+    pub async fn claim_queue(
+        &self,
+        queue: &QueueRef,
+        max: usize,
+        lease_ms: u64,
+    ) -> EngineResult<ClaimBatch> {
+        self.claim(queue, max, lease_ms, Mode::Pull).await
+    }
+}

@@ -1,0 +1,19 @@
+-- configure: mirror a queue definition's engine settings into K_META and
+-- re-index the queue (after pause/resume or a mode change). A version older
+-- than the one stored is ignored, so the copy never goes back in time.
+-- ARGV: qid, push (1/0), paused (1/0), on_exhausted, retention_s, version.
+-- Returns 1 if applied, 0 if an equal or newer version was already there.
+local now = clock()
+local version = tonumber(ARGV[6])
+local stored = tonumber(redis.call('HGET', K_META, 'conf_v') or '-1')
+if version < stored then
+  return 0
+end
+redis.call('HSET', K_META, 'push', ARGV[2], 'paused', ARGV[3],
+  'on_exhausted', ARGV[4], 'retention_s', ARGV[5], 'conf_v', version)
+conf_cache = nil
+reindex()
+if ARGV[3] ~= '1' and redis.call('ZRANGEBYSCORE', K_READY, '-inf', now, 'LIMIT', 0, 1)[1] then
+  wake()
+end
+return 1

@@ -1,0 +1,34 @@
+//! `configure`: mirrors a queue's engine settings into Redis (`configure.lua`).
+
+use super::{Engine, EngineResult, EngineScript};
+use crate::queue::model::QueueRef;
+
+static SCRIPT: EngineScript = EngineScript::new(include_str!("configure.lua"));
+
+/// The engine-relevant part of a queue definition, mirrored into Redis.
+#[derive(Debug, Clone)]
+pub struct EngineConf {
+    pub push: bool,
+    pub paused: bool,
+    pub on_exhausted: &'static str,
+    pub retention_s: u64,
+    /// Increases with every change of the definition (ms of its last
+    /// update): an older copy never overwrites a newer one.
+    pub version: u64,
+}
+
+impl Engine {
+    /// Mirrors a queue's engine settings into Redis and re-indexes it;
+    /// `false` if Redis already had a newer version.
+    pub async fn configure(&self, queue: &QueueRef, conf: &EngineConf) -> EngineResult<bool> {
+        let mut invocation = self.invocation(&SCRIPT, queue);
+        invocation
+            .arg(if conf.push { "1" } else { "0" })
+            .arg(if conf.paused { "1" } else { "0" })
+            .arg(conf.on_exhausted)
+            .arg(conf.retention_s)
+            .arg(conf.version);
+        let applied: i64 = self.run(&invocation).await?;
+        Ok(applied == 1)
+    }
+}

@@ -1,0 +1,382 @@
+-- Shared by every engine script (prepended to each, after the line that sets
+-- PUBLISH_CMD). Every key a script touches arrives in KEYS, in the fixed order
+-- of `QueueKeys::all` (engine/mod.rs); no key name is built here. All of them
+-- share the queue's slot-group hash tag, so each run touches one hash slot.
+-- ARGV[1] is always the queue id `<owner>:<queue>` (its member name in the
+-- group indexes and its wake message); a script's own arguments follow.
+-- Times are milliseconds from the Redis server clock, so every process agrees.
+
+local K_META, K_JOBS, K_BODY, K_LANES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_READY, K_LEASES, K_ORDER, K_PENDING = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_DELAYED, K_DEAD, K_BLOCKED, K_EXPIRY = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local K_RATE, K_DUE, K_LEASE_DUE, K_LIVE, K_WAKE = KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17]
+local QID = ARGV[1]
+
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A job record: one msgpack array in K_JOBS under the job id; `false` marks
+-- an absent value. The payload lives apart in K_BODY (written once).
+local R_KEY, R_SEQ, R_STATE, R_ATT, R_MAX, R_LNO, R_TOK, R_LEXP = 1, 2, 3, 4, 5, 6, 7, 8
+local R_CREATED, R_AVAIL, R_STARTED, R_FINISHED, R_ERR, R_RESULT, R_NEXT = 9, 10, 11, 12, 13, 14, 15
+local R_SIZE = 15
+
+local function get(id)
+  local v = redis.call('HGET', K_JOBS, id)
+  if not v then
+    return nil
+  end
+  return { cmsgpack.unpack(v) }
+end
+
+local function put(id, r)
+  redis.call('HSET', K_JOBS, id, cmsgpack.pack(unpack(r, 1, R_SIZE)))
+end
+
+-- The job as the engine returns it: id, the record's fields in order (without
+-- `next`), then the payload when `with_payload`.
+local function view(id, r, with_payload)
+  local out = { id }
+  for i = 1, R_SIZE - 1 do
+    out[i + 1] = r[i] or false
+  end
+  if with_payload then
+    out[R_SIZE + 1] = redis.call('HGET', K_BODY, id) or false
+  end
+  return out
+end
+
+local function get_view(id, with_payload)
+  local r = get(id)
+  if not r then
+    return {}
+  end
+  return view(id, r, with_payload)
+end
+
+-- Queue configuration mirrored from the queue definition (`configure`).
+local conf_cache = nil
+local function conf()
+  if not conf_cache then
+    local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s')
+    conf_cache = {
+      push = c[1] == '1',
+      paused = c[2] == '1',
+      on_exhausted = c[3] or 'dead_letter',
+      retention_s = tonumber(c[4] or '86400'),
+    }
+  end
+  return conf_cache
+end
+
+-- Lanes: K_LANES maps a lane key to msgpack {head id, tail id, length}; the
+-- jobs of a lane are chained through their records' R_NEXT, in seq order.
+local function lane_get(lane)
+  local v = redis.call('HGET', K_LANES, lane)
+  if not v then
+    return nil
+  end
+  return { cmsgpack.unpack(v) }
+end
+
+local function lane_put(lane, l)
+  redis.call('HSET', K_LANES, lane, cmsgpack.pack(l[1], l[2], l[3]))
+end
+
+local function lane_head(lane)
+  local l = lane_get(lane)
+  return l and l[1]
+end
+
+-- The head `head` (record `r`) of `lane` leaves it; returns the next id.
+local function lane_pop(lane, head, r)
+  local l = lane_get(lane)
+  if not l or l[1] ~= head then
+    return l and l[1]
+  end
+  local nxt = r[R_NEXT]
+  if nxt then
+    lane_put(lane, { nxt, l[2], l[3] - 1 })
+    return nxt
+  end
+  redis.call('HDEL', K_LANES, lane)
+  return nil
+end
+
+-- Removes `id` (anywhere in its lane). Returns true and the next id if it
+-- was the head.
+local function lane_remove(lane, id, r)
+  local l = lane_get(lane)
+  if not l then
+    return false
+  end
+  if l[1] == id then
+    return true, lane_pop(lane, id, r)
+  end
+  local prev_id, prev = l[1], get(l[1])
+  while prev and prev[R_NEXT] and prev[R_NEXT] ~= id do
+    prev_id = prev[R_NEXT]
+    prev = get(prev_id)
+  end
+  if prev and prev[R_NEXT] == id then
+    prev[R_NEXT] = r[R_NEXT]
+    put(prev_id, prev)
+    if l[2] == id then
+      l[2] = prev_id
+    end
+    lane_put(lane, { l[1], l[2], l[3] - 1 })
+  end
+  return false
+end
+
+-- A lane whose head became startable now is announced once per script run:
+-- push queues to the workers, pull queues to the consumers waiting on it.
+local woken = false
+local function wake()
+  if not woken then
+    woken = true
+    redis.call(PUBLISH_CMD, K_WAKE, (conf().push and 'p' or 'u') .. QID)
+  end
+end
+
+-- The queue's entry in the group's push due index (K_DUE) follows its
+-- earliest ready lane (push queues that are not paused only).
+local function reindex()
+  local c = conf()
+  if c.push and not c.paused then
+    local first = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
+    if first[1] then
+      redis.call('ZADD', K_DUE, first[2], QID)
+      return tonumber(first[2])
+    end
+  end
+  redis.call('ZREM', K_DUE, QID)
+  return nil
+end
+
+-- The queue's entry in the group's lease index follows its earliest expiry.
+local function reindex_leases()
+  local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
+  if first[1] then
+    redis.call('ZADD', K_LEASE_DUE, first[2], QID)
+  else
+    redis.call('ZREM', K_LEASE_DUE, QID)
+  end
+end
+
+-- Lane `lane` may start its head at `at`.
+local function ready_lane(lane, at, now)
+  redis.call('ZADD', K_READY, at, lane)
+  local c = conf()
+  if c.push and not c.paused then
+    redis.call('ZADD', K_DUE, 'LT', at, QID)
+  end
+  if at <= now and not c.paused then
+    wake()
+  end
+end
+
+-- The lane's head left; ready the next head (if any), whose record is read
+-- for its availability.
+local function ready_next(lane, nxt, now)
+  if nxt then
+    local r = get(nxt)
+    ready_lane(lane, math.max(now, (r and r[R_AVAIL]) or now), now)
+  end
+end
+
+-- Per-second event counters behind "throughput over the last minute": a
+-- ring of RATE_WINDOW_S fields per kind in K_RATE, each "<second>:<count>".
+local RATE_WINDOW_S = 60
+local function rate_add(kind, now, n)
+  local s = math.floor(now / 1000)
+  local field = kind .. (s % RATE_WINDOW_S)
+  local v = redis.call('HGET', K_RATE, field)
+  local at, count = 0, 0
+  if v then
+    local sep = string.find(v, ':', 1, true)
+    at, count = tonumber(string.sub(v, 1, sep - 1)), tonumber(string.sub(v, sep + 1))
+  end
+  if at ~= s then
+    count = 0
+  end
+  redis.call('HSET', K_RATE, field, s .. ':' .. (count + n))
+end
+
+local function rate_sum(kind, now)
+  local s = math.floor(now / 1000)
+  local fields = {}
+  for i = 0, RATE_WINDOW_S - 1 do
+    fields[#fields + 1] = kind .. i
+  end
+  local total = 0
+  for _, v in ipairs(redis.call('HMGET', K_RATE, unpack(fields))) do
+    if v then
+      local sep = string.find(v, ':', 1, true)
+      local at = tonumber(string.sub(v, 1, sep - 1))
+      if at > s - RATE_WINDOW_S then
+        total = total + tonumber(string.sub(v, sep + 1))
+      end
+    end
+  end
+  return total
+end
+
+-- Drops records whose retention ended (at most `max`).
+local function trim(now, max)
+  local gone = redis.call('ZRANGEBYSCORE', K_EXPIRY, '-inf', now, 'LIMIT', 0, max)
+  if #gone > 0 then
+    redis.call('HDEL', K_JOBS, unpack(gone))
+    redis.call('HDEL', K_BODY, unpack(gone))
+    redis.call('ZREM', K_ORDER, unpack(gone))
+    redis.call('ZREM', K_EXPIRY, unpack(gone))
+  end
+  return #gone
+end
+
+-- No unfinished job left: the queue leaves the group's live set (the gauge
+-- sampler reads only live queues).
+local function settle_live()
+  if redis.call('ZCARD', K_PENDING) == 0 and redis.call('ZCARD', K_LEASES) == 0 then
+    redis.call('ZREM', K_LIVE, QID)
+  end
+end
+
+-- A job reached a terminal state: keep it `retention_s`, then forget it.
+-- Every 8th job finished (`finished_no`) also trims up to 128 expired ones.
+local function retire(id, r, now, finished_no)
+  redis.call('ZREM', K_PENDING, id)
+  redis.call('ZREM', K_DELAYED, id)
+  local retention = conf().retention_s
+  redis.call('ZADD', K_EXPIRY, now + retention * 1000, id)
+  if finished_no % 8 == 0 then
+    trim(now, 128)
+  end
+  settle_live()
+end
+
+-- Removes the job's lease bookkeeping. `keep_index`: the caller leases
+-- another job of the queue next, so the lease entry may stay early.
+local function drop_lease(id, r, keep_index)
+  r[R_TOK], r[R_LEXP] = false, false
+  redis.call('ZREM', K_LEASES, id)
+  if not keep_index then
+    reindex_leases()
+  end
+end
+
+-- The record of `id` if (lease_no, token) is its live lease, else nil.
+local function live_lease(id, lease_no, token, now)
+  local r = get(id)
+  if not r or r[R_STATE] ~= 'active' or tostring(r[R_LNO]) ~= lease_no or r[R_TOK] ~= token then
+    return nil
+  end
+  if r[R_LEXP] <= now then
+    return nil
+  end
+  return r
+end
+
+-- Leases job `id` (record `r`), its lane's head: attempts+1, lease number+1,
+-- a new token. `indexed`: the queue's lease entry is known to be no later.
+local function lease_job(id, r, now, lease_ms, token, indexed)
+  local expires = now + lease_ms
+  if r[R_STATE] == 'delayed' then
+    redis.call('ZREM', K_DELAYED, id)
+  end
+  r[R_STATE] = 'active'
+  r[R_LNO] = (r[R_LNO] or 0) + 1
+  r[R_ATT] = (r[R_ATT] or 0) + 1
+  r[R_TOK] = token
+  r[R_LEXP] = expires
+  if r[R_ATT] == 1 then
+    r[R_STARTED] = now
+  end
+  put(id, r)
+  redis.call('ZADD', K_LEASES, expires, id)
+  if not indexed then
+    redis.call('ZADD', K_LEASE_DUE, 'LT', expires, QID)
+  end
+  return view(id, r, true)
+end
+
+-- Leases the head of `lane` (it leaves K_READY). A lane whose head record
+-- is gone is dropped.
+local function lease_head(lane, now, lease_ms, token)
+  redis.call('ZREM', K_READY, lane)
+  local id = lane_head(lane)
+  if not id then
+    return nil
+  end
+  local r = get(id)
+  if not r then
+    redis.call('HDEL', K_LANES, lane)
+    return nil
+  end
+  return lease_job(id, r, now, lease_ms, token)
+end
+
+-- The job ran out of attempts (or failed permanently): apply the policy.
+-- `r` is written here.
+local function exhaust(id, r, lane, now)
+  if conf().on_exhausted == 'block' then
+    r[R_STATE] = 'blocked'
+    put(id, r)
+    redis.call('ZADD', K_BLOCKED, r[R_SEQ], id)
+    redis.call('ZREM', K_READY, lane)
+    return 'blocked'
+  end
+  r[R_STATE], r[R_FINISHED] = 'dead', now
+  put(id, r)
+  redis.call('ZADD', K_DEAD, r[R_SEQ], id)
+  redis.call('ZREM', K_PENDING, id)
+  redis.call('ZREM', K_DELAYED, id)
+  redis.call('ZREM', K_READY, lane)
+  ready_next(lane, lane_pop(lane, id, r), now)
+  settle_live()
+  return 'dead'
+end
+
+-- Puts `id` (record `r`, not in any lane) into its lane where its seq
+-- belongs: before the first job with a higher seq, but never before a head
+-- that has started (leased, blocked or attempted). Returns true if it became
+-- the head. Writes `r`.
+local function insert_in_order(lane, id, r)
+  local l = lane_get(lane)
+  if not l then
+    r[R_NEXT] = false
+    put(id, r)
+    lane_put(lane, { id, id, 1 })
+    return true
+  end
+  local seq = r[R_SEQ]
+  local head = get(l[1])
+  local started = head and (head[R_STATE] == 'active' or head[R_STATE] == 'blocked' or (head[R_ATT] or 0) > 0)
+  if head and not started and head[R_SEQ] > seq then
+    r[R_NEXT] = l[1]
+    put(id, r)
+    lane_put(lane, { id, l[2], l[3] + 1 })
+    return true
+  end
+  local prev_id, prev = l[1], head
+  while prev and prev[R_NEXT] do
+    local nxt = get(prev[R_NEXT])
+    if not nxt or nxt[R_SEQ] > seq then
+      break
+    end
+    prev_id, prev = prev[R_NEXT], nxt
+  end
+  r[R_NEXT] = prev and prev[R_NEXT] or false
+  put(id, r)
+  if prev then
+    prev[R_NEXT] = id
+    put(prev_id, prev)
+  end
+  if l[2] == prev_id then
+    l[2] = id
+  end
+  lane_put(lane, { l[1], l[2], l[3] + 1 })
+  return false
+end

@@ -1,0 +1,551 @@
+//! The queue engine: every state transition of a job is ONE atomic Lua script,
+//! one module per transition beside its `.lua` file, each decoding its own
+//! typed reply. The producer, the worker, the lease reaper and the HTTP
+//! handlers all go through this module; nothing else writes queue keys.
+//!
+//! It must never build a key name inside Lua, touch two hash slots in one
+//! script, or need keys of two queues in one script: that is what lets the
+//! same engine run on one Redis and on a Redis Cluster (`docs/architecture.md`).
+//!
+//! ## Redis layout (engine v2)
+//!
+//! `P` is `redis.key_prefix`. Queues are spread over `redis.slot_groups`
+//! slot groups by a stable hash of `<owner>:<queue>` (the queue id, `qid`);
+//! every key of a group shares the hash tag `{g<n>}`, so a queue's keys and
+//! its group's index keys live in one Redis Cluster slot and one script can
+//! update both atomically. `Q` is `P:{g<n>}:q:<owner>:<queue>`.
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `Q:m` | hash | `seq` counter; `completed`, `cancelled`, `retried` totals; the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v` |
+//! | `Q:j` | hash | job id → msgpack record: key, seq, state, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, last_error, result, next (the lane's next job id) |
+//! | `Q:b` | hash | job id → payload (written once, at publish) |
+//! | `Q:l` | hash | lane key → msgpack {head id, tail id, length}; lanes are chained through `next`, in seq order; the head stays until it is terminal |
+//! | `Q:r` | zset | lane keys whose head may start, score = ms when it may; a lane is in it iff its head is neither leased nor blocked |
+//! | `Q:e` | zset | leased job ids by lease expiry |
+//! | `Q:o` | zset | every stored job id by seq (listing) |
+//! | `Q:p` | zset | unfinished job ids by seq (stats, oldest age) |
+//! | `Q:d` | zset | ids published with `delay_ms`, by availability, until first leased |
+//! | `Q:x`, `Q:k` | zset | dead / blocked job ids by seq |
+//! | `Q:t` | zset | terminal job ids by when their retention ends (trimmed 128 at a time) |
+//! | `Q:s` | hash | per-second publish/complete counters, a 60-field ring per kind |
+//! | `Q:i:<idempotency key>` | string | job id, expires after the idempotency window |
+//! | `P:{g<n>}:g:due` | zset | push queues (qids) with a ready lane, score = earliest ready time |
+//! | `P:{g<n>}:g:leases` | zset | queues with leases, score = earliest lease expiry |
+//! | `P:{g<n>}:g:live` | zset | qids with unfinished jobs (the gauge sampler reads only these) |
+//! | `P:{g<n>}:g:wake` | channel | `p<qid>` / `u<qid>`: a push / pull queue has a lane startable now (sharded pub/sub on a cluster) |
+//! | `P:layout` | string | the number of slot groups, fixed at first start |
+//!
+//! Times come from the Redis server clock (`TIME`), so processes agree.
+//! Finding work never scans queues: the worker and the lease reaper read the
+//! groups' indexes (one command per group) and are woken by the group
+//! channels; a lost wake-up only delays work until the next poll.
+
+mod ack;
+mod cancel;
+mod claim;
+mod configure;
+mod delete;
+mod due;
+mod extend;
+mod fail;
+mod list;
+mod publish;
+mod recover;
+mod redrive;
+mod release;
+mod resolve;
+mod stats;
+mod view;
+
+pub use ack::Acked;
+pub use cancel::CancelOutcome;
+pub use claim::{ClaimBatch, Claimed, Mode};
+pub use configure::EngineConf;
+pub use due::{DueIndex, GroupDue};
+pub use fail::Failure;
+pub use list::{JobPage, ListFilter};
+pub use publish::{NewJob, Published};
+pub use release::Release;
+pub use resolve::{Resolution, Resolve};
+pub use stats::RawStats;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation, Value};
+use serde_json::value::RawValue;
+
+use super::model::{Job, JobState, QueueRef, rfc3339_ms};
+
+const LIB: &str = include_str!("lib.lua");
+
+/// Why an engine call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Redis did not answer (down, unreachable, failing over, timed out): the
+    /// caller may retry; the HTTP layer answers `503`.
+    #[error("redis unavailable: {0}")]
+    Unavailable(#[source] RedisError),
+    /// Redis answered something the engine does not understand (a script
+    /// error, a reply of the wrong shape): a bug; `500` and a log line.
+    #[error("unexpected redis reply: {0}")]
+    Unexpected(String),
+}
+
+impl From<RedisError> for EngineError {
+    fn from(err: RedisError) -> Self {
+        use redis::{ErrorKind, ServerErrorKind};
+        match err.kind() {
+            ErrorKind::Parse
+            | ErrorKind::UnexpectedReturnType
+            | ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::CrossSlot) => {
+                Self::Unexpected(err.to_string())
+            }
+            _ => Self::Unavailable(err),
+        }
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// A job-state transition's fenced lease: the lease number (monotonic per
+/// job) and a random token. Rendered to clients as `"<number>.<token>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub number: u64,
+    pub token: String,
+}
+
+impl Lease {
+    pub fn parse(raw: &str) -> Option<Lease> {
+        let (number, token) = raw.split_once('.')?;
+        let number = number.parse().ok()?;
+        (!token.is_empty() && token.len() <= 64).then(|| Lease {
+            number,
+            token: token.to_owned(),
+        })
+    }
+
+    pub fn render(&self) -> String {
+        format!("{}.{}", self.number, self.token)
+    }
+}
+
+fn new_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Outcome of a lease-holder transition (ack, fail, extend).
+#[derive(Debug)]
+pub enum Transition {
+    /// Applied; the job as it is now.
+    Done(Job),
+    /// The lease was stale or expired; nothing changed. The job, if it exists.
+    LeaseLost(Option<Job>),
+}
+
+/// The Redis connection the engine talks through: one server, or a cluster.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    /// Connected on first use, so the process starts while the cluster is down.
+    Cluster(Arc<LazyCluster>),
+}
+
+/// A cluster connection made on first use (and again after a failed attempt).
+pub struct LazyCluster {
+    client: redis::cluster::ClusterClient,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
+}
+
+impl LazyCluster {
+    pub fn new(client: redis::cluster::ClusterClient) -> Self {
+        Self {
+            client,
+            conn: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn get(&self) -> redis::RedisResult<ClusterConnection> {
+        self.conn
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(lazy) => Box::pin(async move {
+                let mut conn = lazy.get().await?;
+                conn.req_packed_command(cmd).await
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(lazy) => Box::pin(async move {
+                let mut conn = lazy.get().await?;
+                conn.req_packed_commands(pipeline, offset, count).await
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+/// One engine script, compiled in both flavours: wake-ups go out with
+/// `PUBLISH` on one server and `SPUBLISH` (sharded, stays on the shard) on a
+/// cluster.
+struct EngineScript {
+    body: &'static str,
+    single: OnceLock<Script>,
+    cluster: OnceLock<Script>,
+}
+
+impl EngineScript {
+    const fn new(body: &'static str) -> Self {
+        Self {
+            body,
+            single: OnceLock::new(),
+            cluster: OnceLock::new(),
+        }
+    }
+
+    fn get(&self, cluster: bool) -> &Script {
+        let (cell, cmd) = if cluster {
+            (&self.cluster, "SPUBLISH")
+        } else {
+            (&self.single, "PUBLISH")
+        };
+        cell.get_or_init(|| {
+            Script::new(&format!(
+                "local PUBLISH_CMD = '{cmd}'\n{LIB}\n{}",
+                self.body
+            ))
+        })
+    }
+}
+
+/// The fixed keys of one queue and its slot group, in the order every
+/// script expects them in `KEYS` (see `lib.lua`).
+struct QueueKeys {
+    keys: [String; 17],
+}
+
+/// `KEYS` index (1-based, as Lua counts) of a script's first extra key.
+const FIRST_EXTRA_KEY: usize = 18;
+
+const QUEUE_KEY_SUFFIXES: [&str; 13] = [
+    "m", "j", "b", "l", "r", "e", "o", "p", "d", "x", "k", "t", "s",
+];
+
+/// Handle to the engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    conn: RedisConn,
+    prefix: Arc<str>,
+    groups: u32,
+    cluster: bool,
+}
+
+impl Engine {
+    pub fn new(conn: RedisConn, prefix: &str, groups: u32) -> Self {
+        let cluster = matches!(conn, RedisConn::Cluster(_));
+        Self {
+            conn,
+            prefix: Arc::from(prefix),
+            groups: groups.max(1),
+            cluster,
+        }
+    }
+
+    /// An engine on the Redis (or cluster) `settings` name.
+    pub fn connect(settings: &crate::configuration::RedisSettings) -> redis::RedisResult<Self> {
+        let conn = crate::storage::redis_connection(settings)?;
+        Ok(Self::new(
+            conn,
+            &settings.key_prefix,
+            settings.slot_groups(),
+        ))
+    }
+
+    /// The connection (for the few callers that are not queue transitions).
+    pub fn connection(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// Whether the engine runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Number of slot groups.
+    pub fn groups(&self) -> u32 {
+        self.groups
+    }
+
+    /// The slot group of a queue: FNV-1a of its id, stable across processes
+    /// and versions (it decides where the queue's keys live).
+    pub fn group_of(&self, queue: &QueueRef) -> u32 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in queue.tag().bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % u64::from(self.groups)) as u32
+    }
+
+    fn group_base(&self, group: u32) -> String {
+        format!("{}:{{g{group}}}:g:", self.prefix)
+    }
+
+    /// The wake channel of a slot group.
+    pub fn wake_channel(&self, group: u32) -> String {
+        format!("{}wake", self.group_base(group))
+    }
+
+    /// Every group's wake channel, by group number.
+    pub fn wake_channels(&self) -> Vec<String> {
+        (0..self.groups).map(|g| self.wake_channel(g)).collect()
+    }
+
+    /// The prefix every key of `queue` starts with.
+    pub fn queue_base(&self, queue: &QueueRef) -> String {
+        format!(
+            "{}:{{g{}}}:q:{}:",
+            self.prefix,
+            self.group_of(queue),
+            queue.tag()
+        )
+    }
+
+    fn keys(&self, queue: &QueueRef) -> QueueKeys {
+        let base = self.queue_base(queue);
+        let group = self.group_base(self.group_of(queue));
+        let keys = std::array::from_fn(|i| match i {
+            0..13 => format!("{base}{}", QUEUE_KEY_SUFFIXES[i]),
+            13 => format!("{group}due"),
+            14 => format!("{group}leases"),
+            15 => format!("{group}live"),
+            _ => format!("{group}wake"),
+        });
+        QueueKeys { keys }
+    }
+
+    /// An invocation of `script` on `queue`: its fixed keys, then the queue id.
+    fn invocation<'a>(&self, script: &'a EngineScript, queue: &QueueRef) -> ScriptInvocation<'a> {
+        let mut invocation = script.get(self.cluster).prepare_invoke();
+        for key in self.keys(queue).keys {
+            invocation.key(key);
+        }
+        invocation.arg(queue.tag());
+        invocation
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> EngineResult<T> {
+        Ok(invocation.invoke_async(&mut self.conn.clone()).await?)
+    }
+
+    /// Records the number of slot groups at first start; refuses a
+    /// different number later (queues would be looked for in other slots).
+    pub async fn check_layout(&self) -> EngineResult<()> {
+        let key = format!("{}:layout", self.prefix);
+        let mut conn = self.conn.clone();
+        let _: bool = redis::cmd("SET")
+            .arg(&key)
+            .arg(self.groups)
+            .arg("NX")
+            .query_async::<Option<String>>(&mut conn)
+            .await?
+            .is_some();
+        let stored: u32 = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+        if stored != self.groups {
+            return Err(EngineError::Unexpected(format!(
+                "redis.slot_groups is {} but the data in Redis was written with {stored}",
+                self.groups
+            )));
+        }
+        Ok(())
+    }
+
+    /// `true` if Redis answers `PING` within `timeout` (every master, on a
+    /// cluster: the cluster client routes PING to all of them).
+    pub async fn answers(&self, timeout: Duration) -> bool {
+        let mut conn = self.conn.clone();
+        let ping = async move { redis::cmd("PING").query_async::<Value>(&mut conn).await };
+        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+    }
+}
+
+fn unexpected(what: &str) -> EngineError {
+    EngineError::Unexpected(what.to_owned())
+}
+
+fn string(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        Value::VerbatimString { text, .. } => Some(text),
+        _ => None,
+    }
+}
+
+fn int(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) if *n >= 0 => Some(*n as u64),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn next_due(value: Option<Value>) -> Option<u64> {
+    match value {
+        Some(Value::Int(n)) if n >= 0 => Some(n as u64),
+        _ => None,
+    }
+}
+
+/// A job as the scripts return it (`view` in lib.lua), with its lease.
+struct JobView {
+    job: Job,
+    lease: Option<Lease>,
+}
+
+/// Decodes a script's job view: id, key, seq, state, attempts, max_attempts,
+/// lease_no, lease_token, lease_expires_at, created_at, available_at,
+/// started_at, finished_at, last_error, result, payload. `None` for an empty
+/// array (no such job).
+fn job_view(queue: &QueueRef, value: Value) -> Option<JobView> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    if items.len() < 16 {
+        return None;
+    }
+    let mut items = items.into_iter();
+    let mut next = || items.next().unwrap_or(Value::Nil);
+    let id = string(next())?;
+    let key = string(next()).unwrap_or_default();
+    let seq = int(&next())?;
+    let mut state = JobState::parse(&string(next())?)?;
+    let attempts = int(&next()).unwrap_or(0) as u32;
+    let max_attempts = int(&next()).unwrap_or(0) as u32;
+    let lease_no = int(&next());
+    let lease_token = string(next());
+    let lease_expires_at = int(&next());
+    let created_at = int(&next())?;
+    let available_at = int(&next());
+    let started_at = int(&next());
+    let finished_at = int(&next());
+    let last_error = string(next());
+    let result = string(next());
+    let payload = string(next())?;
+    if state == JobState::Delayed && available_at.is_some_and(|at| at <= super::model::now_ms()) {
+        state = JobState::Queued;
+    }
+    let raw = |text: Option<String>| text.and_then(|t| RawValue::from_string(t).ok());
+    let lease = match (lease_no, lease_token) {
+        (Some(number), Some(token)) if state == JobState::Active => Some(Lease { number, token }),
+        _ => None,
+    };
+    let job = Job {
+        id,
+        queue: queue.name.as_str().to_owned(),
+        key,
+        seq,
+        state,
+        payload: RawValue::from_string(payload).ok()?,
+        attempts,
+        max_attempts,
+        result: raw(result),
+        last_error,
+        created_at: rfc3339_ms(created_at),
+        started_at: started_at.map(rfc3339_ms),
+        finished_at: finished_at.map(rfc3339_ms),
+        available_at: available_at
+            .filter(|_| state == JobState::Delayed)
+            .map(rfc3339_ms),
+        lease: None,
+        lease_expires_at: lease_expires_at
+            .filter(|_| state == JobState::Active)
+            .map(rfc3339_ms),
+    };
+    Some(JobView { job, lease })
+}
+
+fn job_from_value(queue: &QueueRef, value: Value) -> Option<Job> {
+    job_view(queue, value).map(|v| v.job)
+}
+
+/// Decodes `{ outcome, job }` replies.
+fn outcome_and_job(queue: &QueueRef, reply: Vec<Value>) -> (String, Option<Job>) {
+    let mut items = reply.into_iter();
+    let outcome = items.next().and_then(string).unwrap_or_default();
+    let job = items.next().and_then(|v| job_from_value(queue, v));
+    (outcome, job)
+}
+
+fn transition(outcome: String, job: Option<Job>) -> Transition {
+    match (outcome.as_str(), job) {
+        ("lease_lost", job) => Transition::LeaseLost(job),
+        (_, Some(job)) => Transition::Done(job),
+        (_, None) => Transition::LeaseLost(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::model::QueueName;
+
+    fn engine(groups: u32) -> Engine {
+        let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
+        let conn = ConnectionManager::new_lazy_with_config(client, Default::default()).unwrap();
+        Engine::new(RedisConn::Single(conn), "P", groups)
+    }
+
+    #[actix_web::test]
+    async fn a_queue_keys_and_its_group_keys_share_one_hash_tag() {
+        let engine = engine(64);
+        let queue = QueueRef::new("owner-1", QueueName::parse("emails").unwrap());
+        let keys = engine.keys(&queue).keys;
+        let tag = format!("{{g{}}}", engine.group_of(&queue));
+        for key in &keys {
+            let open = key.find('{').unwrap();
+            let close = key[open..].find('}').unwrap() + open;
+            assert_eq!(&key[open..=close], tag, "{key}");
+        }
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+    }
+
+    #[actix_web::test]
+    async fn queues_spread_over_every_group() {
+        let engine = engine(16);
+        let groups: std::collections::HashSet<u32> = (0..400)
+            .map(|i| {
+                let name = QueueName::parse(&format!("q{i}")).unwrap();
+                engine.group_of(&QueueRef::new("owner", name))
+            })
+            .collect();
+        assert_eq!(groups.len(), 16);
+    }
+}

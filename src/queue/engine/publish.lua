@@ -1,0 +1,117 @@
+-- publish: append jobs to the tails of their lanes, all or nothing.
+-- ARGV: qid, idempotency window (s), n, then n groups of 6:
+--   id, lane key, payload, delay_ms, max_attempts, KEYS index of the job's
+--   idempotency key (0 = none; those keys follow the queue's fixed keys).
+-- Returns, per job: seq, created_at, and '' or the id of the job the
+-- idempotency key already names (then nothing was written for it).
+-- Per run, not per job: one HINCRBY for the seqs (consecutive, in run order),
+-- one write per lane, one ZADD per index.
+local now = clock()
+local window, n = tonumber(ARGV[2]), tonumber(ARGV[3])
+
+-- Values per call are bounded by Lua's C stack (about 8,000): in chunks.
+local function variadic(cmd, key, values)
+  for i = 1, #values, 2000 do
+    redis.call(cmd, key, unpack(values, i, math.min(i + 1999, #values)))
+  end
+end
+
+-- Pass 1: idempotency keys, in order (a key repeated within the run names
+-- the run's first job). A key naming a job that no longer exists (its queue
+-- was deleted and created again) does not count.
+local original, claimed, fresh = {}, {}, 0
+for i = 0, n - 1 do
+  local o = 4 + i * 6
+  local ki = tonumber(ARGV[o + 5])
+  local orig = false
+  if ki > 0 then
+    local ik = KEYS[ki]
+    local prev = claimed[ik] or redis.call('GET', ik)
+    if prev and (claimed[ik] or redis.call('HEXISTS', K_JOBS, prev) == 1) then
+      orig = prev
+    else
+      redis.call('SET', ik, ARGV[o], 'EX', window)
+      claimed[ik] = ARGV[o]
+    end
+  end
+  original[i] = orig
+  if not orig then
+    fresh = fresh + 1
+  end
+end
+local seq = 0
+if fresh > 0 then
+  seq = redis.call('HINCRBY', K_META, 'seq', fresh) - fresh
+end
+
+-- Pass 2: records chained per lane, then lanes and indexes.
+local out, records, bodies, members, delayed = {}, {}, {}, {}, {}
+local lanes, last = {}, {}
+for i = 0, n - 1 do
+  local o = 4 + i * 6
+  if original[i] then
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+    out[#out + 1] = original[i]
+  else
+    local id, lane, payload = ARGV[o], ARGV[o + 1], ARGV[o + 2]
+    local delay, max_attempts = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+    seq = seq + 1
+    local r = { lane, seq, 'queued', 0, max_attempts, 0, false, false, now, false, false, false, false, false, false }
+    if delay > 0 then
+      r[R_STATE], r[R_AVAIL] = 'delayed', now + delay
+      delayed[#delayed + 1] = now + delay
+      delayed[#delayed + 1] = id
+    end
+    records[id] = r
+    records[#records + 1] = id
+    bodies[#bodies + 1] = id
+    bodies[#bodies + 1] = payload
+    members[#members + 1] = seq
+    members[#members + 1] = id
+    if last[lane] then
+      records[last[lane]][R_NEXT] = id
+    else
+      lanes[#lanes + 1] = lane
+      lanes[lane] = { first = id, count = 0, available = r[R_AVAIL] or now }
+    end
+    last[lane] = id
+    lanes[lane].count = lanes[lane].count + 1
+    out[#out + 1] = seq
+    out[#out + 1] = now
+    out[#out + 1] = ''
+  end
+end
+if fresh == 0 then
+  return out
+end
+local packed = {}
+for _, id in ipairs(records) do
+  packed[#packed + 1] = id
+  packed[#packed + 1] = cmsgpack.pack(unpack(records[id], 1, R_SIZE))
+end
+variadic('HSET', K_JOBS, packed)
+variadic('HSET', K_BODY, bodies)
+for _, lane in ipairs(lanes) do
+  local run = lanes[lane]
+  local l = lane_get(lane)
+  if l then
+    local tail = get(l[2])
+    if tail then
+      tail[R_NEXT] = run.first
+      put(l[2], tail)
+    end
+    lane_put(lane, { l[1], last[lane], l[3] + run.count })
+  else
+    lane_put(lane, { run.first, last[lane], run.count })
+    ready_lane(lane, run.available, now)
+  end
+end
+variadic('ZADD', K_ORDER, members)
+variadic('ZADD', K_PENDING, members)
+if #delayed > 0 then
+  variadic('ZADD', K_DELAYED, delayed)
+end
+redis.call('ZADD', K_LIVE, 'NX', now, QID)
+rate_add('published', now, fresh)
+return out

@@ -1,0 +1,117 @@
+//! `publish`: appends jobs to the tails of their lanes (`publish.lua`).
+
+use futures_util::future::try_join_all;
+use redis::Value;
+
+use super::{Engine, EngineResult, EngineScript, FIRST_EXTRA_KEY, int, string, unexpected};
+use crate::queue::model::QueueRef;
+
+static SCRIPT: EngineScript = EngineScript::new(include_str!("publish.lua"));
+
+/// A job to publish.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub queue: QueueRef,
+    pub id: String,
+    pub key: String,
+    /// The payload's exact JSON text.
+    pub payload: String,
+    pub delay_ms: u64,
+    pub max_attempts: u32,
+    /// The client's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// What publish did with a job.
+#[derive(Debug, Clone)]
+pub enum Published {
+    /// Enqueued with this seq.
+    New { seq: u64, created_at_ms: u64 },
+    /// Not enqueued: the idempotency key already names this job.
+    Duplicate { original_id: String },
+}
+
+impl Engine {
+    /// Appends jobs to their lanes, one atomic script run per queue (the runs
+    /// of different queues are pipelined); order is kept within a queue. A
+    /// job whose idempotency key was seen within `idempotency_window_s` is
+    /// not enqueued again. Replies are in the order of `jobs`.
+    pub async fn publish(
+        &self,
+        jobs: &[NewJob],
+        idempotency_window_s: u64,
+    ) -> EngineResult<Vec<Published>> {
+        // Jobs by queue, in first-appearance order, keeping their positions.
+        let mut by_queue: Vec<(&QueueRef, Vec<usize>)> = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            match by_queue.iter_mut().find(|(q, _)| **q == job.queue) {
+                Some((_, positions)) => positions.push(i),
+                None => by_queue.push((&job.queue, vec![i])),
+            }
+        }
+        let runs = by_queue.iter().map(|(queue, positions)| {
+            let batch: Vec<&NewJob> = positions.iter().map(|&i| &jobs[i]).collect();
+            self.publish_queue(queue, batch, idempotency_window_s)
+        });
+        let results = try_join_all(runs).await?;
+        let mut out: Vec<Option<Published>> = vec![None; jobs.len()];
+        for ((_, positions), published) in by_queue.iter().zip(results) {
+            for (&i, p) in positions.iter().zip(published) {
+                out[i] = Some(p);
+            }
+        }
+        out.into_iter()
+            .map(|p| p.ok_or_else(|| unexpected("publish reply is short")))
+            .collect()
+    }
+
+    async fn publish_queue(
+        &self,
+        queue: &QueueRef,
+        jobs: Vec<&NewJob>,
+        idempotency_window_s: u64,
+    ) -> EngineResult<Vec<Published>> {
+        let mut invocation = self.invocation(&SCRIPT, queue);
+        invocation.arg(idempotency_window_s.max(1)).arg(jobs.len());
+        let base = self.queue_base(queue);
+        let mut extra_keys = 0;
+        for job in &jobs {
+            let key_index = match &job.idempotency_key {
+                Some(key) => {
+                    invocation.key(format!("{base}i:{key}"));
+                    extra_keys += 1;
+                    FIRST_EXTRA_KEY - 1 + extra_keys
+                }
+                None => 0,
+            };
+            invocation
+                .arg(&job.id)
+                .arg(&job.key)
+                .arg(&job.payload)
+                .arg(job.delay_ms)
+                .arg(job.max_attempts)
+                .arg(key_index);
+        }
+        let reply: Vec<Value> = self.run(&invocation).await?;
+        let mut items = reply.into_iter();
+        let mut published = Vec::with_capacity(jobs.len());
+        while let (Some(seq), Some(at), Some(original)) = (items.next(), items.next(), items.next())
+        {
+            let original = string(original).unwrap_or_default();
+            published.push(if original.is_empty() {
+                Published::New {
+                    seq: int(&seq).ok_or_else(|| unexpected("publish seq"))?,
+                    created_at_ms: int(&at).ok_or_else(|| unexpected("publish time"))?,
+                }
+            } else {
+                Published::Duplicate {
+                    original_id: original,
+                }
+            });
+        }
+        if published.len() != jobs.len() {
+            return Err(unexpected("publish reply is short"));
+        }
+        Ok(published)
+    }
+}

@@ -1,0 +1,27 @@
+-- recover: leases of this queue that expired (a crashed or stalled holder)
+-- go back to the HEAD of their lanes with attempts kept; a job whose expired
+-- lease was its last attempt is exhausted per the queue policy instead.
+-- ARGV: qid, max jobs to recover in this run.
+-- Returns the number of jobs recovered.
+local now = clock()
+local max = tonumber(ARGV[2])
+local recovered = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, max)) do
+  redis.call('ZREM', K_LEASES, id)
+  local r = get(id)
+  if r and r[R_STATE] == 'active' then
+    r[R_TOK], r[R_LEXP] = false, false
+    r[R_ERR] = 'lease expired before an outcome was reported'
+    if (r[R_ATT] or 0) >= (r[R_MAX] or 1) then
+      exhaust(id, r, r[R_KEY], now)
+    else
+      r[R_STATE] = 'queued'
+      put(id, r)
+      ready_lane(r[R_KEY], now, now)
+    end
+    recovered = recovered + 1
+  end
+end
+reindex_leases()
+settle_live()
+return recovered

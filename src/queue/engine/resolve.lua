@@ -1,0 +1,43 @@
+-- resolve: the owner resolves a stopped job.
+--   retry: a blocked head becomes startable again (attempts reset); a dead
+--          job goes back into its lane where its seq belongs (a redrive of one).
+--   skip:  a blocked head is dead-lettered and its lane continues.
+-- ARGV: qid, id, action ('retry' | 'skip').
+-- Returns { 'ok' | 'not_found' | 'conflict', job-or-empty }.
+local now = clock()
+local id, action = ARGV[2], ARGV[3]
+local r = get(id)
+if not r then
+  return { 'not_found', {} }
+end
+local state, lane = r[R_STATE], r[R_KEY]
+if action == 'retry' and state == 'blocked' then
+  redis.call('ZREM', K_BLOCKED, id)
+  r[R_STATE], r[R_ATT] = 'queued', 0
+  put(id, r)
+  ready_lane(lane, now, now)
+  return { 'ok', view(id, r, true) }
+end
+if action == 'retry' and state == 'dead' then
+  redis.call('ZREM', K_DEAD, id)
+  r[R_STATE], r[R_ATT], r[R_AVAIL], r[R_FINISHED] = 'queued', 0, now, false
+  redis.call('ZADD', K_PENDING, r[R_SEQ], id)
+  redis.call('ZADD', K_LIVE, 'NX', now, QID)
+  if insert_in_order(lane, id, r) then
+    ready_lane(lane, now, now)
+  end
+  return { 'ok', view(id, r, true) }
+end
+if action == 'skip' and state == 'blocked' then
+  redis.call('ZREM', K_BLOCKED, id)
+  r[R_STATE], r[R_FINISHED] = 'dead', now
+  put(id, r)
+  redis.call('ZADD', K_DEAD, r[R_SEQ], id)
+  redis.call('ZREM', K_PENDING, id)
+  redis.call('ZREM', K_READY, lane)
+  ready_next(lane, lane_pop(lane, id, r), now)
+  reindex()
+  settle_live()
+  return { 'ok', view(id, r, true) }
+end
+return { 'conflict', view(id, r, true) }
