@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
 # Runs Orderly locally (ORDERLY_ENV=dev; debug build, --release for an
-# optimised one) with its own Redis and MongoDB-protocol
-# server. Ctrl-C stops everything. Set REDIS_URL / MONGODB_URI to use yours.
+# optimised one) with its own Redis and MongoDB-protocol server; --cluster
+# runs it on a local 3-master Redis Cluster instead of one Redis. Ctrl-C stops
+# everything. Set REDIS_URL / REDIS_CLUSTER_NODES / MONGODB_URI to use yours.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
 cd "$ROOT"
 require_rust
-start_services
-
 # The debug profile builds in about half the time of a release build, which is
 # what a first run needs; --release builds the optimised binary.
 PROFILE=debug
-if [ "${1:-}" = "--release" ]; then PROFILE=release; fi
+CLUSTER=""
+for arg in "$@"; do
+  case "$arg" in
+    --release) PROFILE=release ;;
+    --cluster) CLUSTER=1 ;;
+    *) die "unknown option $arg (use --release and/or --cluster)" ;;
+  esac
+done
+start_services
+if [ -n "$CLUSTER" ]; then
+  start_cluster 3 0
+  export ORDERLY__REDIS__CLUSTER_NODES="$REDIS_CLUSTER_NODES"
+fi
 log "building orderly ($PROFILE)"
 if [ "$PROFILE" = release ]; then
   cargo build --release --locked --bin orderly

@@ -160,3 +160,60 @@ start_orderly() {
   done
   log "orderly on $ORDERLY_URL (log: $RUN_DIR/orderly-$port.log)"
 }
+
+# free_cluster_port: a free loopback port P <= 55535 whose cluster bus port
+# P + 10000 is free too.
+free_cluster_port() {
+  python3 - <<'PY'
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+for _ in range(2000):
+    p = random.randint(20000, 55535)
+    if free(p) and free(p + 10000):
+        print(p); break
+else:
+    raise SystemExit("no free port pair for a cluster node")
+PY
+}
+
+# start_cluster [MASTERS] [REPLICAS_PER_MASTER]: a local Redis Cluster from
+# Debian's redis-server (AOF everysec, like start_redis) on free loopback
+# ports; waits for cluster_state:ok and exports REDIS_CLUSTER_NODES
+# (comma-separated redis:// URLs). Stopped with the other services.
+# Honours an existing REDIS_CLUSTER_NODES (nothing is started then).
+start_cluster() {
+  if [ -n "${REDIS_CLUSTER_NODES:-}" ]; then log "using Redis Cluster at $REDIS_CLUSTER_NODES"; return; fi
+  ensure_redis_installed
+  local masters=${1:-3} replicas=${2:-0} n port nodes=() urls=()
+  for ((n = 0; n < masters * (1 + replicas); n++)); do
+    port=$(free_cluster_port)
+    mkdir -p "$RUN_DIR/cluster/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$RUN_DIR/cluster/$port" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --appendonly yes --appendfsync everysec --save "" --maxclients 10000 \
+      --logfile "$RUN_DIR/cluster/$port.log" --daemonize no &
+    SERVICE_PIDS+=($!)
+    wait_for_port "$port" 20 "redis-server (cluster node)" "$RUN_DIR/cluster/$port.log"
+    nodes+=("127.0.0.1:$port")
+    urls+=("redis://127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas "$replicas" --cluster-yes \
+    >"$RUN_DIR/cluster/create.log" 2>&1 || { cat "$RUN_DIR/cluster/create.log" >&2; die "redis-cli --cluster create failed"; }
+  local deadline=$((SECONDS + 30)) node
+  for node in "${nodes[@]}"; do
+    until redis-cli -h 127.0.0.1 -p "${node##*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; do
+      [ "$SECONDS" -lt "$deadline" ] || die "cluster did not reach cluster_state:ok"
+      sleep 0.2
+    done
+  done
+  REDIS_CLUSTER_NODES=$(IFS=,; echo "${urls[*]}")
+  export REDIS_CLUSTER_NODES
+  log "redis cluster ($masters masters, $replicas replica(s) each) on $REDIS_CLUSTER_NODES"
+}

@@ -29,5 +29,13 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-log "cargo test"
-cargo test --locked --all-targets -- "$@"
+log "cargo test (one Redis)"
+cargo test --locked --all-targets -- --skip cluster:: "$@"
+
+# The same push, pull, job and crash scenarios again with every Orderly on a
+# local 3-master Redis Cluster, plus the cluster-only tests (spread over the
+# masters, a failover on a 6-node cluster of the test's own).
+log "cargo test (Redis Cluster)"
+start_cluster 3 0
+ORDERLY_TEST_CLUSTER_NODES="$REDIS_CLUSTER_NODES" \
+  cargo test --locked --test api -- push:: pull:: jobs:: crash:: cluster:: "$@"

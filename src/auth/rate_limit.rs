@@ -56,18 +56,18 @@ impl LoginLimiter {
         if let Some(ip) = ip {
             keys.push((self.ip_key(ip), self.settings.login_failures_per_ip));
         }
-        let mut pipe = redis::pipe();
-        for (key, _) in &keys {
+        // One pipeline per key (a Redis Cluster refuses pipelines across
+        // slots), sent concurrently: the count (nil when absent), its TTL.
+        let reads = keys.iter().map(|(key, _)| {
+            let mut redis = self.redis.clone();
+            let mut pipe = redis::pipe();
             pipe.get(key).ttl(key);
-        }
-        // Replies alternate: count (nil when absent), then its TTL in seconds.
-        let replies: Vec<Option<i64>> = pipe.query_async(&mut self.redis.clone()).await?;
-        let windows = replies.chunks(2).map(|pair| {
-            (
-                pair[0].unwrap_or(0),
-                pair.get(1).copied().flatten().unwrap_or(1),
-            )
+            async move { pipe.query_async::<(Option<i64>, Option<i64>)>(&mut redis).await }
         });
+        let replies = futures_util::future::try_join_all(reads).await?;
+        let windows = replies
+            .into_iter()
+            .map(|(count, ttl)| (count.unwrap_or(0), ttl.unwrap_or(1)));
         let retry_after_s = keys
             .iter()
             .zip(windows)
@@ -83,16 +83,16 @@ impl LoginLimiter {
     /// Counts one failed attempt against the email and the address.
     pub async fn record_failure(&self, email: &str, ip: Option<IpAddr>) -> redis::RedisResult<()> {
         let window = self.settings.login_window_s as i64;
-        let mut pipe = redis::pipe();
-        let mut count = |key: String| {
+        let keys = std::iter::once(self.email_key(email)).chain(ip.map(|ip| self.ip_key(ip)));
+        // One pipeline per key: a Redis Cluster refuses them across slots.
+        let writes = keys.map(|key| {
+            let mut redis = self.redis.clone();
+            let mut pipe = redis::pipe();
             pipe.incr(&key, 1).ignore();
             pipe.cmd("EXPIRE").arg(&key).arg(window).arg("NX").ignore();
-        };
-        count(self.email_key(email));
-        if let Some(ip) = ip {
-            count(self.ip_key(ip));
-        }
-        pipe.query_async::<()>(&mut self.redis.clone()).await
+            async move { pipe.query_async::<()>(&mut redis).await }
+        });
+        futures_util::future::try_join_all(writes).await.map(drop)
     }
 
     /// Forgets the email's failures after a successful login.

@@ -58,24 +58,14 @@ fn assert_lanes_in_order(seen: &[Seen]) {
     }
 }
 
-async fn leases_held(settings: &orderly::configuration::Settings) -> u64 {
-    let client = redis::Client::open(settings.redis.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let pattern = format!("{}:{{*}}:leases", settings.redis.key_prefix);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(pattern)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut held = 0;
-    for key in keys {
-        held += redis::cmd("ZCARD")
-            .arg(key)
-            .query_async::<u64>(&mut conn)
-            .await
-            .unwrap();
-    }
-    held
+/// Leases held in the queue `q` of `owner`, read through the engine.
+async fn leases_held(settings: &orderly::configuration::Settings, owner: &str) -> u64 {
+    let engine = orderly::queue::engine::Engine::connect(&settings.redis).unwrap();
+    let queue = orderly::queue::model::QueueRef::new(
+        owner,
+        orderly::queue::model::QueueName::parse("q").unwrap(),
+    );
+    engine.stats(&queue).await.unwrap().active
 }
 
 #[actix_web::test]
@@ -174,7 +164,11 @@ async fn sigterm_lets_in_flight_deliveries_finish_and_exits_zero() {
 
     let status = process.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}");
-    assert_eq!(leases_held(&settings).await, 0, "a lease was left behind");
+    assert_eq!(
+        leases_held(&settings, &user.id).await,
+        0,
+        "a lease was left behind"
+    );
     let at_exit = receiver.seen().len();
 
     let next = OrderlyProcess::start(&settings).await;
@@ -215,7 +209,11 @@ async fn sigterm_past_the_grace_period_releases_leases_to_the_lane_heads() {
 
     let status = process.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status:?}");
-    assert_eq!(leases_held(&settings).await, 0, "a lease was left behind");
+    assert_eq!(
+        leases_held(&settings, &user.id).await,
+        0,
+        "a lease was left behind"
+    );
 
     let next = OrderlyProcess::start(&settings).await;
     let api = next.client(&settings).await;

@@ -31,6 +31,17 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The local Redis Cluster the cluster run of the suite uses
+/// (`ORDERLY_TEST_CLUSTER_NODES`, comma-separated; scripts/test.sh sets it).
+pub fn cluster_nodes() -> Vec<String> {
+    std::env::var("ORDERLY_TEST_CLUSTER_NODES")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 pub fn mongodb_uri() -> String {
     std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
 }
@@ -43,6 +54,8 @@ pub fn test_settings() -> Settings {
     settings.server.host = "127.0.0.1".into();
     settings.server.port = 0;
     settings.redis.url = redis_url();
+    // In the cluster run every app uses the cluster instead.
+    settings.redis.cluster_nodes = cluster_nodes();
     settings.redis.key_prefix = format!("test-{unique}");
     settings.mongodb.uri = mongodb_uri();
     settings.mongodb.database = format!("orderly_test_{unique}");
@@ -58,6 +71,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut settings = test_settings();
     adjust(&mut settings);
+    if settings.redis.url != redis_url() {
+        // The test runs its own Redis server: one server, not the cluster.
+        settings.redis.cluster_nodes.clear();
+    }
     let app = Application::build(settings.clone())
         .await
         .expect("application builds");

@@ -30,6 +30,10 @@ impl OrderlyProcess {
                 settings.server.shutdown_grace_s.to_string(),
             )
             .env("ORDERLY__REDIS__URL", &settings.redis.url)
+            .env(
+                "ORDERLY__REDIS__CLUSTER_NODES",
+                settings.redis.cluster_nodes.join(","),
+            )
             .env("ORDERLY__REDIS__KEY_PREFIX", &settings.redis.key_prefix)
             .env("ORDERLY__MONGODB__URI", &settings.mongodb.uri)
             .env("ORDERLY__MONGODB__DATABASE", &settings.mongodb.database)
