@@ -31,3 +31,4 @@ log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 log "cargo test"
 cargo test --locked --all-targets -- "$@"
+if [ $# -eq 0 ] || [[ " $* " == *console* ]]; then "$ROOT/scripts/console_test.sh"; fi  # the console in headless Chromium

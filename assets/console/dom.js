@@ -1,7 +1,7 @@
 // Building the page. Everything the console shows goes through h(), which
 // turns every non-Node child into a text node: user data (payloads, keys,
-// queue names, error messages) can never become markup. Nothing in the
-// console assigns innerHTML, outerHTML or calls insertAdjacentHTML.
+// queue names, error messages) can never become markup. No console script
+// parses an HTML string (tests/api/console.rs checks it).
 
 /** An element with attributes, listeners (`onclick`, …) and children. */
 export function h(tag, props = {}, ...children) {

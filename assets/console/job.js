@@ -5,6 +5,8 @@ import { api } from "./api.js";
 import { badge, button, count, fields, fill, h, json, link, time } from "./dom.js";
 import { REFRESH_MS } from "./queues.js";
 
+const none = () => h("p", { class: "muted" }, "None.");
+
 /** What the job's lease looks like from outside. */
 function lease(job) {
   if (job.state !== "active") return "not leased";
@@ -28,7 +30,7 @@ export function render(ctx) {
   const [id] = ctx.params;
   const crumbs = h("p", { class: "crumbs" }, link("Queues", "queues"), " / ");
   const head = h("div", { class: "title" });
-  const body = h("div");
+  const body = h("div", { class: "cards" });
   ctx.root.append(crumbs, head, body);
   let shown;
 
@@ -63,12 +65,12 @@ export function render(ctx) {
         ]),
       ),
       h("section", { class: "card", id: "job-payload" }, h("h2", {}, "Payload"), json(job.payload)),
-      h("section", { class: "card", id: "job-result" }, h("h2", {}, "Result"), json(job.result)),
+      h("section", { class: "card", id: "job-result" }, h("h2", {}, "Result"), job.result === null ? none() : json(job.result)),
       h(
         "section",
         { class: "card", id: "job-error" },
         h("h2", {}, "Last error"),
-        job.last_error === null ? h("p", { class: "muted" }, "None.") : h("pre", { class: "error-text" }, job.last_error),
+        job.last_error === null ? none() : h("pre", { class: "error-text" }, job.last_error),
       ),
     );
   }

@@ -14,9 +14,9 @@ import { REFRESH_MS, queueState } from "./queues.js";
 const JOB_STATES = ["", "queued", "delayed", "active", "retrying", "blocked", "completed", "dead", "cancelled"];
 const PAGE = 50;
 
-/** A job's id as a link to its page (shortened; the full id is the tooltip). */
+/** A job's id as a link to its page (its last 8 hex digits; the full id is the tooltip). */
 function jobLink(job) {
-  const a = link(`…${job.id.slice(-12)}`, "jobs", job.id);
+  const a = link(`…${job.id.split(".")[0].slice(-8)}`, "jobs", job.id);
   a.title = job.id;
   a.classList.add("mono");
   return a;
@@ -74,6 +74,88 @@ const settings = {
       ["Created", time(q.created_at)],
       ["Updated", time(q.updated_at)],
     ]),
+};
+
+/** Loads an optional part of the API; null (section hidden) while the server has no such route. */
+function optional(fetch) {
+  let missing = false;
+  return async (...args) => {
+    if (missing) return null;
+    try {
+      return await fetch(...args);
+    } catch (e) {
+      if (e.status !== 404 && e.status !== 405) throw e;
+      missing = true;
+      return null;
+    }
+  };
+}
+
+const lanes = {
+  id: "lanes",
+  title: "Lanes (stuck first)",
+  load: optional(async (ctx, name) => {
+    const answer = await api.lanes(name);
+    return Array.isArray(answer) ? answer : (answer?.lanes ?? []);
+  }),
+  render: (list, ctx, reload) =>
+    table(
+      [
+        ["Lane", key],
+        ["State", (l) => badge(l.state)],
+        ["Length", (l) => count(l.length)],
+        ["Head", (l) => (l.head ? jobLink(l.head) : "—")],
+        ["Attempts", (l) => (l.head ? count(l.head.attempts) : "—")],
+        ["Last error", (l) => (l.head ? lastError(l.head) : "—")],
+        ["Head age", (l) => duration(l.head_age_ms)],
+        [
+          "",
+          (l) =>
+            h(
+              "div",
+              { class: "actions" },
+              l.state === "paused"
+                ? button("Resume", () => ctx.act(() => api.resumeLane(ctx.params[0], l.key), "Lane resumed.").then(reload))
+                : button("Pause", () => ctx.act(() => api.pauseLane(ctx.params[0], l.key), "Lane paused.").then(reload), {
+                    class: "secondary",
+                  }),
+              l.state === "blocked" &&
+                l.head && [
+                  button("Retry", () => ctx.act(() => api.retry(l.head.id), "Queued again.").then(reload)),
+                  button("Skip", () => ctx.act(() => api.skip(l.head.id), "Skipped: the lane moves on.").then(reload), {
+                    class: "secondary",
+                  }),
+                ],
+            ),
+        ],
+      ],
+      list,
+      "No lane has unfinished jobs.",
+    ),
+};
+
+const schedules = {
+  id: "schedules",
+  title: "Schedules",
+  load: optional(async (ctx, name) => {
+    const answer = await api.schedules(name);
+    return Array.isArray(answer) ? answer : (answer?.schedules ?? []);
+  }),
+  render: (list) =>
+    table(
+      [
+        ["Name", (s) => s.name],
+        ["Cron", (s) => h("span", { class: "mono" }, s.cron)],
+        ["Timezone", (s) => s.timezone ?? "UTC"],
+        ["Lane", (s) => (s.key ? h("span", { class: "mono" }, s.key) : h("span", { class: "muted" }, "(none)"))],
+        ["Status", (s) => badge(s.paused ? "paused" : "running")],
+        ["Next run", (s) => time(s.next_run_at)],
+        ["Last run", (s) => time(s.last_run_at)],
+        ["Last job", (s) => (s.last_job_id ? jobLink({ id: s.last_job_id }) : "—")],
+      ],
+      list,
+      "No schedules.",
+    ),
 };
 
 const blocked = {
@@ -185,8 +267,8 @@ const jobs = {
   ],
 };
 
-/** The page, top to bottom. Lanes (§7.4) and schedules (§7.5) go here when the API has them. */
-const SECTIONS = [summary, blocked, dead, jobs, settings];
+/** The page, top to bottom: what needs an operator first. */
+const SECTIONS = [summary, lanes, blocked, dead, jobs, schedules, settings];
 
 export function render(ctx) {
   const [name] = ctx.params;
