@@ -27,6 +27,10 @@ ensure_browser
 log "cargo build --bin orderly"
 cargo build --locked --bin orderly
 start_services
+# A secret of this run, so the test can mint an expired token that Orderly would
+# otherwise have issued.
+ORDERLY__AUTH__JWT_SECRET="console-test-$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
+export ORDERLY__AUTH__JWT_SECRET
 start_orderly
 
 # A fresh browser profile; any Chromium still using it when the test ends
@@ -45,5 +49,5 @@ stop_browser() {
 trap stop_browser EXIT
 
 log "console browser test against $ORDERLY_URL"
-TZ=UTC CONSOLE_PROFILE_DIR="$PROFILE_DIR" CONSOLE_SCREENSHOTS="${CONSOLE_SCREENSHOTS:-$ROOT/docs/console}" \
+TZ=UTC CONSOLE_PROFILE_DIR="$PROFILE_DIR" CONSOLE_JWT_SECRET="$ORDERLY__AUTH__JWT_SECRET" CONSOLE_SCREENSHOTS="${CONSOLE_SCREENSHOTS:-$ROOT/docs/console}" \
   "$BROWSER_VENV/bin/python" tests/console/console_test.py </dev/null

@@ -22,6 +22,19 @@ function jobLink(job) {
   return a;
 }
 
+/** Retry a dead or blocked job: fresh attempts, in its seq place. */
+const retryButton = (job, ctx, reload) =>
+  button("Retry", () => ctx.act(() => api.retry(job.id), "Queued again in its seq place.").then(reload));
+
+/** Skip a blocked lane head: it is dead-lettered and the lane moves on. */
+const skipButton = (job, ctx, reload) =>
+  button("Skip", () => ctx.act(() => api.skip(job.id), "Skipped: dead-lettered, the lane moves on.").then(reload), {
+    class: "secondary",
+  });
+
+/** The list in a listing answer (`{"<field>": [...]}`, or a bare array). */
+const listed = (answer, field) => (Array.isArray(answer) ? answer : (answer?.[field] ?? []));
+
 const key = (job) => (job.key === "" ? h("span", { class: "muted" }, "(none)") : h("span", { class: "mono" }, job.key));
 const lastError = (job) => (job.last_error ? h("span", { class: "error-text" }, job.last_error) : "—");
 
@@ -94,10 +107,7 @@ function optional(fetch) {
 const lanes = {
   id: "lanes",
   title: "Lanes (stuck first)",
-  load: optional(async (ctx, name) => {
-    const answer = await api.lanes(name);
-    return Array.isArray(answer) ? answer : (answer?.lanes ?? []);
-  }),
+  load: optional(async (ctx, name) => listed(await api.lanes(name), "lanes")),
   render: (list, ctx, reload) =>
     table(
       [
@@ -120,12 +130,7 @@ const lanes = {
                     class: "secondary",
                   }),
               l.state === "blocked" &&
-                l.head && [
-                  button("Retry", () => ctx.act(() => api.retry(l.head.id), "Queued again.").then(reload)),
-                  button("Skip", () => ctx.act(() => api.skip(l.head.id), "Skipped: the lane moves on.").then(reload), {
-                    class: "secondary",
-                  }),
-                ],
+                l.head && [retryButton(l.head, ctx, reload), skipButton(l.head, ctx, reload)],
             ),
         ],
       ],
@@ -137,10 +142,7 @@ const lanes = {
 const schedules = {
   id: "schedules",
   title: "Schedules",
-  load: optional(async (ctx, name) => {
-    const answer = await api.schedules(name);
-    return Array.isArray(answer) ? answer : (answer?.schedules ?? []);
-  }),
+  load: optional(async (ctx, name) => listed(await api.schedules(name), "schedules")),
   render: (list) =>
     table(
       [
@@ -176,10 +178,8 @@ const blocked = {
             h(
               "div",
               { class: "actions" },
-              button("Retry", () => ctx.act(() => api.retry(j.id), "Queued again at the head of its lane.").then(reload)),
-              button("Skip", () => ctx.act(() => api.skip(j.id), "Skipped: dead-lettered, the lane moves on.").then(reload), {
-                class: "secondary",
-              }),
+              retryButton(j, ctx, reload),
+              skipButton(j, ctx, reload),
             ),
         ],
       ],
@@ -212,7 +212,7 @@ const dead = {
         ["Attempts", (j) => `${j.attempts}/${j.max_attempts}`],
         ["Last error", lastError],
         ["Died", (j) => time(j.finished_at)],
-        ["", (j) => button("Retry", () => ctx.act(() => api.retry(j.id), "Queued again.").then(reload))],
+        ["", (j) => retryButton(j, ctx, reload)],
       ],
       jobs,
       "No dead jobs.",

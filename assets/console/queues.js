@@ -30,13 +30,18 @@ export function render(ctx) {
   const updated = h("span", { class: "updated" });
   const list = h("div", { id: "queues", class: "table-wrap" }, h("p", { class: "empty" }, "Loading…"));
   ctx.root.append(h("div", { class: "title" }, h("h1", {}, "Queues"), updated), list);
+  let shown;
   ctx.every(REFRESH_MS, async () => {
     const { queues } = await api.queues();
     // One GET per queue for its stats; a queue deleted meanwhile shows without them.
     const withStats = await Promise.all(
       queues.map((queue) => api.queue(queue.name).catch((e) => (e.status === 404 ? queue : Promise.reject(e)))),
     );
-    fill(list, table(COLUMNS, withStats, "No queues yet. Publish a job or PUT /v1/queues/{name} to create one."));
     fill(updated, `${queues.length} queue${queues.length === 1 ? "" : "s"} · updated ${new Date().toLocaleTimeString()}`);
+    // Redrawn only on change, so a click never lands on a row being replaced.
+    const fingerprint = JSON.stringify(withStats);
+    if (fingerprint === shown) return;
+    shown = fingerprint;
+    fill(list, table(COLUMNS, withStats, "No queues yet. Publish a job or PUT /v1/queues/{name} to create one."));
   });
 }

@@ -62,16 +62,9 @@ async fn console_files(app: &TestApp) -> Vec<(String, String)> {
 #[actix_web::test]
 async fn the_console_page_runs_only_its_own_scripts() {
     let app = spawn_app().await;
-    let response = app.get("/console").await;
-    assert_eq!(response.status(), 200);
-    let csp = response.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let (csp, html) = app.page("/console").await;
     assert!(csp.contains("script-src 'self';"), "{csp}");
     assert!(!csp.contains("unsafe"), "{csp}");
-    let html = response.text().await.unwrap();
     assert_eq!(
         html.matches("<script").count(),
         html.matches("<script type=\"module\" src=\"/console/")

@@ -8,6 +8,9 @@ move on; a forged token sends them back to sign-in with a message. Along the
 way it takes the screenshots in docs/console/.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -57,6 +60,26 @@ def ok(method, path, body=None, token=None, expect=(200, 201, 202)):
     status, answer = http(method, path, body, token)
     assert status in expect, f"{method} {path} → {status} {answer}"
     return answer
+
+
+def jwt(claims):
+    """An HS256 token signed with this run's secret, as Orderly signs them."""
+    part = lambda value: base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=")  # noqa: E731
+    signing_input = part({"alg": "HS256", "typ": "JWT"}) + b"." + part(claims)
+    secret = os.environ["CONSOLE_JWT_SECRET"].encode()
+    signature = base64.urlsafe_b64encode(hmac.new(secret, signing_input, hashlib.sha256).digest()).rstrip(b"=")
+    return (signing_input + b"." + signature).decode()
+
+
+def expired_token(data):
+    """A correctly signed token for the user that expired a minute ago."""
+    user = ok("GET", "/v1/auth/me", token=data.token)["id"]
+    now = int(time.time())
+    fresh = jwt({"sub": user, "iat": now, "exp": now + 600, "iss": "orderly"})
+    assert http("GET", "/v1/auth/me", token=fresh)[0] == 200, "the minted token is not Orderly's"
+    expired = jwt({"sub": user, "iat": now - 3600, "exp": now - 60, "iss": "orderly"})
+    assert http("GET", "/v1/auth/me", token=expired)[0] == 401
+    return expired
 
 
 class Data:
@@ -178,6 +201,8 @@ def no_alert(driver):
 
 def sign_in(driver, data):
     driver.get(BASE + "/console")
+    driver.execute_script("sessionStorage.clear()")
+    driver.get(BASE + "/console#/signin")
     until("the sign-in form", lambda: driver.find_elements(By.CSS_SELECTOR, "form.signin"))
     driver.find_element(By.ID, "email").send_keys(data.email)
     driver.find_element(By.ID, "password").send_keys(data.password)
@@ -272,15 +297,16 @@ def run(driver, data):
     driver.get(BASE + "/console#/queues/no-such-queue")
     until("the not-found message", lambda: "no such queue" in notice(driver))
 
-    step("a forged token in sessionStorage sends the user back to sign-in with a message")
-    driver.get(BASE + "/console#/queues")
-    until("the queues page", lambda: row(driver, "#queues", "emails"))
     forged = data.token.rsplit(".", 1)[0] + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-    driver.execute_script("sessionStorage.setItem('orderly.console.token', arguments[0])", forged)
-    until("the sign-in page", lambda: driver.current_url.endswith("#/signin") and driver.find_elements(By.ID, "email"))
-    message = notice(driver)
-    assert "session has ended" in message.lower(), message
-    assert driver.execute_script("return sessionStorage.getItem('orderly.console.token')") is None
+    for what, token in (("an expired", expired_token(data)), ("a forged", forged)):
+        step(f"{what} token in sessionStorage sends the user back to sign-in with a message")
+        sign_in(driver, data)
+        until("the queues page", lambda: row(driver, "#queues", "emails"))
+        driver.execute_script("sessionStorage.setItem('orderly.console.token', arguments[0])", token)
+        until("the sign-in page", lambda: driver.current_url.endswith("#/signin") and driver.find_elements(By.ID, "email"))
+        message = notice(driver)
+        assert "session has ended" in message.lower(), message
+        assert driver.execute_script("return sessionStorage.getItem('orderly.console.token')") is None
 
     step("the browser logged no script error and no CSP violation")
     problems = [
