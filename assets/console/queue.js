@@ -9,7 +9,7 @@
 
 import { api } from "./api.js";
 import { append, badge, button, count, duration, fields, fill, h, link, table, time } from "./dom.js";
-import { REFRESH_MS, queueState } from "./queues.js";
+import { REFRESH_MS, attention, queueState } from "./queues.js";
 
 const JOB_STATES = ["", "queued", "delayed", "active", "retrying", "blocked", "completed", "dead", "cancelled"];
 const PAGE = 50;
@@ -50,8 +50,8 @@ const summary = {
         ["Waiting", count(stats.waiting)],
         ["Delayed", count(stats.delayed)],
         ["Active", count(stats.active)],
-        ["Blocked", count(stats.blocked)],
-        ["Dead", count(stats.dead)],
+        ["Blocked", attention(stats.blocked)],
+        ["Dead", attention(stats.dead)],
         ["Completed", count(stats.completed)],
         ["Cancelled", count(stats.cancelled)],
         ["Retried", count(stats.retried)],

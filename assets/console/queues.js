@@ -11,6 +11,11 @@ export function queueState(queue) {
   return badge(queue.paused ? "paused" : "running");
 }
 
+/** A count that needs an operator when it is not zero (blocked, dead). */
+export function attention(n) {
+  return n > 0 ? h("strong", { class: "error-text" }, count(n)) : count(n);
+}
+
 const COLUMNS = [
   ["Queue", (q) => link(q.name, "queues", q.name)],
   ["Delivery", (q) => q.delivery?.mode ?? "—"],
@@ -18,8 +23,8 @@ const COLUMNS = [
   ["Waiting", (q) => count(q.stats?.waiting)],
   ["Delayed", (q) => count(q.stats?.delayed)],
   ["Active", (q) => count(q.stats?.active)],
-  ["Blocked", (q) => count(q.stats?.blocked)],
-  ["Dead", (q) => count(q.stats?.dead)],
+  ["Blocked", (q) => attention(q.stats?.blocked)],
+  ["Dead", (q) => attention(q.stats?.dead)],
   ["Completed", (q) => count(q.stats?.completed)],
   ["Published/min", (q) => count(q.stats?.published_last_minute)],
   ["Completed/min", (q) => count(q.stats?.completed_last_minute)],

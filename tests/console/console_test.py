@@ -108,6 +108,15 @@ class Data:
             else:
                 ok("POST", f"/v1/jobs/{job['id']}/ack", {"lease": job["lease"], "result": {"sent": True}}, t)
 
+        # webhooks: attempts run out → the lane blocks behind its head.
+        ok("PUT", "/v1/queues/webhooks", {"delivery": {"mode": "pull"}, "max_attempts": 1, "on_exhausted": "block"}, t)
+        hooks = [{"payload": {"event": "invoice.paid", "n": n}, "key": "acct-7"} for n in range(2)]
+        self.blocked_id, self.behind_id = [j["id"] for j in ok("POST", "/v1/queues/webhooks/jobs/batch", {"jobs": hooks}, t)["jobs"]]
+        [head] = ok("POST", "/v1/queues/webhooks/claim", {"max_jobs": 1, "wait_ms": 0}, t)["jobs"]
+        assert head["id"] == self.blocked_id, head
+        nacked = ok("POST", f"/v1/jobs/{head['id']}/nack", {"lease": head["lease"], "error": "HTTP 410 from receiver"}, t)
+        assert nacked["state"] == "blocked", nacked
+
         # invoices: some throughput, some waiting.
         invoices = [{"payload": {"invoice": 1000 + n, "amount_cents": 1250 * n}, "key": f"customer-{n % 4}"} for n in range(12)]
         ok("POST", "/v1/queues/invoices/jobs/batch", {"jobs": invoices}, t)
@@ -292,6 +301,17 @@ def run(driver, data):
     claimed = ok("POST", "/v1/queues/emails/claim", {"max_jobs": 10, "wait_ms": 0}, token=data.token)["jobs"]
     assert data.dead_id in [j["id"] for j in claimed], f"the redriven job is not claimable: {claimed}"
     until("the job shown as active", lambda: (r := row(driver, "#section-jobs", "1")) and r["State"] == "active")
+
+    step("skip a blocked lane head and see the lane move on")
+    driver.get(BASE + "/console#/queues/webhooks")
+    until("the blocked head", lambda: driver.find_elements(By.CSS_SELECTOR, f'#section-blocked a[title="{data.blocked_id}"]'))
+    assert "HTTP 410 from receiver" in text_of(driver, "#section-blocked")
+    until("the skip button", lambda: driver.find_elements(By.XPATH, "//section[@id='section-blocked']//button[text()='Skip']"))[0].click()
+    until("the skip result", lambda: "Skipped" in notice(driver))
+    until("the blocked section gone", lambda: not driver.find_element(By.ID, "section-blocked").is_displayed())
+    until("the skipped job in the dead letters", lambda: driver.find_elements(By.CSS_SELECTOR, f'#section-dead a[title="{data.blocked_id}"]'))
+    claimed = ok("POST", "/v1/queues/webhooks/claim", {"max_jobs": 1, "wait_ms": 0}, token=data.token)["jobs"]
+    assert [j["id"] for j in claimed] == [data.behind_id], f"the lane did not move on: {claimed}"
 
     step("other API errors show the error's message")
     driver.get(BASE + "/console#/queues/no-such-queue")
