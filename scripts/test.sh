@@ -39,3 +39,4 @@ log "cargo test (Redis Cluster)"
 start_cluster 3 0
 ORDERLY_TEST_CLUSTER_NODES="$REDIS_CLUSTER_NODES" \
   cargo test --locked --test api -- push:: pull:: jobs:: crash:: cluster:: "$@"
+if [ $# -eq 0 ] || [[ " $* " == *console* ]]; then "$ROOT/scripts/console_test.sh"; fi  # the console in headless Chromium

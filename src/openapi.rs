@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, consumers, dead, docs, health, jobs, metrics, queues};
+use crate::routes::{auth, console, consumers, dead, docs, health, jobs, metrics, queues};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,8 @@ use crate::routes::{auth, consumers, dead, docs, health, jobs, metrics, queues};
         docs::openapi_json,
         docs::page,
         docs::asset,
+        console::page,
+        console::asset,
         auth::register,
         auth::login,
         auth::me,
@@ -55,7 +57,7 @@ use crate::routes::{auth, consumers, dead, docs, health, jobs, metrics, queues};
         (name = "jobs", description = "Publishing, reading, listing and cancelling jobs"),
         (name = "consumers", description = "Pull delivery: claim, then ack / nack / extend under a fenced lease"),
         (name = "dead letters", description = "Dead and blocked jobs: list, redrive, retry, skip"),
-        (name = "operations", description = "Health, readiness, metrics and this documentation"),
+        (name = "operations", description = "Health, readiness, metrics, this documentation and the operators' console"),
     )
 )]
 pub struct ApiDoc;

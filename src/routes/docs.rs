@@ -4,28 +4,29 @@
 
 use std::sync::LazyLock;
 
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY};
+use actix_web::http::header::CONTENT_SECURITY_POLICY;
 use actix_web::{HttpResponse, web};
 
+use super::embedded::{self, Asset, CSS, JAVASCRIPT};
 use crate::error::ApiError;
 
 static SPEC: LazyLock<String> = LazyLock::new(crate::openapi::spec_json);
 
 /// The page and what it loads; names are the `{asset}` path segment.
-const ASSETS: &[(&str, &str, &[u8])] = &[
+const ASSETS: &[Asset] = &[
     (
         "swagger-ui-bundle.js",
-        "text/javascript; charset=utf-8",
+        JAVASCRIPT,
         include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js"),
     ),
     (
         "swagger-ui.css",
-        "text/css; charset=utf-8",
+        CSS,
         include_bytes!("../../assets/swagger-ui/swagger-ui.css"),
     ),
     (
         "init.js",
-        "text/javascript; charset=utf-8",
+        JAVASCRIPT,
         include_bytes!("../../assets/docs/init.js"),
     ),
     (
@@ -65,12 +66,5 @@ pub async fn page() -> HttpResponse {
         (status = 404, description = "No such asset", body = crate::error::ErrorBody),
     ))]
 pub async fn asset(name: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let (_, content_type, body) = ASSETS
-        .iter()
-        .find(|(asset, _, _)| *asset == name.as_str())
-        .ok_or_else(|| ApiError::not_found("no such asset"))?;
-    Ok(HttpResponse::Ok()
-        .content_type(*content_type)
-        .insert_header((CACHE_CONTROL, "public, max-age=3600"))
-        .body(*body))
+    embedded::serve(ASSETS, &name, "public, max-age=3600")
 }

@@ -3,9 +3,11 @@
 //! here, in one table that also lists them for the OpenAPI coverage test.
 
 pub mod auth;
+pub mod console;
 pub mod consumers;
 pub mod dead;
 pub mod docs;
+mod embedded;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
@@ -45,6 +47,8 @@ route_table! {
     "/openapi.json" => { get: docs::openapi_json },
     "/docs" => { get: docs::page },
     "/docs/{asset}" => { get: docs::asset },
+    "/console" => { get: console::page },
+    "/console/{asset}" => { get: console::asset },
     "/v1/auth/register" => { post: auth::register },
     "/v1/auth/login" => { post: auth::login },
     "/v1/auth/me" => { get: auth::me },

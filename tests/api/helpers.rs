@@ -136,6 +136,18 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// An HTML page served with `200`: its Content-Security-Policy and body.
+    pub async fn page(&self, path: &str) -> (String, String) {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let csp = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        (csp, response.text().await.unwrap())
+    }
+
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))
