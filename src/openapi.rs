@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, consumers, dead, docs, health, jobs, metrics, queues};
+use crate::routes::{auth, consumers, dead, docs, health, jobs, metrics, outcomes, queues};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +37,7 @@ use crate::routes::{auth, consumers, dead, docs, health, jobs, metrics, queues};
         jobs::list,
         jobs::publish_batch,
         consumers::claim,
+        outcomes::outcomes,
         dead::list,
         dead::redrive,
         jobs::get,
