@@ -31,3 +31,4 @@ log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 log "cargo test"
 cargo test --locked --all-targets -- "$@"
+bash "$ROOT/scripts/clients_test.sh"
