@@ -31,7 +31,9 @@ log "Python client tests"
 log "TypeScript client tests"
 (cd clients/typescript && npm test --silent) || failed+=(typescript)
 log "Rust client tests"
-cargo test --locked -p orderly-client -- --test-threads=4 || failed+=(rust)
+# `--test live` from the workspace root: the same feature set as the root
+# `cargo test`, so nothing is compiled twice.
+cargo test --locked --test live || failed+=(rust)
 
 if [ ${#failed[@]} -gt 0 ]; then
   die "client tests failed: ${failed[*]}"

@@ -2,6 +2,7 @@
 //! (scripts/clients_test.sh starts one). Without it, each test prints why it
 //! skipped and passes, so `cargo test` at the root works offline.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use orderly_client::{
@@ -13,7 +14,11 @@ use serde_json::{Value, json};
 /// no live Orderly is configured.
 async fn user(test: &str) -> Option<Client> {
     let Ok(url) = std::env::var("ORDERLY_URL") else {
-        println!("skipping {test}: ORDERLY_URL is not set (scripts/clients_test.sh sets it)");
+        // Straight to stderr: the test harness captures `println!`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping {test}: ORDERLY_URL is not set (scripts/clients_test.sh sets it)"
+        );
         return None;
     };
     let email = format!("rs-{}@example.com", uuid::Uuid::new_v4().simple());
