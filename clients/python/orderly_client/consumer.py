@@ -7,6 +7,7 @@ when the loop ends is sent with ``POST /v1/queues/{queue}/ack``.
 """
 
 import datetime
+import json
 import logging
 import threading
 import time
@@ -160,6 +161,7 @@ class Consumer:
         started = time.monotonic()
         try:
             result = self.handler(job)
+            json.dumps(result)  # fail this job, not the next claim, on a result that is not JSON
         except Retry as err:
             self._nacks.append(_nack(job, str(err), err.retry_in_ms))
         except Exception as err:  # any failure of the handler fails the attempt
