@@ -13,7 +13,13 @@ import urllib.request
 import uuid
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from .errors import OrderlyConnectionError, UnavailableError, error_from_response
+from .errors import (
+    OrderlyConnectionError,
+    OrderlyError,
+    RateLimitedError,
+    UnavailableError,
+    error_from_response,
+)
 from .types import AckItem, Claimed, Job, NackItem, Outcome, PublishItem, outcomes_from_json
 
 __all__ = ["Client", "register", "login"]
@@ -53,17 +59,24 @@ def _request(
             parsed = None
         error = error_from_response(err.code, parsed)
         retry_after = err.headers.get("Retry-After") if err.headers else None
-        if retry_after and retry_after.isdigit():
-            error.retry_after_s = int(retry_after)  # type: ignore[attr-defined]
+        if isinstance(error, RateLimitedError) and retry_after and retry_after.isdigit():
+            error.retry_after_s = int(retry_after)
         raise error from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise OrderlyConnectionError(0, "connection_failed", str(reason)) from err
 
 
+def _object(answer: Any) -> Dict[str, Any]:
+    """``answer`` if it is a JSON object, as every answer of these routes is."""
+    if not isinstance(answer, dict):
+        raise OrderlyError(200, "unexpected_answer", f"expected a JSON object, got {answer!r:.200}")
+    return answer
+
+
 def register(base_url: str, email: str, password: str) -> Dict[str, Any]:
     """Creates an account; returns ``{"id", "email", "created_at"}``."""
-    return _request(base_url, "POST", "/v1/auth/register", None, {"email": email, "password": password})
+    return _object(_request(base_url, "POST", "/v1/auth/register", None, {"email": email, "password": password}))
 
 
 def login(base_url: str, email: str, password: str, **options: Any) -> "Client":
@@ -130,10 +143,10 @@ class Client:
     def put_queue(self, queue: str, **settings: Any) -> Dict[str, Any]:
         """Creates or updates a queue (settings as in the API, e.g.
         ``lease_ms=30000``, ``delivery={"mode": "pull"}``)."""
-        return self.request("PUT", f"/v1/queues/{_quote(queue)}", settings)
+        return _object(self.request("PUT", f"/v1/queues/{_quote(queue)}", settings))
 
     def get_queue(self, queue: str) -> Dict[str, Any]:
-        return self.request("GET", f"/v1/queues/{_quote(queue)}")
+        return _object(self.request("GET", f"/v1/queues/{_quote(queue)}"))
 
     # Jobs -----------------------------------------------------------------
 

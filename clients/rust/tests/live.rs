@@ -3,12 +3,16 @@
 //! skipped and passes, so `cargo test` at the root works offline.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use orderly_client::{
     Ack, Claim, Client, Consumer, HandlerError, JobState, Nack, OutcomeStatus, Publish,
 };
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 
 /// A client for a freshly registered user, or `None` (with a message) when
 /// no live Orderly is configured.
@@ -61,6 +65,67 @@ async fn publish_returns_the_job_and_get_reads_it() {
         .await
         .unwrap();
     assert_eq!(again.id, first.id);
+}
+
+/// A loopback TCP proxy to `target` that drops its first connection as soon
+/// as the answer starts: the request was processed, the client never hears
+/// back. Returns its URL and a count of connections.
+async fn drop_first_answer(target: &str) -> (String, Arc<AtomicUsize>) {
+    let upstream_addr = target
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+            let Ok(mut upstream) = TcpStream::connect(&upstream_addr).await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if !first {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    return;
+                }
+                let (mut client_read, _client_write) = client.split();
+                let (mut upstream_read, mut upstream_write) = upstream.split();
+                let mut answer = [0u8; 1];
+                tokio::select! {
+                    _ = tokio::io::copy(&mut client_read, &mut upstream_write) => {}
+                    _ = upstream_read.read(&mut answer) => {}
+                }
+                // Both sockets close here, before a byte of the answer is relayed.
+            });
+        }
+    });
+    (url, connections)
+}
+
+#[tokio::test]
+async fn a_publish_retried_after_a_lost_answer_enqueues_once() {
+    let Some(client) = user("a_publish_retried_after_a_lost_answer_enqueues_once").await else {
+        return;
+    };
+    let queue = queue_name();
+    let (proxy, connections) = drop_first_answer(client.base_url()).await;
+    let flaky = Client::new(&proxy, client.token())
+        .unwrap()
+        .with_retries(3, Duration::from_millis(10));
+    let job = flaky
+        .publish(&queue, Publish::new(json!({"once": true})))
+        .await
+        .unwrap();
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    let claim = Claim {
+        max_jobs: 10,
+        ..Claim::default()
+    };
+    let claimed = client.claim(&queue, &claim).await.unwrap();
+    let ids: Vec<_> = claimed.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [job.id.as_str()]);
 }
 
 #[tokio::test]

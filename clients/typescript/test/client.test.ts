@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { createServer } from "node:net";
+import { connect, createServer, type Server } from "node:net";
 import { describe, it } from "node:test";
 
 import { Client, ConnectionError, Consumer, LeaseLostError, OrderlyError, sign, verifySignature } from "../src/index.js";
@@ -29,7 +29,52 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
+/**
+ * A loopback TCP proxy to Orderly that drops its first connection as soon as
+ * the answer starts: the request was processed, the client never hears back.
+ */
+async function dropFirstAnswer(target: string): Promise<{ url: string; connections: () => number; server: Server }> {
+  const { hostname, port } = new URL(target);
+  let connections = 0;
+  const server = createServer((client) => {
+    const first = ++connections === 1;
+    const upstream = connect(Number(port), hostname);
+    client.pipe(upstream);
+    if (first) {
+      upstream.once("data", () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    } else {
+      upstream.pipe(client);
+    }
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${address.port}`, connections: () => connections, server };
+}
+
 describe("publish", live, () => {
+  it("retries a publish whose answer was lost under one idempotency key", async () => {
+    const client = await user();
+    const queue = queueName();
+    const proxy = await dropFirstAnswer(url!);
+    try {
+      const flaky = new Client(proxy.url, client.token, { retryBackoffMs: 10 });
+      const job = await flaky.publish(queue, { once: true });
+      assert.equal(proxy.connections(), 2);
+      const claimed = await client.claim(queue, { max_jobs: 10 });
+      assert.deepEqual(
+        claimed.jobs.map((j) => j.id),
+        [job.id],
+      );
+    } finally {
+      proxy.server.close();
+    }
+  });
+
   it("returns the job and get reads it", async () => {
     const client = await user();
     const queue = queueName();
