@@ -39,9 +39,12 @@ pub struct ClaimBody {
     max_jobs: Option<usize>,
     /// Jobs to complete before claiming (as `POST /v1/queues/{queue}/ack`).
     #[serde(default)]
+    #[schema(max_items = 1000)]
     acks: Vec<AckItem>,
-    /// Jobs to fail before claiming (as `POST /v1/queues/{queue}/ack`).
+    /// Jobs to fail before claiming (as `POST /v1/queues/{queue}/ack`;
+    /// at most 1000 outcomes together).
     #[serde(default)]
+    #[schema(max_items = 1000)]
     nacks: Vec<NackItem>,
 }
 

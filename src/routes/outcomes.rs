@@ -46,18 +46,22 @@ pub struct NackItem {
     /// Stored as `last_error`.
     error: Option<String>,
     /// Retry after this many ms (≤ 1 day) instead of the queue's backoff.
+    #[schema(maximum = 86_400_000)]
     retry_in_ms: Option<u64>,
 }
 
-/// Outcomes of leased jobs of this queue.
+/// Outcomes of leased jobs of this queue: at most 1000 items, acks and
+/// nacks together.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomesBody {
     /// Jobs to complete, applied first, in order.
     #[serde(default)]
+    #[schema(max_items = 1000)]
     acks: Vec<AckItem>,
     /// Jobs to fail, applied after the acks, in order.
     #[serde(default)]
+    #[schema(max_items = 1000)]
     nacks: Vec<NackItem>,
 }
 
