@@ -6,7 +6,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, console, consumers, dead, docs, health, jobs, metrics, queues};
+use crate::routes::{
+    auth, console, consumers, dead, docs, health, jobs, metrics, outcomes, queues,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +41,7 @@ use crate::routes::{auth, console, consumers, dead, docs, health, jobs, metrics,
         jobs::list,
         jobs::publish_batch,
         consumers::claim,
+        outcomes::outcomes,
         dead::list,
         dead::redrive,
         jobs::get,

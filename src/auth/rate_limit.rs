@@ -62,7 +62,10 @@ impl LoginLimiter {
             let mut redis = self.redis.clone();
             let mut pipe = redis::pipe();
             pipe.get(key).ttl(key);
-            async move { pipe.query_async::<(Option<i64>, Option<i64>)>(&mut redis).await }
+            async move {
+                pipe.query_async::<(Option<i64>, Option<i64>)>(&mut redis)
+                    .await
+            }
         });
         let replies = futures_util::future::try_join_all(reads).await?;
         let windows = replies

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::jobs::{JobList, JobPath, MAX_WAIT_MS, path_job};
+use super::jobs::{JobPath, MAX_WAIT_MS, path_job};
+use super::outcomes::{self, AckItem, ClaimReply, NackItem};
 use super::queues::{QueuePath, path_queue};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorBody};
@@ -36,9 +37,23 @@ pub struct ClaimBody {
     wait_ms: Option<u64>,
     /// Up to this many jobs (1–100), each from a different lane.
     max_jobs: Option<usize>,
+    /// Jobs to complete before claiming (as `POST /v1/queues/{queue}/ack`).
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    acks: Vec<AckItem>,
+    /// Jobs to fail before claiming (as `POST /v1/queues/{queue}/ack`;
+    /// at most 1000 outcomes together).
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    nacks: Vec<NackItem>,
 }
 
-async fn pull_queue(queues: &Queues, queue: &QueueRef) -> Result<Arc<QueueDefinition>, ApiError> {
+/// The caller's pull queue: `404` when it does not exist, `409
+/// not_a_pull_queue` for a push queue.
+pub(crate) async fn pull_queue(
+    queues: &Queues,
+    queue: &QueueRef,
+) -> Result<Arc<QueueDefinition>, ApiError> {
     let definition = queues
         .registry
         .get(queue)
@@ -53,16 +68,17 @@ async fn pull_queue(queues: &Queues, queue: &QueueRef) -> Result<Arc<QueueDefini
     Ok(definition)
 }
 
-/// Lease the next startable job(s) of a pull queue.
+/// Lease the next startable job(s) of a pull queue, after reporting the
+/// outcomes of earlier ones (`acks` / `nacks`, answered in `results`).
 #[utoipa::path(post, path = "/v1/queues/{queue}/claim", operation_id = "claim_jobs", tag = "consumers", security(("bearer" = [])),
     params(QueuePath), request_body = ClaimBody,
     responses(
-        (status = 200, description = "Leased jobs, each with `lease` and `lease_expires_at` (empty when none became ready in time)", body = JobList),
+        (status = 200, description = "Leased jobs, each with `lease` and `lease_expires_at` (empty when none became ready in time); `results` when `acks` or `nacks` were given", body = ClaimReply),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 409, description = "`not_a_pull_queue`", body = ErrorBody),
-        (status = 422, description = "`wait_ms` or `max_jobs` out of range", body = ErrorBody),
+        (status = 422, description = "`wait_ms` or `max_jobs` out of range, more than 1000 outcomes or an invalid outcome", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
     ))]
 pub async fn claim(
@@ -87,6 +103,7 @@ pub async fn claim(
         ));
     }
     let definition = pull_queue(&queues, &queue).await?;
+    let results = outcomes::report_given(&queues, &queue, body.acks, body.nacks).await?;
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let waiter = queues.hub.waiter(&queue.tag());
     loop {
@@ -104,7 +121,7 @@ pub async fn claim(
             for job in &jobs {
                 log::info!("job_id={} claimed attempt={}", job.id, job.attempts);
             }
-            return Ok(HttpResponse::Ok().json(JobList { jobs }));
+            return Ok(HttpResponse::Ok().json(ClaimReply { jobs, results }));
         }
         let mut until = deadline.min(now + FALLBACK_RECHECK);
         if let Some(due) = batch.next_due_in_ms {
@@ -145,19 +162,76 @@ pub struct ExtendBody {
     lease_ms: Option<u64>,
 }
 
-fn parse_lease(raw: &str) -> Result<Lease, ApiError> {
+/// The lease in `field`; `422` for anything this service could not have issued.
+pub(crate) fn parse_lease(field: &str, raw: &str) -> Result<Lease, ApiError> {
     Lease::parse(raw)
-        .ok_or_else(|| ApiError::invalid_field("lease", "is not a lease this service issued"))
+        .ok_or_else(|| ApiError::invalid_field(field, "is not a lease this service issued"))
+}
+
+/// Checks a nack's `retry_in_ms` (named `field`) against [`MAX_RETRY_IN_MS`].
+pub(crate) fn check_retry_in(field: &str, retry_in_ms: Option<u64>) -> Result<(), ApiError> {
+    if retry_in_ms.is_some_and(|ms| ms > MAX_RETRY_IN_MS) {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("must be at most {MAX_RETRY_IN_MS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts and logs an applied transition.
+fn settled(queues: &Queues, transition: Transition) -> Transition {
+    if let Transition::Done(job) = &transition {
+        queues.metrics.record(job.state);
+        log::info!("job_id={} state={}", job.id, job.state.as_str());
+    }
+    transition
+}
+
+/// Completes job `id` held under `lease`, storing `result` (JSON `null` when absent).
+pub(crate) async fn ack_job(
+    queues: &Queues,
+    queue: &QueueRef,
+    id: &str,
+    lease: &Lease,
+    result: Option<&RawValue>,
+) -> Result<Transition, ApiError> {
+    let result = result.map_or("null", RawValue::get);
+    let transition = queues.engine.ack(queue, id, lease, result).await?;
+    Ok(settled(queues, transition))
+}
+
+/// Fails the attempt of job `id` held under `lease`; it retries after
+/// `retry_in_ms`, or the queue's backoff when absent.
+pub(crate) async fn nack_job(
+    queues: &Queues,
+    queue: &QueueRef,
+    id: &str,
+    lease: &Lease,
+    error: Option<&str>,
+    retry_in_ms: Option<u64>,
+) -> Result<Transition, ApiError> {
+    let in_ms = match retry_in_ms {
+        Some(ms) => ms,
+        None => {
+            let job = queues.engine.get(queue, id).await?;
+            let attempts = job.map_or(1, |j| j.attempts);
+            let definition = queues.registry.get(queue).await?;
+            definition.map_or(1_000, |d| d.settings.backoff.delay_ms(attempts))
+        }
+    };
+    let error = error.unwrap_or("nacked by the consumer");
+    let transition = queues
+        .engine
+        .fail(queue, id, lease, error, Failure::Retry { in_ms })
+        .await?;
+    Ok(settled(queues, transition))
 }
 
 /// Maps a lease-holder transition to the response.
-fn answer(queues: &Queues, transition: Transition) -> Result<HttpResponse, ApiError> {
+fn answer(transition: Transition) -> Result<HttpResponse, ApiError> {
     match transition {
-        Transition::Done(job) => {
-            queues.metrics.record(job.state);
-            log::info!("job_id={} state={}", job.id, job.state.as_str());
-            Ok(HttpResponse::Ok().json(job))
-        }
+        Transition::Done(job) => Ok(HttpResponse::Ok().json(job)),
         Transition::LeaseLost(Some(_)) => Err(ApiError::conflict(
             "lease_lost",
             "the lease is stale or expired; the job's outcome was not changed",
@@ -185,10 +259,8 @@ pub async fn ack(
     ApiJson(body): ApiJson<AckBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (queue, id) = path_job(&who, &path)?;
-    let lease = parse_lease(&body.lease)?;
-    let result = body.result.as_deref().map_or("null", RawValue::get);
-    let transition = queues.engine.ack(&queue, &id, &lease, result).await?;
-    answer(&queues, transition)
+    let lease = parse_lease("lease", &body.lease)?;
+    answer(ack_job(&queues, &queue, &id, &lease, body.result.as_deref()).await?)
 }
 
 /// Negative acknowledgement: retry later (at the head of its lane) or, out of attempts, dead-letter/block.
@@ -210,28 +282,10 @@ pub async fn nack(
     ApiJson(body): ApiJson<NackBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (queue, id) = path_job(&who, &path)?;
-    let lease = parse_lease(&body.lease)?;
-    if body.retry_in_ms.is_some_and(|ms| ms > MAX_RETRY_IN_MS) {
-        return Err(ApiError::invalid_field(
-            "retry_in_ms",
-            format!("must be at most {MAX_RETRY_IN_MS}"),
-        ));
-    }
-    let in_ms = match body.retry_in_ms {
-        Some(ms) => ms,
-        None => {
-            let job = queues.engine.get(&queue, &id).await?;
-            let attempts = job.map_or(1, |j| j.attempts);
-            let definition = queues.registry.get(&queue).await?;
-            definition.map_or(1_000, |d| d.settings.backoff.delay_ms(attempts))
-        }
-    };
-    let error = body.error.as_deref().unwrap_or("nacked by the consumer");
-    let transition = queues
-        .engine
-        .fail(&queue, &id, &lease, error, Failure::Retry { in_ms })
-        .await?;
-    answer(&queues, transition)
+    let lease = parse_lease("lease", &body.lease)?;
+    check_retry_in("retry_in_ms", body.retry_in_ms)?;
+    let (error, retry_in_ms) = (body.error.as_deref(), body.retry_in_ms);
+    answer(nack_job(&queues, &queue, &id, &lease, error, retry_in_ms).await?)
 }
 
 /// Extend a lease.
@@ -253,7 +307,7 @@ pub async fn extend(
     ApiJson(body): ApiJson<ExtendBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (queue, id) = path_job(&who, &path)?;
-    let lease = parse_lease(&body.lease)?;
+    let lease = parse_lease("lease", &body.lease)?;
     let lease_ms = match body.lease_ms {
         Some(ms) if !(LEASE_MS_RANGE.0..=LEASE_MS_RANGE.1).contains(&ms) => {
             return Err(ApiError::invalid_field(
@@ -273,6 +327,6 @@ pub async fn extend(
             job.lease = Some(lease.render());
             Ok(HttpResponse::Ok().json(job))
         }
-        lost => answer(&queues, lost),
+        lost => answer(lost),
     }
 }

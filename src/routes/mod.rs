@@ -11,6 +11,7 @@ mod embedded;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
+pub mod outcomes;
 pub mod queues;
 
 use actix_web::web;
@@ -59,6 +60,7 @@ route_table! {
     "/v1/queues/{queue}/jobs" => { post: jobs::publish, get: jobs::list },
     "/v1/queues/{queue}/jobs/batch" => { post: jobs::publish_batch },
     "/v1/queues/{queue}/claim" => { post: consumers::claim },
+    "/v1/queues/{queue}/ack" => { post: outcomes::outcomes },
     "/v1/queues/{queue}/dead" => { get: dead::list },
     "/v1/queues/{queue}/dead/redrive" => { post: dead::redrive },
     "/v1/jobs/{id}" => { get: jobs::get, delete: jobs::cancel },

@@ -2,6 +2,7 @@
 //! MongoDB-protocol server. One binary, one module per area.
 
 mod auth;
+mod batch_ack;
 mod cluster;
 mod console;
 mod crash;

@@ -1,0 +1,255 @@
+"""The Python client against a live Orderly."""
+
+import http.server
+import json
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from orderly_client import (
+    Client,
+    Consumer,
+    LeaseLostError,
+    NotFoundError,
+    OrderlyConnectionError,
+    ValidationError,
+    sign,
+    verify_signature,
+)
+
+
+def queue_name() -> str:
+    return f"q-{uuid.uuid4().hex[:12]}"
+
+
+def test_publish_returns_the_job_and_get_reads_it(client: Client) -> None:
+    queue = queue_name()
+    job = client.publish(queue, {"n": 1}, key="ann")
+    assert (job.queue, job.key, job.state, job.payload) == (queue, "ann", "queued", {"n": 1})
+    assert client.get_job(job.id).seq == job.seq
+    delayed = client.publish(queue, 2, key="bob", delay_ms=60_000)
+    assert delayed.state == "delayed"
+
+
+def test_the_same_idempotency_key_enqueues_once(client: Client) -> None:
+    queue = queue_name()
+    first = client.publish(queue, "x", idempotency_key="order-17")
+    again = client.publish(queue, "x", idempotency_key="order-17")
+    assert again.id == first.id
+
+
+class DropFirstResponse:
+    """A loopback TCP proxy that forwards every request to Orderly but
+    closes the first connection without answering: the publish happened,
+    the client never heard about it."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.split("://", 1)[1].rstrip("/").split(":")
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn, socket.create_connection(self.target) as upstream:
+                request = self._read_request(conn)
+                upstream.sendall(request)
+                upstream.shutdown(socket.SHUT_WR)
+                response = b"".join(iter(lambda: upstream.recv(65536), b""))
+                if self.connections > 1:
+                    conn.sendall(response)
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        while len(body) < length:
+            body += conn.recv(65536)
+        return head + b"\r\n\r\n" + body
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_publish_retried_after_a_lost_answer_enqueues_once(client: Client) -> None:
+    queue = queue_name()
+    proxy = DropFirstResponse(client.base_url)
+    try:
+        flaky = Client(proxy.url, client.token, retry_backoff_s=0.01)
+        job = flaky.publish(queue, {"once": True})
+    finally:
+        proxy.close()
+    assert proxy.connections == 2
+    claimed = client.claim(queue, max_jobs=10)
+    assert [j.id for j in claimed.jobs] == [job.id]
+    assert client.claim(queue, max_jobs=10).jobs == []
+
+
+def test_an_unreachable_server_is_a_typed_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as spare:
+        port = spare.getsockname()[1]
+    client = Client(f"http://127.0.0.1:{port}", "token", retries=1, retry_backoff_s=0.01)
+    with pytest.raises(OrderlyConnectionError) as caught:
+        client.publish("q", 1)
+    assert caught.value.code == "connection_failed"
+
+
+def test_publish_batch_keeps_order(client: Client) -> None:
+    queue = queue_name()
+    jobs = client.publish_batch(queue, [{"payload": n, "key": "lane"} for n in range(5)])
+    assert [j.payload for j in jobs] == list(range(5))
+    seqs = [j.seq for j in jobs]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+
+
+def test_errors_carry_the_api_code(client: Client) -> None:
+    with pytest.raises(NotFoundError) as missing:
+        client.get_job("nope")
+    assert missing.value.code == "not_found" and missing.value.request_id
+    with pytest.raises(ValidationError) as invalid:
+        client.publish_batch(queue_name(), [])
+    assert invalid.value.code == "validation_failed" and "jobs" in invalid.value.fields
+
+
+def test_the_consumer_keeps_a_long_job_alive_with_extend(client: Client) -> None:
+    queue = queue_name()
+    client.put_queue(queue, lease_ms=1000, max_attempts=3)
+    job = client.publish(queue, {"work": "slow"})
+    seen = []
+
+    def slow(claimed):
+        seen.append(claimed.attempts)
+        # Real work that outlives the 1 s lease three times over.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"done": claimed.payload["work"]}
+
+    Consumer(client, queue, slow, wait_ms=0).run(exit_when_idle=True)
+    finished = client.get_job(job.id, wait_ms=5000)
+    assert finished.state == "completed"
+    assert finished.attempts == 1 and seen == [1]
+    assert finished.result == {"done": "slow"}
+
+
+def test_the_consumer_acks_and_nacks_in_batches(client: Client) -> None:
+    queue = queue_name()
+    client.put_queue(queue, max_attempts=2, backoff={"initial_ms": 10, "max_ms": 10})
+    ok = [client.publish(queue, n, key=f"k{n}") for n in range(3)]
+    bad = client.publish(queue, "fail", key="bad")
+    reported = []
+
+    def handler(job):
+        if job.payload == "fail":
+            raise RuntimeError("cannot do it")
+        return job.payload * 10
+
+    Consumer(client, queue, handler, wait_ms=200, on_results=reported.extend).run(exit_when_idle=True)
+    for job in ok:
+        done = client.get_job(job.id)
+        assert (done.state, done.result) == ("completed", done.payload * 10)
+    failed = client.get_job(bad.id)
+    assert (failed.state, failed.last_error, failed.attempts) == ("dead", "cannot do it", 2)
+    statuses = {(o.id, o.status) for o in reported}
+    assert {(j.id, "completed") for j in ok} <= statuses
+    assert {(bad.id, "retrying"), (bad.id, "dead")} <= statuses
+
+
+def test_batch_ack_reports_each_item_in_order(client: Client) -> None:
+    queue = queue_name()
+    client.put_queue(queue)
+    for key in "abc":
+        client.publish(queue, key, key=key)
+    a, b, c = client.claim(queue, max_jobs=3).jobs
+    assert a.lease and b.lease and c.lease
+    results = client.report(
+        queue,
+        acks=[{"id": a.id, "lease": a.lease, "result": "A"}, {"id": c.id, "lease": b.lease}],
+        nacks=[{"id": b.id, "lease": b.lease, "error": "later", "retry_in_ms": 60_000}],
+    )
+    assert [(r.id, r.status) for r in results] == [
+        (a.id, "completed"),
+        (c.id, "lease_lost"),
+        (b.id, "retrying"),
+    ]
+    with pytest.raises(LeaseLostError):
+        client.extend(a.id, a.lease)
+    # The claim reports c's outcome first, then leases nothing new (b waits).
+    claimed = client.claim(queue, max_jobs=3, acks=[{"id": c.id, "lease": c.lease}])
+    assert [(r.id, r.status) for r in claimed.results] == [(c.id, "completed")]
+    assert claimed.jobs == []
+
+
+SECRET = "whsec-test"
+BODY = b'{"n":1}'
+
+
+def test_a_valid_signature_verifies() -> None:
+    now = int(time.time())
+    assert verify_signature(SECRET, sign(SECRET, BODY, now), BODY)
+
+
+def test_a_tampered_body_fails() -> None:
+    header = sign(SECRET, BODY, int(time.time()))
+    assert not verify_signature(SECRET, header, b'{"n":2}')
+
+
+def test_a_wrong_secret_fails() -> None:
+    header = sign("other-secret", BODY, int(time.time()))
+    assert not verify_signature(SECRET, header, BODY)
+
+
+def test_an_old_timestamp_fails() -> None:
+    header = sign(SECRET, BODY, int(time.time()) - 3600)
+    assert not verify_signature(SECRET, header, BODY, tolerance_s=300)
+    assert not verify_signature(SECRET, "garbage", BODY)
+    assert not verify_signature(SECRET, None, BODY)
+
+
+def test_a_real_push_delivery_verifies(client: Client) -> None:
+    received = []
+    arrived = threading.Event()
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers["Orderly-Signature"], body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        queue = queue_name()
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        created = client.put_queue(queue, delivery={"mode": "push", "url": url})
+        client.publish(queue, {"hello": "world"})
+        assert arrived.wait(15), "no delivery arrived"
+    finally:
+        server.shutdown()
+    header, body = received[0]
+    assert json.loads(body) == {"hello": "world"}
+    assert verify_signature(created["signing_secret"], header, body)
+    assert not verify_signature(created["signing_secret"], header, body + b" ")

@@ -1,0 +1,94 @@
+//! The one error type of the client: an API error answer (with its stable
+//! `code`), a transport failure, or an answer that is not what the API
+//! promises.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// What went wrong with a call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API answered with an error: branch on `code`, never on `message`.
+    #[error("{status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+        /// For `422 validation_failed`: each bad field and why.
+        fields: BTreeMap<String, String>,
+    },
+    /// The server could not be reached, or the exchange broke off.
+    #[error("connection failed: {0}")]
+    Connection(#[source] reqwest::Error),
+    /// A success answer that is not the JSON the API promises.
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+    /// Bad input caught before any request was sent.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// The API error code (`"lease_lost"`, `"not_found"`, …), or
+    /// `"connection_failed"` / `"unexpected_answer"` / `"invalid_argument"`.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::Api { code, .. } => code,
+            Error::Connection(_) => "connection_failed",
+            Error::Decode(_) => "unexpected_answer",
+            Error::Invalid(_) => "invalid_argument",
+        }
+    }
+
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True for `409 lease_lost`.
+    pub fn is_lease_lost(&self) -> bool {
+        self.code() == "lease_lost"
+    }
+
+    /// Worth retrying: `503` or the server could not be reached.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Connection(_)) || self.status() == Some(503)
+    }
+
+    /// The error of a non-2xx answer with body `text`.
+    pub(crate) fn from_answer(status: u16, text: &str) -> Error {
+        #[derive(Deserialize)]
+        struct Envelope {
+            error: Detail,
+        }
+        #[derive(Deserialize)]
+        struct Detail {
+            code: String,
+            message: String,
+            request_id: Option<String>,
+            #[serde(default)]
+            fields: BTreeMap<String, String>,
+        }
+        match serde_json::from_str::<Envelope>(text) {
+            Ok(Envelope { error }) => Error::Api {
+                status,
+                code: error.code,
+                message: error.message,
+                request_id: error.request_id,
+                fields: error.fields,
+            },
+            Err(_) => Error::Api {
+                status,
+                code: format!("http_{status}"),
+                message: text.chars().take(200).collect(),
+                request_id: None,
+                fields: BTreeMap::new(),
+            },
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Client for Orderly, a strictly ordered job queue service.
+//!
+//! - [`Client`]: typed publish (retried under one idempotency key), batch
+//!   publish, get (with long-poll), claim, ack / nack / extend and batch
+//!   outcomes. Authenticates with any bearer token: a JWT from
+//!   [`Client::login`] or an API key (`ok_…`).
+//! - [`Consumer`]: the pull loop — long-poll claim, run a handler while a
+//!   heartbeat task extends the lease, report outcomes in batches riding on
+//!   the next claim.
+//! - [`verify_signature`]: checks a push delivery's `Orderly-Signature`.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), orderly_client::Error> {
+//! use orderly_client::{Client, Publish};
+//! let client = Client::new("http://127.0.0.1:8080", "ok_…")?;
+//! let job = client
+//!     .publish("emails", Publish::new(serde_json::json!({"to": "ann@example.com"})).key("ann"))
+//!     .await?;
+//! println!("{} is {:?}", job.id, job.state);
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod consumer;
+mod error;
+mod signature;
+mod types;
+
+pub use client::Client;
+pub use consumer::{Consumer, HandlerError, StopHandle};
+pub use error::Error;
+pub use signature::{sign, verify_signature, verify_signature_at};
+pub use types::{Ack, Claim, Claimed, Job, JobState, Nack, Outcome, OutcomeStatus, Publish};

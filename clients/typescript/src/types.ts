@@ -1,0 +1,87 @@
+/** The API's objects as TypeScript types. */
+
+export type JobState =
+  | "queued"
+  | "delayed"
+  | "active"
+  | "retrying"
+  | "blocked"
+  | "completed"
+  | "dead"
+  | "cancelled";
+
+/** A job object. `lease` and `lease_expires_at` are set on claimed jobs. */
+export interface Job<P = unknown, R = unknown> {
+  id: string;
+  queue: string;
+  key: string;
+  seq: number;
+  state: JobState;
+  payload: P;
+  attempts: number;
+  max_attempts: number;
+  result: R | null;
+  last_error: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  available_at?: string;
+  lease?: string;
+  lease_expires_at?: string;
+}
+
+/** One job to publish. */
+export interface PublishItem<P = unknown> {
+  payload: P;
+  /** The ordering lane (≤ 128 characters). */
+  key?: string;
+  /** Do not start before this many ms. */
+  delay_ms?: number;
+}
+
+export interface PublishOptions {
+  key?: string;
+  delay_ms?: number;
+  /** Publish at most once under this key; generated once per call when absent. */
+  idempotencyKey?: string;
+}
+
+/** Completes a leased job. */
+export interface Ack {
+  id: string;
+  lease: string;
+  result?: unknown;
+}
+
+/** Fails a leased job's attempt. */
+export interface Nack {
+  id: string;
+  lease: string;
+  error?: string;
+  retry_in_ms?: number;
+}
+
+export type OutcomeStatus = "completed" | "retrying" | "dead" | "blocked" | "lease_lost" | "not_found";
+
+/** What became of one reported ack or nack. */
+export interface Outcome {
+  id: string;
+  status: OutcomeStatus;
+}
+
+export interface ClaimOptions {
+  /** Long-poll up to this many ms (≤ 30000). */
+  wait_ms?: number;
+  /** Up to this many jobs, each of a different lane (1–100). */
+  max_jobs?: number;
+  /** Reported before jobs are leased. */
+  acks?: Ack[];
+  nacks?: Nack[];
+}
+
+/** The reply of a claim. */
+export interface Claimed<P = unknown> {
+  jobs: Job<P>[];
+  /** Outcomes of the claim's acks then nacks, in order. */
+  results: Outcome[];
+}

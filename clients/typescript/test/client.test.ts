@@ -1,0 +1,239 @@
+/** The TypeScript client against a live Orderly named by ORDERLY_URL (scripts/clients_test.sh starts one). */
+
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { connect, createServer, type Server } from "node:net";
+import { describe, it } from "node:test";
+
+import { Client, ConnectionError, Consumer, LeaseLostError, OrderlyError, sign, verifySignature } from "../src/index.js";
+import type { Job, Outcome } from "../src/index.js";
+
+const url = process.env.ORDERLY_URL;
+const live = url ? {} : { skip: "ORDERLY_URL is not set: these tests need a live Orderly (scripts/clients_test.sh)" };
+
+/** A client for a freshly registered user. */
+async function user(): Promise<Client> {
+  const email = `ts-${randomUUID()}@example.com`;
+  const password = "correct horse battery";
+  await Client.register(url!, email, password);
+  return Client.login(url!, email, password);
+}
+
+const queueName = () => `q-${randomUUID().slice(0, 12)}`;
+
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/**
+ * A loopback TCP proxy to Orderly that drops its first connection as soon as
+ * the answer starts: the request was processed, the client never hears back.
+ */
+async function dropFirstAnswer(target: string): Promise<{ url: string; connections: () => number; server: Server }> {
+  const { hostname, port } = new URL(target);
+  let connections = 0;
+  const server = createServer((client) => {
+    const first = ++connections === 1;
+    const upstream = connect(Number(port), hostname);
+    client.pipe(upstream);
+    if (first) {
+      upstream.once("data", () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    } else {
+      upstream.pipe(client);
+    }
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${address.port}`, connections: () => connections, server };
+}
+
+describe("publish", live, () => {
+  it("retries a publish whose answer was lost under one idempotency key", async () => {
+    const client = await user();
+    const queue = queueName();
+    const proxy = await dropFirstAnswer(url!);
+    try {
+      const flaky = new Client(proxy.url, client.token, { retryBackoffMs: 10 });
+      const job = await flaky.publish(queue, { once: true });
+      assert.equal(proxy.connections(), 2);
+      const claimed = await client.claim(queue, { max_jobs: 10 });
+      assert.deepEqual(
+        claimed.jobs.map((j) => j.id),
+        [job.id],
+      );
+    } finally {
+      proxy.server.close();
+    }
+  });
+
+  it("returns the job and get reads it", async () => {
+    const client = await user();
+    const queue = queueName();
+    const job = await client.publish(queue, { n: 1 }, { key: "ann" });
+    assert.deepEqual([job.queue, job.key, job.state, job.payload], [queue, "ann", "queued", { n: 1 }]);
+    assert.equal((await client.getJob(job.id)).seq, job.seq);
+    const delayed = await client.publish(queue, 2, { delay_ms: 60_000 });
+    assert.equal(delayed.state, "delayed");
+  });
+
+  it("enqueues once per idempotency key", async () => {
+    const client = await user();
+    const queue = queueName();
+    const first = await client.publish(queue, "x", { idempotencyKey: "order-17" });
+    const again = await client.publish(queue, "x", { idempotencyKey: "order-17" });
+    assert.equal(again.id, first.id);
+  });
+
+  it("raises typed errors carrying the API code", async () => {
+    const client = await user();
+    await assert.rejects(client.getJob("nope"), (err: unknown) => {
+      assert.ok(err instanceof OrderlyError);
+      assert.equal(err.code, "not_found");
+      assert.ok(err.requestId);
+      return true;
+    });
+    await assert.rejects(client.publishBatch(queueName(), []), (err: unknown) => {
+      assert.ok(err instanceof OrderlyError);
+      assert.equal(err.code, "validation_failed");
+      assert.ok("jobs" in err.fields);
+      return true;
+    });
+    const unreachable = new Client(`http://127.0.0.1:${await closedPort()}`, client.token, {
+      retries: 1,
+      retryBackoffMs: 10,
+    });
+    await assert.rejects(unreachable.publish("q", 1), ConnectionError);
+  });
+
+  it("publishes a batch in order", async () => {
+    const client = await user();
+    const jobs = await client.publishBatch(
+      queueName(),
+      [0, 1, 2, 3, 4].map((n) => ({ payload: n, key: "lane" })),
+    );
+    assert.deepEqual(
+      jobs.map((j) => j.payload),
+      [0, 1, 2, 3, 4],
+    );
+    assert.ok(jobs.every((j, i) => i === 0 || jobs[i - 1].seq < j.seq));
+  });
+});
+
+describe("consumer", live, () => {
+  it("keeps a long job alive with extend", async () => {
+    const client = await user();
+    const queue = queueName();
+    await client.putQueue(queue, { lease_ms: 1000, max_attempts: 3 });
+    const job = await client.publish(queue, { work: "slow" });
+    const seen: number[] = [];
+    const consumer = new Consumer<{ work: string }>(
+      client,
+      queue,
+      async (claimed) => {
+        seen.push(claimed.attempts);
+        // Real work that outlives the 1 s lease three times over.
+        const until = Date.now() + 3000;
+        while (Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 50));
+        return { done: claimed.payload.work };
+      },
+      { waitMs: 0 },
+    );
+    await consumer.run({ exitWhenIdle: true });
+    const done = await client.getJob(job.id, 5000);
+    assert.equal(done.state, "completed");
+    assert.equal(done.attempts, 1);
+    assert.deepEqual(seen, [1]);
+    assert.deepEqual(done.result, { done: "slow" });
+  });
+
+  it("acks and nacks in batches", async () => {
+    const client = await user();
+    const queue = queueName();
+    await client.putQueue(queue, { max_attempts: 2, backoff: { initial_ms: 10, max_ms: 10 } });
+    const ok: Job[] = [];
+    for (const n of [0, 1, 2]) ok.push(await client.publish(queue, n, { key: `k${n}` }));
+    const bad = await client.publish(queue, "fail", { key: "bad" });
+    const reported: Outcome[] = [];
+    const consumer = new Consumer(
+      client,
+      queue,
+      (job) => {
+        if (job.payload === "fail") throw new Error("cannot do it");
+        return (job.payload as number) * 10;
+      },
+      { waitMs: 200, onResults: (results) => reported.push(...results) },
+    );
+    await consumer.run({ exitWhenIdle: true });
+    for (const job of ok) {
+      const done = await client.getJob(job.id);
+      assert.deepEqual([done.state, done.result], ["completed", (job.payload as number) * 10]);
+    }
+    const failed = await client.getJob(bad.id);
+    assert.deepEqual([failed.state, failed.last_error, failed.attempts], ["dead", "cannot do it", 2]);
+    assert.deepEqual(
+      reported.filter((o) => o.id === bad.id).map((o) => o.status),
+      ["retrying", "dead"],
+    );
+  });
+
+  it("batch ack reports each item in order", async () => {
+    const client = await user();
+    const queue = queueName();
+    await client.putQueue(queue);
+    for (const key of ["a", "b", "c"]) await client.publish(queue, key, { key });
+    const [a, b, c] = (await client.claim(queue, { max_jobs: 3 })).jobs;
+    const results = await client.report(
+      queue,
+      [
+        { id: a.id, lease: a.lease!, result: "A" },
+        { id: c.id, lease: b.lease! },
+      ],
+      [{ id: b.id, lease: b.lease!, error: "later", retry_in_ms: 60_000 }],
+    );
+    assert.deepEqual(results, [
+      { id: a.id, status: "completed" },
+      { id: c.id, status: "lease_lost" },
+      { id: b.id, status: "retrying" },
+    ]);
+    await assert.rejects(client.extend(a.id, a.lease!), LeaseLostError);
+    // A claim reports c's outcome first, then leases nothing (b waits).
+    const claimed = await client.claim(queue, { max_jobs: 3, acks: [{ id: c.id, lease: c.lease! }] });
+    assert.deepEqual(claimed.results, [{ id: c.id, status: "completed" }]);
+    assert.deepEqual(claimed.jobs, []);
+  });
+});
+
+describe("verifySignature", () => {
+  const secret = "whsec-test";
+  const body = '{"n":1}';
+  const now = () => Math.floor(Date.now() / 1000);
+
+  it("accepts a valid signature", () => {
+    assert.equal(verifySignature(secret, sign(secret, body, now()), body), true);
+    assert.equal(verifySignature(secret, sign(secret, body, now()), Buffer.from(body)), true);
+  });
+
+  it("rejects a tampered body", () => {
+    assert.equal(verifySignature(secret, sign(secret, body, now()), '{"n":2}'), false);
+  });
+
+  it("rejects a wrong secret", () => {
+    assert.equal(verifySignature(secret, sign("other-secret", body, now()), body), false);
+  });
+
+  it("rejects a too old timestamp and malformed headers", () => {
+    assert.equal(verifySignature(secret, sign(secret, body, now() - 3600), body, { toleranceS: 300 }), false);
+    for (const header of ["", "garbage", "t=abc,v1=00", `t=${now()}`, `t=${now()},v1=zz`, undefined]) {
+      assert.equal(verifySignature(secret, header, body), false, String(header));
+    }
+  });
+});
