@@ -14,12 +14,19 @@
 //!   errors become HTTP statuses and stable `code` strings.
 //! - [`auth`] is the auth actor (registration, login), the bounded bcrypt pool,
 //!   JWT tokens and the login rate limiter.
-//! - [`storage`] opens the Redis and MongoDB connections and probes them.
+//! - [`queue`] is the queues and jobs: the queue engine (one Lua script per
+//!   job state transition, `queue::engine`), the producer actor (group-committed
+//!   publishes), the supervised worker (push delivery), lease reaper and gauge
+//!   sampler, the wake hub, and the queue registry (definitions in MongoDB,
+//!   cached in-process and mirrored into Redis).
+//! - [`storage`] opens the Redis (one server or a cluster) and MongoDB
+//!   connections and probes them.
 //! - [`metrics`] owns the per-application Prometheus registry.
 //! - [`openapi`] generates the OpenAPI 3.1 document served at `/openapi.json`.
 //!
-//! Redis holds jobs and queue state; MongoDB holds users (and later queue
-//! definitions). See `README.md` for the API and `config/` for every setting.
+//! Redis holds jobs and queue state; MongoDB holds users and queue
+//! definitions. See `README.md` for the API, `docs/architecture.md` for the
+//! Redis layout and `config/` for every setting.
 
 pub mod auth;
 pub mod configuration;

@@ -44,8 +44,13 @@ impl Reaper {
         let run = async move {
             let due = engine.due_everywhere(DueIndex::Leases).await?;
             let mut recovered = 0;
+            // One queue's failure (its shard failing over) must not hold
+            // back the recovery of the others.
             for queue in due.queues {
-                recovered += engine.recover(&queue, RECOVER_BATCH).await?;
+                match engine.recover(&queue, RECOVER_BATCH).await {
+                    Ok(n) => recovered += n,
+                    Err(err) => log::warn!("could not recover leases of {}: {err}", queue.tag()),
+                }
             }
             Ok::<u64, EngineError>(recovered)
         };

@@ -176,10 +176,18 @@ impl Worker {
                     untried.push(queue);
                     continue;
                 }
-                let batch: ClaimBatch = deps
-                    .engine
-                    .claim(&queue, left, deps.lease_ms, Mode::Push)
-                    .await?;
+                let claim = deps.engine.claim(&queue, left, deps.lease_ms, Mode::Push);
+                let batch: ClaimBatch = match claim.await {
+                    Ok(batch) => batch,
+                    // Other queues' shards may be healthy: only this queue
+                    // waits (the next poll finds it again).
+                    Err(EngineError::Unavailable(err)) if poll || !claimed.is_empty() => {
+                        log::warn!("claim on {} failed: {err}", queue.tag());
+                        next_poll_ms = Some(next_poll_ms.map_or(500, |p: u64| p.min(500)));
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
                 left -= batch.jobs.len().min(left);
                 match batch.next_due_in_ms {
                     // More startable now than the slots took: try again.

@@ -404,4 +404,5 @@ async fn a_master_failover_is_survived_and_its_losses_are_measured() {
         receiver.max_open_per_lane() <= 1,
         "two deliveries of one lane in flight"
     );
+    assert_lanes_in_order(&seen);
 }

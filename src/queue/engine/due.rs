@@ -55,18 +55,39 @@ impl Engine {
         })
     }
 
-    /// [`Engine::due`] of every group, pipelined; `next_due_in_ms` is the
-    /// earliest over all groups.
+    /// [`Engine::due`] of every group, concurrently; `next_due_in_ms` is the
+    /// earliest over all groups. A group that cannot be read (its shard is
+    /// failing over) is logged and left out, so the others keep flowing; an
+    /// error only when no group could be read.
     pub async fn due_everywhere(&self, index: DueIndex) -> EngineResult<GroupDue> {
         let polls = (0..self.groups).map(|g| self.due(g, index));
         let mut all = GroupDue::default();
-        for group in futures_util::future::try_join_all(polls).await? {
+        let mut first_error = None;
+        let mut read = 0;
+        for result in futures_util::future::join_all(polls).await {
+            let group = match result {
+                Ok(group) => group,
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                    continue;
+                }
+            };
+            read += 1;
             all.queues.extend(group.queues);
             all.next_due_in_ms = match (all.next_due_in_ms, group.next_due_in_ms) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
         }
-        Ok(all)
+        match first_error {
+            Some(err) if read == 0 => Err(err),
+            Some(err) => {
+                log::warn!("{index:?} index of some slot groups unreadable: {err}");
+                // Look again soon for the groups that were not read.
+                all.next_due_in_ms = Some(all.next_due_in_ms.map_or(500, |ms| ms.min(500)));
+                Ok(all)
+            }
+            None => Ok(all),
+        }
     }
 }

@@ -155,25 +155,58 @@ pub enum RedisConn {
     Cluster(Arc<LazyCluster>),
 }
 
-/// A cluster connection made on first use (and again after a failed attempt).
+/// A cluster connection made on first use, and made again from the seed
+/// nodes after timeouts or connection errors (at most once a second): a
+/// connection whose view of the cluster went stale during a failover can
+/// keep timing out even towards healthy masters.
 pub struct LazyCluster {
     client: redis::cluster::ClusterClient,
-    conn: tokio::sync::OnceCell<ClusterConnection>,
+    conn: tokio::sync::Mutex<Option<ClusterConnection>>,
+    last_reset: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often a failing cluster connection is rebuilt at most.
+const CLUSTER_RESET_EVERY: Duration = Duration::from_secs(1);
 
 impl LazyCluster {
     pub fn new(client: redis::cluster::ClusterClient) -> Self {
         Self {
             client,
-            conn: tokio::sync::OnceCell::new(),
+            conn: tokio::sync::Mutex::new(None),
+            last_reset: std::sync::Mutex::new(None),
         }
     }
 
     async fn get(&self) -> redis::RedisResult<ClusterConnection> {
-        self.conn
-            .get_or_try_init(|| self.client.get_async_connection())
-            .await
-            .cloned()
+        let mut conn = self.conn.lock().await;
+        if let Some(conn) = conn.as_ref() {
+            return Ok(conn.clone());
+        }
+        let fresh = self.client.get_async_connection().await?;
+        *conn = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Looks at a request's outcome: a timeout or a connection error drops
+    /// the connection so the next request starts from a fresh slot map.
+    async fn check<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(err) = &result
+            && (err.is_timeout() || err.is_io_error() || err.is_connection_dropped())
+        {
+            let due = {
+                let mut last = self.last_reset.lock().unwrap_or_else(|e| e.into_inner());
+                let due = last.is_none_or(|at| at.elapsed() >= CLUSTER_RESET_EVERY);
+                if due {
+                    *last = Some(std::time::Instant::now());
+                }
+                due
+            };
+            if due {
+                log::warn!("redis cluster connection reset after: {err}");
+                *self.conn.lock().await = None;
+            }
+        }
+        result
     }
 }
 
@@ -183,7 +216,7 @@ impl ConnectionLike for RedisConn {
             Self::Single(conn) => conn.req_packed_command(cmd),
             Self::Cluster(lazy) => Box::pin(async move {
                 let mut conn = lazy.get().await?;
-                conn.req_packed_command(cmd).await
+                lazy.check(conn.req_packed_command(cmd).await).await
             }),
         }
     }
@@ -198,7 +231,8 @@ impl ConnectionLike for RedisConn {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(lazy) => Box::pin(async move {
                 let mut conn = lazy.get().await?;
-                conn.req_packed_commands(pipeline, offset, count).await
+                lazy.check(conn.req_packed_commands(pipeline, offset, count).await)
+                    .await
             }),
         }
     }
