@@ -18,6 +18,12 @@
 //!         [--only ceilings,publish,batch,push1,push64,pull,latency,idle]`
 //! `--only` runs just the named scenarios (for profiling one path); ratios
 //! need `ceilings` in the list.
+//!
+//! On a Redis Cluster (`scripts/bench.sh --cluster`) `--url`, `--pid` and
+//! `--redis-port` take comma-separated lists: requests go round-robin to the
+//! Orderly processes, and every row's cost also lists each master's (shard's)
+//! Redis commands and script time per job, which is what shows whether the
+//! per-shard cost of a job depends on the number of shards.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,7 +35,13 @@ use serde_json::{Value, json};
 
 struct Args {
     url: String,
+    /// Every Orderly process (round-robin); `url` is the first.
+    urls: Vec<String>,
+    /// Every Redis (cluster master); `redis_port` is the first.
+    redis_ports: Vec<u16>,
     redis_port: u16,
+    /// Every Orderly process; `pid` is the first.
+    pids: Vec<u32>,
     pid: u32,
     seconds: u64,
     connections: usize,
@@ -47,7 +59,10 @@ impl Args {
 fn args() -> Args {
     let mut a = Args {
         url: "http://127.0.0.1:8080".into(),
+        urls: Vec::new(),
+        redis_ports: Vec::new(),
         redis_port: 6379,
+        pids: Vec::new(),
         pid: 0,
         seconds: 5,
         connections: 50,
@@ -58,15 +73,29 @@ fn args() -> Args {
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
-            "--url" => a.url = value,
-            "--redis-port" => a.redis_port = value.parse().expect("port"),
-            "--pid" => a.pid = value.parse().expect("pid"),
+            "--url" => a.urls = value.split(',').map(str::to_owned).collect(),
+            "--redis-port" => {
+                a.redis_ports = value.split(',').map(|p| p.parse().expect("port")).collect()
+            }
+            "--pid" => a.pids = value.split(',').map(|p| p.parse().expect("pid")).collect(),
             "--seconds" => a.seconds = value.parse().expect("seconds"),
             "--connections" => a.connections = value.parse().expect("connections"),
             "--soak-seconds" => a.soak_seconds = value.parse().expect("seconds"),
             "--only" => a.only = value.split(',').map(str::to_owned).collect(),
             other => panic!("unknown flag {other}"),
         }
+    }
+    a.url = a.urls.first().cloned().unwrap_or(a.url);
+    a.redis_port = a.redis_ports.first().copied().unwrap_or(a.redis_port);
+    a.pid = a.pids.first().copied().unwrap_or(a.pid);
+    if a.urls.is_empty() {
+        a.urls.push(a.url.clone());
+    }
+    if a.redis_ports.is_empty() {
+        a.redis_ports.push(a.redis_port);
+    }
+    if a.pids.is_empty() {
+        a.pids.push(a.pid);
     }
     a
 }
@@ -213,8 +242,10 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn redis_benchmark(port: u16, clients: u32) -> f64 {
+/// LPUSH/s of `redis-benchmark` (`--cluster`: over every master).
+fn redis_benchmark(port: u16, clients: u32, cluster: bool) -> f64 {
     let out = std::process::Command::new("redis-benchmark")
+        .args(if cluster { &["--cluster"][..] } else { &[][..] })
         .args([
             "-p",
             &port.to_string(),
@@ -242,17 +273,20 @@ fn redis_benchmark(port: u16, clients: u32) -> f64 {
 /// What a row cost: Redis commands (from `INFO commandstats`) and CPU time of
 /// Orderly, redis-server and this bench, sampled before and after the row.
 struct Probe {
-    redis_port: u16,
+    /// Every Redis (cluster master) whose commands are counted.
+    redis_ports: Vec<u16>,
     /// (name, pid) of each process whose CPU time is recorded.
-    pids: Vec<(&'static str, u32)>,
+    pids: Vec<(String, u32)>,
 }
 
 struct Sample {
-    /// Calls per command.
+    /// Calls per command, over every Redis.
     commands: HashMap<String, u64>,
     /// Microseconds Redis spent in script calls (evalsha/eval, with the
-    /// commands they ran).
+    /// commands they ran), over every Redis.
     script_usec: u64,
+    /// Per Redis (shard): total calls and script microseconds.
+    shards: Vec<(u64, u64)>,
     cpu_ticks: Vec<u64>,
     /// Machine-wide (busy, total) ticks from /proc/stat: other load shows here.
     machine: (u64, u64),
@@ -260,25 +294,60 @@ struct Sample {
 }
 
 impl Probe {
-    fn new(redis_port: u16, orderly_pid: u32) -> Self {
-        let info = redis_cli(redis_port, &["INFO", "server"]);
-        let redis_pid = info
-            .lines()
-            .find_map(|l| l.strip_prefix("process_id:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        let pids = vec![
-            ("orderly", orderly_pid),
-            ("redis", redis_pid),
-            ("bench", std::process::id()),
-        ];
-        Self { redis_port, pids }
+    fn new(redis_ports: &[u16], orderly_pids: &[u32]) -> Self {
+        let suffix = |kind: &str, i: usize, n: usize| {
+            if n == 1 {
+                kind.to_owned()
+            } else {
+                format!("{kind}{}", i + 1)
+            }
+        };
+        let mut pids: Vec<(String, u32)> = orderly_pids
+            .iter()
+            .enumerate()
+            .map(|(i, pid)| (suffix("orderly", i, orderly_pids.len()), *pid))
+            .collect();
+        for (i, port) in redis_ports.iter().enumerate() {
+            let info = redis_cli(*port, &["INFO", "server"]);
+            let redis_pid = info
+                .lines()
+                .find_map(|l| l.strip_prefix("process_id:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            pids.push((suffix("redis", i, redis_ports.len()), redis_pid));
+        }
+        pids.push(("bench".to_owned(), std::process::id()));
+        Self {
+            redis_ports: redis_ports.to_vec(),
+            pids,
+        }
     }
 
     fn sample(&self) -> Sample {
         let mut commands = HashMap::new();
         let mut script_usec = 0;
-        for line in redis_cli(self.redis_port, &["INFO", "commandstats"]).lines() {
+        let mut shards = Vec::new();
+        for port in &self.redis_ports {
+            let (calls, usec) = Self::sample_one(*port, &mut commands);
+            script_usec += usec;
+            shards.push((calls, usec));
+        }
+        let cpu_ticks = self.pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+        Sample {
+            commands,
+            script_usec,
+            shards,
+            cpu_ticks,
+            machine: machine_ticks(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Adds one Redis's calls per command to `commands`; returns its total
+    /// calls and script microseconds.
+    fn sample_one(port: u16, commands: &mut HashMap<String, u64>) -> (u64, u64) {
+        let (mut total, mut script_usec) = (0, 0);
+        for line in redis_cli(port, &["INFO", "commandstats"]).lines() {
             let Some((name, rest)) = line
                 .strip_prefix("cmdstat_")
                 .and_then(|l| l.split_once(':'))
@@ -290,7 +359,8 @@ impl Probe {
                 .find_map(|kv| kv.strip_prefix("calls="))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            commands.insert(name.to_owned(), calls);
+            *commands.entry(name.to_owned()).or_default() += calls;
+            total += calls;
             if name == "evalsha" || name == "eval" {
                 script_usec += rest
                     .split(',')
@@ -299,14 +369,7 @@ impl Probe {
                     .unwrap_or(0);
             }
         }
-        let cpu_ticks = self.pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
-        Sample {
-            commands,
-            script_usec,
-            cpu_ticks,
-            machine: machine_ticks(),
-            at: Instant::now(),
-        }
+        (total, script_usec)
     }
 
     /// Commands per job (by command, largest first, and in total) and the
@@ -334,7 +397,7 @@ impl Probe {
             .zip(after.cpu_ticks.iter().zip(&before.cpu_ticks))
             .map(|((name, _), (a, b))| {
                 let share = (a - b) as f64 / ticks_per_s / wall;
-                ((*name).to_owned(), json!((share * 100.0).round() / 100.0))
+                (name.clone(), json!((share * 100.0).round() / 100.0))
             })
             .collect();
         let round = |x: f64| (x * 100.0).round() / 100.0;
@@ -343,7 +406,20 @@ impl Probe {
             after.machine.1 - before.machine.1,
         );
         let cores_busy = busy as f64 / all.max(1) as f64 * num_cpus();
+        let per_shard: Vec<Value> = self
+            .redis_ports
+            .iter()
+            .zip(after.shards.iter().zip(&before.shards))
+            .map(|(port, ((calls, usec), (calls0, usec0)))| {
+                json!({
+                    "port": port,
+                    "commands_per_job": round((calls - calls0) as f64 / jobs.max(1) as f64),
+                    "script_usec_per_job": round((usec - usec0) as f64 / jobs.max(1) as f64),
+                })
+            })
+            .collect();
         json!({
+            "redis_shards": per_shard,
             "redis_commands_per_job": round(total),
             "redis_script_usec_per_job": round((after.script_usec - before.script_usec) as f64 / jobs.max(1) as f64),
             "redis_per_job": per_job.iter().map(|(n, c)| json!([n, round(*c)])).collect::<Vec<_>>(),
@@ -472,13 +548,22 @@ fn cpu_ticks(pid: u32) -> u64 {
 struct Ctx {
     http: reqwest::Client,
     url: String,
+    /// Every Orderly process; requests go round-robin.
+    urls: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
     token: String,
 }
 
 impl Ctx {
+    /// The Orderly process the next request goes to.
+    fn base(&self) -> &str {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.urls[i % self.urls.len()]
+    }
+
     async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.http
-            .post(format!("{}{path}", self.url))
+            .post(format!("{}{path}", self.base()))
             .bearer_auth(&self.token)
             .json(body)
             .send()
@@ -489,7 +574,7 @@ impl Ctx {
     async fn get(&self, path: &str) -> Value {
         let r = self
             .http
-            .get(format!("{}{path}", self.url))
+            .get(format!("{}{path}", self.base()))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -553,6 +638,8 @@ async fn main() {
     let ctx = Arc::new(Ctx {
         http: http.clone(),
         url: a.url.clone(),
+        urls: a.urls.clone(),
+        next: std::sync::atomic::AtomicUsize::new(0),
         token: login["access_token"].as_str().expect("token").to_owned(),
     });
     let receiver = web::Data::new(Receiver {
@@ -565,13 +652,14 @@ async fn main() {
     let mut rows: Vec<Value> = Vec::new();
     let secs = a.seconds;
 
-    let probe = Probe::new(a.redis_port, a.pid);
+    let probe = Probe::new(&a.redis_ports, &a.pids);
 
     // Ceilings (NaN when not measured: the ratios become null).
     let (mut redis_c50, mut redis_c1, mut trivial_rps) = (f64::NAN, f64::NAN, f64::NAN);
     if a.runs("ceilings") {
-        redis_c50 = redis_benchmark(a.redis_port, 50);
-        redis_c1 = redis_benchmark(a.redis_port, 1);
+        let cluster = a.redis_ports.len() > 1;
+        redis_c50 = redis_benchmark(a.redis_port, 50, cluster);
+        redis_c1 = redis_benchmark(a.redis_port, 1, cluster);
         let trivial_url = format!("http://127.0.0.1:{port}/trivial");
         let h = http.clone();
         let (trivial_n, _, _) = closed_loop(a.connections, secs, move |_| {

@@ -6,6 +6,10 @@
 # Extra arguments go to the bench (e.g. --seconds 10, --soak-seconds 600,
 # --only push1).
 #
+# --cluster: the same rows on a local Redis Cluster (3 masters, or
+# --shards N) with two Orderly processes sharing it; every row's cost then
+# lists each shard's Redis commands and script time per job.
+#
 # PROFILE_DIR=dir: also record `perf` profiles of Orderly and redis-server for
 # the whole bench run (PERF_ARGS, default "-F 999 -g") and write their
 # `perf report --no-children` summaries to dir/{orderly,redis}.txt.
@@ -14,7 +18,22 @@ source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
 cd "$ROOT"
 require_rust
 ensure_redis_installed
+
+CLUSTER=""
+SHARDS=3
+BENCH_ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cluster) CLUSTER=1 ;;
+    --shards) SHARDS=$2; shift ;;
+    *) BENCH_ARGS+=("$1") ;;
+  esac
+  shift
+done
 start_services
+if [ -n "$CLUSTER" ]; then
+  start_cluster "$SHARDS" 0
+fi
 
 # Profiling needs symbols: the `profiling` profile is release plus line tables.
 BUILD_PROFILE=release
@@ -22,23 +41,42 @@ if [ -n "${PROFILE_DIR:-}" ]; then BUILD_PROFILE=profiling; fi
 log "building $BUILD_PROFILE binaries"
 cargo build --profile "$BUILD_PROFILE" --locked --bin orderly --example bench
 
-PORT=$(free_port)
-ORDERLY_ENV=dev \
-ORDERLY__SERVER__PORT="$PORT" \
-ORDERLY__REDIS__URL="$REDIS_URL" \
-ORDERLY__REDIS__KEY_PREFIX="bench-$(date +%s)" \
-ORDERLY__MONGODB__URI="$MONGODB_URI" \
-ORDERLY__MONGODB__DATABASE="bench_$(date +%s)" \
-ORDERLY__AUTH__BCRYPT_COST=4 \
-ORDERLY__WORKER__CONCURRENCY=64 \
-RUST_LOG=warn \
-  "./target/$BUILD_PROFILE/orderly" &
-ORDERLY_PID=$!
-SERVICE_PIDS+=("$ORDERLY_PID")
-until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; do sleep 0.2; done
-
-REDIS_PORT="${REDIS_URL##*:}"
-REDIS_PORT="${REDIS_PORT%%/*}"
+PREFIX="bench-$(date +%s)"
+DATABASE="bench_$(date +%s)"
+# start_bench_orderly: one release Orderly on a free port; appends its URL
+# and pid to URLS / PIDS.
+URLS=()
+PIDS=()
+start_bench_orderly() {
+  local port; port=$(free_port)
+  ORDERLY_ENV=dev \
+  ORDERLY__SERVER__PORT="$port" \
+  ORDERLY__REDIS__URL="$REDIS_URL" \
+  ORDERLY__REDIS__CLUSTER_NODES="${CLUSTER:+$REDIS_CLUSTER_NODES}" \
+  ORDERLY__REDIS__KEY_PREFIX="$PREFIX" \
+  ORDERLY__MONGODB__URI="$MONGODB_URI" \
+  ORDERLY__MONGODB__DATABASE="$DATABASE" \
+  ORDERLY__AUTH__BCRYPT_COST=4 \
+  ORDERLY__WORKER__CONCURRENCY=64 \
+  RUST_LOG=warn \
+    "./target/$BUILD_PROFILE/orderly" &
+  SERVICE_PIDS+=($!)
+  PIDS+=($!)
+  URLS+=("http://127.0.0.1:$port")
+  until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do sleep 0.2; done
+}
+start_bench_orderly
+ORDERLY_PID=${PIDS[0]}
+REDIS_PORTS="${REDIS_URL##*:}"
+REDIS_PORTS="${REDIS_PORTS%%/*}"
+if [ -n "$CLUSTER" ]; then
+  start_bench_orderly
+  # The masters' ports, from the cluster's own view.
+  first="${REDIS_CLUSTER_NODES%%,*}"
+  first="${first##*:}"
+  REDIS_PORTS=$(redis-cli -p "$first" cluster nodes | awk '$3 ~ /master/ {split($2, a, "[:@]"); print a[2]}' | paste -sd,)
+fi
+REDIS_PORT="${REDIS_PORTS%%,*}"
 
 PERF_PIDS=()
 if [ -n "${PROFILE_DIR:-}" ]; then
@@ -53,8 +91,8 @@ if [ -n "${PROFILE_DIR:-}" ]; then
 fi
 
 status=0
-"./target/$BUILD_PROFILE/examples/bench" --url "http://127.0.0.1:$PORT" --redis-port "$REDIS_PORT" \
-  --pid "$ORDERLY_PID" "$@" || status=$?
+"./target/$BUILD_PROFILE/examples/bench" --url "$(IFS=,; echo "${URLS[*]}")" \
+  --redis-port "$REDIS_PORTS" --pid "$(IFS=,; echo "${PIDS[*]}")" "${BENCH_ARGS[@]}" || status=$?
 
 if [ -n "${PROFILE_DIR:-}" ]; then
   for pid in "${PERF_PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done

@@ -19,11 +19,18 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 pub struct Sampler {
     engine: Engine,
     metrics: JobMetrics,
+    /// A sample is under way: the next tick is skipped, so slow samples
+    /// never pile up.
+    running: bool,
 }
 
 impl Sampler {
     pub fn new(engine: Engine, metrics: JobMetrics) -> Self {
-        Self { engine, metrics }
+        Self {
+            engine,
+            metrics,
+            running: false,
+        }
     }
 }
 
@@ -32,15 +39,17 @@ impl Actor for Sampler {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(SAMPLE_EVERY, |act, ctx| {
+            if act.running {
+                return;
+            }
+            act.running = true;
             let (engine, metrics) = (act.engine.clone(), act.metrics.clone());
-            ctx.spawn(
-                async move {
-                    if let Err(err) = sample(&engine, &metrics).await {
-                        log::warn!("could not sample queue gauges: {err}");
-                    }
+            let run = async move {
+                if let Err(err) = sample(&engine, &metrics).await {
+                    log::warn!("could not sample queue gauges: {err}");
                 }
-                .into_actor(act),
-            );
+            };
+            ctx.spawn(run.into_actor(act).map(|(), act, _| act.running = false));
         });
     }
 }

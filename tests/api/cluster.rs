@@ -372,9 +372,11 @@ async fn a_master_failover_is_survived_and_its_losses_are_measured() {
         if Instant::now() > settle_deadline {
             let job = app.job(&user.token, missing[0]).await;
             let queue = app.queue(&user.token, "q").await;
+            let active = app.all_jobs(&user.token, "q", Some("active")).await;
             panic!(
-                "{} jobs accepted after the failover never delivered, e.g. {job}; queue {queue}",
-                missing.len()
+                "{} jobs accepted after the failover never delivered, e.g. {job}; queue {queue}; active {active:?}; now {}",
+                missing.len(),
+                chrono::Utc::now()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

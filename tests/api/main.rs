@@ -10,6 +10,7 @@ mod edge;
 mod health;
 mod helpers;
 mod hostile;
+mod idle;
 mod jobs;
 mod metrics;
 mod model;
