@@ -96,6 +96,11 @@ impl ApiError {
         )
     }
 
+    /// `403`: an API key whose scopes or queues do not cover the route.
+    pub fn insufficient_scope(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "insufficient_scope", message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }

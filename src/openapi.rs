@@ -27,6 +27,9 @@ use crate::routes::{auth, consumers, dead, docs, health, jobs, metrics, queues};
         auth::register,
         auth::login,
         auth::me,
+        auth::create_key,
+        auth::list_keys,
+        auth::delete_key,
         queues::list,
         queues::put,
         queues::get,
@@ -71,8 +74,11 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some("The `access_token` from `POST /v1/auth/login`"))
+                    .description(Some(
+                        "The `access_token` from `POST /v1/auth/login`, or an API key \
+                         (`ok_…`, from `POST /v1/auth/keys`) on queue and job routes \
+                         within its scopes",
+                    ))
                     .build(),
             ),
         );

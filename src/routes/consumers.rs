@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::jobs::{JobList, JobPath, MAX_WAIT_MS, path_job};
 use super::queues::{QueuePath, path_queue};
-use crate::auth::Authenticated;
+use crate::auth::{Authorized, need};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
 use crate::queue::Queues;
@@ -67,7 +67,7 @@ async fn pull_queue(queues: &Queues, queue: &QueueRef) -> Result<Arc<QueueDefini
     ))]
 pub async fn claim(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Consume>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<ClaimBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -180,7 +180,7 @@ fn answer(queues: &Queues, transition: Transition) -> Result<HttpResponse, ApiEr
     ))]
 pub async fn ack(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Consume>,
     path: web::Path<JobPath>,
     ApiJson(body): ApiJson<AckBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -205,7 +205,7 @@ pub async fn ack(
     ))]
 pub async fn nack(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Consume>,
     path: web::Path<JobPath>,
     ApiJson(body): ApiJson<NackBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -248,7 +248,7 @@ pub async fn nack(
     ))]
 pub async fn extend(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Consume>,
     path: web::Path<JobPath>,
     ApiJson(body): ApiJson<ExtendBody>,
 ) -> Result<HttpResponse, ApiError> {

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::jobs::{JobPage, JobPath, page_limit, path_job};
 use super::queues::{QueuePath, path_queue};
-use crate::auth::Authenticated;
+use crate::auth::{Authorized, need};
 use crate::error::{ApiError, ErrorBody};
 use crate::queue::Queues;
 use crate::queue::engine::{ListFilter, Resolution, Resolve};
@@ -46,7 +46,7 @@ pub struct Redriven {
     ))]
 pub async fn list(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
     query: web::Query<DeadQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -78,7 +78,7 @@ pub async fn list(
     ))]
 pub async fn redrive(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
@@ -95,7 +95,7 @@ pub async fn redrive(
 
 async fn resolve(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<JobPath>,
     action: Resolve,
 ) -> Result<HttpResponse, ApiError> {
@@ -136,7 +136,7 @@ async fn resolve(
     ))]
 pub async fn retry(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<JobPath>,
 ) -> Result<HttpResponse, ApiError> {
     resolve(queues, who, path, Resolve::Retry).await
@@ -154,7 +154,7 @@ pub async fn retry(
     ))]
 pub async fn skip(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<JobPath>,
 ) -> Result<HttpResponse, ApiError> {
     resolve(queues, who, path, Resolve::Skip).await

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::queues::{QueuePath, path_queue};
-use crate::auth::Authenticated;
+use crate::auth::{Authorized, Caller, need};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
 use crate::queue::Queues;
@@ -69,7 +69,7 @@ pub struct JobPage {
 }
 
 /// The caller's job named by `raw`, as (queue, id); `404` for ids that cannot exist.
-pub fn path_job(who: &Authenticated, path: &JobPath) -> Result<(QueueRef, String), ApiError> {
+pub fn path_job(who: &Caller, path: &JobPath) -> Result<(QueueRef, String), ApiError> {
     let id = JobId::parse(&path.id).ok_or_else(|| ApiError::not_found("no such job"))?;
     Ok((QueueRef::new(&who.user_id, id.queue), id.id))
 }
@@ -186,7 +186,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 pub async fn publish(
     req: HttpRequest,
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Publish>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -243,7 +243,7 @@ pub struct BatchBody {
     ))]
 pub async fn publish_batch(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Publish>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -302,7 +302,7 @@ pub struct WaitQuery {
     ))]
 pub async fn get(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::ReadJob>,
     path: web::Path<JobPath>,
     query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -356,7 +356,7 @@ pub struct ListQuery {
     ))]
 pub async fn list(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -395,7 +395,7 @@ pub async fn list(
     ))]
 pub async fn cancel(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::CancelJob>,
     path: web::Path<JobPath>,
 ) -> Result<HttpResponse, ApiError> {
     let (queue, id) = path_job(&who, &path)?;

@@ -48,6 +48,8 @@ route_table! {
     "/v1/auth/register" => { post: auth::register },
     "/v1/auth/login" => { post: auth::login },
     "/v1/auth/me" => { get: auth::me },
+    "/v1/auth/keys" => { post: auth::create_key, get: auth::list_keys },
+    "/v1/auth/keys/{id}" => { delete: auth::delete_key },
     "/v1/queues" => { get: queues::list },
     "/v1/queues/{queue}" => { put: queues::put, get: queues::get, delete: queues::delete },
     "/v1/queues/{queue}/pause" => { post: queues::pause },

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Authenticated;
+use crate::auth::{Authorized, Caller, need};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
 use crate::queue::Queues;
@@ -24,7 +24,7 @@ pub struct QueuePath {
 }
 
 /// The caller's queue named in the path; `404` for a name that cannot exist.
-pub fn path_queue(who: &Authenticated, path: &QueuePath) -> Result<QueueRef, ApiError> {
+pub fn path_queue(who: &Caller, path: &QueuePath) -> Result<QueueRef, ApiError> {
     queue_ref(&who.user_id, &path.queue).map_err(|_| ApiError::not_found("no such queue"))
 }
 
@@ -207,7 +207,7 @@ impl<'a> QueueView<'a> {
     ))]
 pub async fn put(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -242,9 +242,16 @@ pub async fn put(
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 503, description = "MongoDB down", body = ErrorBody),
     ))]
-pub async fn list(queues: web::Data<Queues>, who: Authenticated) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    queues: web::Data<Queues>,
+    who: Authorized<need::Manage>,
+) -> Result<HttpResponse, ApiError> {
     let definitions = queues.registry.list(&who.user_id).await?;
-    let views: Vec<QueueView> = definitions.iter().map(QueueView::of).collect();
+    let views: Vec<QueueView> = definitions
+        .iter()
+        .filter(|d| who.sees_queue(&d.name))
+        .map(QueueView::of)
+        .collect();
     Ok(HttpResponse::Ok().json(QueueList { queues: views }))
 }
 
@@ -259,7 +266,7 @@ pub async fn list(queues: web::Data<Queues>, who: Authenticated) -> Result<HttpR
     ))]
 pub async fn get(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
@@ -285,7 +292,7 @@ pub async fn get(
     ))]
 pub async fn delete(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
@@ -297,7 +304,7 @@ pub async fn delete(
 
 async fn set_paused(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
     paused: bool,
 ) -> Result<HttpResponse, ApiError> {
@@ -321,7 +328,7 @@ async fn set_paused(
     ))]
 pub async fn pause(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     set_paused(queues, who, path, true).await
@@ -338,7 +345,7 @@ pub async fn pause(
     ))]
 pub async fn resume(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     set_paused(queues, who, path, false).await

@@ -8,6 +8,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod jobs;
+mod keys;
 mod metrics;
 mod model;
 mod openapi;
