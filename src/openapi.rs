@@ -135,4 +135,29 @@ mod tests {
             .collect();
         assert_eq!(described, registered);
     }
+
+    #[test]
+    fn error_codes_are_a_closed_enum_in_the_document() {
+        let spec = spec();
+        let schemas = &spec["components"]["schemas"];
+        assert_eq!(
+            schemas["ErrorDetail"]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+        let listed: BTreeSet<&str> = schemas["ErrorCode"]["enum"]
+            .as_array()
+            .expect("ErrorCode is an enum")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for code in [
+            "validation_failed",
+            "insufficient_scope",
+            "lease_lost",
+            "not_a_pull_queue",
+            "unavailable",
+        ] {
+            assert!(listed.contains(code), "{code} missing from {listed:?}");
+        }
+    }
 }

@@ -115,6 +115,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
@@ -127,15 +128,15 @@ mod tests {
     #[test]
     fn syntax_errors_are_invalid_json() {
         let err = parse::<Login>(b"{\"email\":").unwrap_err();
-        assert_eq!(err.code(), "invalid_json");
+        assert_eq!(err.code(), ErrorCode::InvalidJson);
         let err = parse::<Login>(b"\xff\xfe").unwrap_err();
-        assert_eq!(err.code(), "invalid_json");
+        assert_eq!(err.code(), ErrorCode::InvalidJson);
     }
 
     #[test]
     fn wrong_types_name_the_field() {
         let err = parse::<Login>(br#"{"email":{"$gt":""},"password":"x"}"#).unwrap_err();
-        assert_eq!(err.code(), "validation_failed");
+        assert_eq!(err.code(), ErrorCode::ValidationFailed);
         assert!(format!("{err:?}").contains("\"email\""));
     }
 
@@ -144,7 +145,7 @@ mod tests {
         let depth = 100_000;
         let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         let err = parse::<serde_json::Value>(body.as_bytes()).unwrap_err();
-        assert_eq!(err.code(), "invalid_json");
+        assert_eq!(err.code(), ErrorCode::InvalidJson);
     }
 
     #[test]
@@ -157,7 +158,7 @@ mod tests {
         let deep = format!(r#"{{"payload":{}{}}}"#, "[".repeat(200), "]".repeat(200));
         assert_eq!(
             parse::<Publish>(deep.as_bytes()).unwrap_err().code(),
-            "invalid_json"
+            ErrorCode::InvalidJson
         );
         let text = format!(
             r#"{{"payload":"{}\"{}"}}"#,
@@ -172,6 +173,6 @@ mod tests {
     #[test]
     fn trailing_garbage_is_invalid_json() {
         let err = parse::<serde_json::Value>(b"{} {}").unwrap_err();
-        assert_eq!(err.code(), "invalid_json");
+        assert_eq!(err.code(), ErrorCode::InvalidJson);
     }
 }

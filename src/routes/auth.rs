@@ -16,7 +16,7 @@ use crate::auth::keys::{
 use crate::auth::token::AccessToken;
 use crate::auth::users::User;
 use crate::auth::{AuthActor, Authenticated, GetUser, Login, Register};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::ApiJson;
 use crate::queue::model::QueueName;
 
@@ -187,7 +187,7 @@ impl From<KeyError> for ApiError {
     fn from(err: KeyError) -> Self {
         match err {
             KeyError::TooMany => ApiError::conflict(
-                "too_many_keys",
+                ErrorCode::TooManyKeys,
                 "this user holds the most API keys allowed; delete one first",
             ),
             KeyError::Mongo(err) => {

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::jobs::{JobList, JobPath, MAX_WAIT_MS, path_job};
 use super::queues::{QueuePath, path_queue};
 use crate::auth::{Authorized, need};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::ApiJson;
 use crate::queue::Queues;
 use crate::queue::engine::{Failure, Lease, Transition};
@@ -46,7 +46,7 @@ async fn pull_queue(queues: &Queues, queue: &QueueRef) -> Result<Arc<QueueDefini
         .ok_or_else(|| ApiError::not_found("no such queue"))?;
     if definition.settings.delivery.is_push() {
         return Err(ApiError::conflict(
-            "not_a_pull_queue",
+            ErrorCode::NotAPullQueue,
             "this queue delivers by push; claim works on pull queues",
         ));
     }
@@ -159,7 +159,7 @@ fn answer(queues: &Queues, transition: Transition) -> Result<HttpResponse, ApiEr
             Ok(HttpResponse::Ok().json(job))
         }
         Transition::LeaseLost(Some(_)) => Err(ApiError::conflict(
-            "lease_lost",
+            ErrorCode::LeaseLost,
             "the lease is stale or expired; the job's outcome was not changed",
         )),
         Transition::LeaseLost(None) => Err(ApiError::not_found("no such job")),

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::jobs::{JobPage, JobPath, page_limit, path_job};
 use super::queues::{QueuePath, path_queue};
 use crate::auth::{Authorized, need};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::queue::Queues;
 use crate::queue::engine::{ListFilter, Resolution, Resolve};
 use crate::queue::model::Job;
@@ -111,7 +111,7 @@ async fn resolve(
         }
         Resolution::NotFound => Err(ApiError::not_found("no such job")),
         Resolution::Conflict(job) => Err(ApiError::conflict(
-            "not_stopped",
+            ErrorCode::NotStopped,
             format!(
                 "a job that is {} cannot be {}",
                 job.state.as_str(),

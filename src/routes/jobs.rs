@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::queues::{QueuePath, path_queue};
 use crate::auth::{Authorized, Caller, need};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::ApiJson;
 use crate::queue::Queues;
 use crate::queue::engine::{CancelOutcome, ListFilter, NewJob, Published};
@@ -406,7 +406,7 @@ pub async fn cancel(
         }
         CancelOutcome::NotFound => Err(ApiError::not_found("no such job")),
         CancelOutcome::NotCancellable(job) => Err(ApiError::conflict(
-            "not_cancellable",
+            ErrorCode::NotCancellable,
             format!("a job that is {} cannot be cancelled", job.state.as_str()),
         )),
     }
