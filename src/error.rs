@@ -115,6 +115,8 @@ pub struct ApiError {
     fields: Option<BTreeMap<String, String>>,
     retry_after_s: Option<u64>,
     bearer_challenge: bool,
+    /// `405` only: the path's methods, sent as `Allow` (RFC 9110 §15.5.6).
+    allow: Option<String>,
 }
 
 impl ApiError {
@@ -126,6 +128,7 @@ impl ApiError {
             fields: None,
             retry_after_s: None,
             bearer_challenge: false,
+            allow: None,
         }
     }
 
@@ -176,12 +179,18 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
-    pub fn method_not_allowed() -> Self {
-        Self::new(
+    /// `405`; `allow` lists the path's methods (`"GET, PUT"`), sent as `Allow`.
+    pub fn method_not_allowed(allow: Option<String>) -> Self {
+        let mut err = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::MethodNotAllowed,
-            "this route does not accept that method",
-        )
+            match &allow {
+                Some(allow) => format!("this route accepts only {allow}"),
+                None => "this route does not accept that method".to_owned(),
+            },
+        );
+        err.allow = allow;
+        err
     }
 
     pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -267,7 +276,7 @@ impl ApiError {
     pub fn from_status(status: StatusCode) -> ApiError {
         match status {
             StatusCode::NOT_FOUND => Self::not_found("no such route"),
-            StatusCode::METHOD_NOT_ALLOWED => Self::method_not_allowed(),
+            StatusCode::METHOD_NOT_ALLOWED => Self::method_not_allowed(None),
             StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::unsupported_media_type(),
             StatusCode::SERVICE_UNAVAILABLE => Self::unavailable("service unavailable"),
@@ -301,6 +310,11 @@ impl ApiError {
         let mut response = HttpResponse::build(self.status);
         if let Some(seconds) = self.retry_after_s {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(allow) = &self.allow
+            && let Ok(value) = HeaderValue::from_str(allow)
+        {
+            response.insert_header((header::ALLOW, value));
         }
         if self.bearer_challenge {
             response.insert_header((
