@@ -89,8 +89,20 @@ impl Modify for BearerAuth {
 pub fn spec_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    doc.to_pretty_json()
-        .expect("the OpenAPI document serialises")
+    let json = doc
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    camel_case_links(&json)
+}
+
+/// utoipa 5.5 writes Link objects' fields in snake case (`"operation_id"`,
+/// `"request_body"`); OpenAPI spells them `operationId`, `requestBody`. No
+/// other key of the document has these names, and inside strings a quote
+/// is escaped, so the keys are renamed in the text (keeping its order).
+fn camel_case_links(json: &str) -> String {
+    json.replace("\"operation_id\": ", "\"operationId\": ")
+        .replace("\"operation_ref\": ", "\"operationRef\": ")
+        .replace("\"request_body\": ", "\"requestBody\": ")
 }
 
 #[cfg(test)]
@@ -159,5 +171,22 @@ mod tests {
         ] {
             assert!(listed.contains(code), "{code} missing from {listed:?}");
         }
+    }
+
+    #[test]
+    fn publish_and_claim_link_to_the_job_routes() {
+        let spec = spec();
+        let publish = &spec["paths"]["/v1/queues/{queue}/jobs"]["post"]["responses"]["202"];
+        assert_eq!(publish["links"]["GetJob"]["operationId"], "get_job");
+        assert_eq!(
+            publish["links"]["GetJob"]["parameters"]["id"],
+            "$response.body#/id"
+        );
+        let claim = &spec["paths"]["/v1/queues/{queue}/claim"]["post"]["responses"]["200"];
+        assert_eq!(claim["links"]["AckJob"]["operationId"], "ack_job");
+        assert_eq!(
+            claim["links"]["AckJob"]["requestBody"]["lease"],
+            "$response.body#/jobs/0/lease"
+        );
     }
 }

@@ -20,17 +20,32 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::ApiJson;
 use crate::queue::model::QueueName;
 
+/// `POST /v1/auth/register` body. Both limits count UTF-8 bytes, which a
+/// JSON Schema length cannot express: the formats name the rules instead.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct Registration {
+    /// An address `local@domain.tld`, trimmed and lowercased, at most 254
+    /// bytes; the local part at most 64 bytes without spaces or
+    /// `@<>()[],;:\"`; two or more domain labels of letters, digits and `-`.
+    #[schema(format = "orderly-email", example = "ada@example.com")]
+    email: String,
+    /// 8 to 72 bytes of UTF-8 (bcrypt's limit: longer ones are refused,
+    /// never truncated).
+    #[schema(format = Password, example = "correct horse battery")]
+    password: String,
+}
+
+/// `POST /v1/auth/login` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct Credentials {
-    #[schema(example = "ada@example.com")]
+    #[schema(min_length = 1, example = "ada@example.com")]
     email: String,
-    /// 8 to 72 bytes when registering.
-    #[schema(example = "correct horse battery")]
+    #[schema(format = Password, example = "correct horse battery")]
     password: String,
 }
 
 /// Create an account.
-#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Credentials,
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Registration,
     responses(
         (status = 201, description = "Registered", body = User),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
@@ -42,7 +57,7 @@ pub struct Credentials {
     ))]
 pub async fn register(
     auth: web::Data<Addr<AuthActor>>,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<Registration>,
 ) -> Result<HttpResponse, ApiError> {
     let email = Email::parse(&body.email);
     let password = NewPassword::parse(body.password);
@@ -69,6 +84,8 @@ pub async fn register(
         (status = 200, description = "A bearer token", body = AccessToken),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "`invalid_credentials` (the same answer for an unknown email and a wrong password)", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Empty email", body = ErrorBody),
         (status = 429, description = "Too many failed logins for this email or client; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "MongoDB down or the password-hashing pool saturated", body = ErrorBody),
@@ -78,7 +95,7 @@ pub async fn login(
     auth: web::Data<Addr<AuthActor>>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    if body.email.trim().is_empty() {
+    if body.email.is_empty() {
         return Err(ApiError::invalid_field("email", "must not be empty"));
     }
     let msg = Login {
@@ -115,25 +132,55 @@ pub async fn me(
 #[serde(deny_unknown_fields)]
 pub struct NewKeyBody {
     /// What the key is for (1–100 characters).
-    #[schema(example = "billing worker")]
+    #[schema(min_length = 1, max_length = 100, example = "billing worker")]
     name: String,
     /// What the key may do: `publish` (publish, batch, get job), `consume`
     /// (claim, ack, nack, extend, get job), `manage` (queue settings,
     /// pause/resume, job listings, dead letters).
+    #[schema(min_items = 1)]
     scopes: Vec<Scope>,
-    /// `["*"]` (every queue, the default) or up to 100 queue names.
-    #[schema(example = json!(["*"]))]
+    /// `["*"]` (every queue, the default) or 1 to 100 queue names.
+    #[schema(schema_with = key_queues_schema)]
     queues: Option<Vec<String>>,
-    /// When the key stops working (RFC 3339, in the future); none: never.
+    /// When the key stops working (RFC 3339); none: never. A time in the
+    /// past makes a key that is refused from the start.
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<DateTime<Utc>>,
 }
 
+/// `queues`: `["*"]`, or 1 to 100 queue names, or null (every queue).
+fn key_queues_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let every = ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["*"])),
+        )
+        .min_items(Some(1))
+        .max_items(Some(1));
+    let names = ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[a-z0-9][a-z0-9_.-]{0,63}$")),
+        )
+        .min_items(Some(1))
+        .max_items(Some(MAX_KEY_QUEUES));
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(every)
+        .item(names)
+        .examples([serde_json::json!(["*"])])
+        .build()
+        .into()
+}
+
 impl NewKeyBody {
     /// The validated request, or one reason per offending field.
-    fn parse(self, now: DateTime<Utc>) -> Result<NewKey, ApiError> {
+    fn parse(self) -> Result<NewKey, ApiError> {
         let mut fields = BTreeMap::new();
-        let name = self.name.trim().to_owned();
+        let name = self.name;
         if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
             fields.insert(
                 "name".to_owned(),
@@ -168,9 +215,6 @@ impl NewKeyBody {
                 Some(names)
             }
         };
-        if self.expires_at.is_some_and(|at| at <= now) {
-            fields.insert("expires_at".to_owned(), "must be in the future".into());
-        }
         if !fields.is_empty() {
             return Err(ApiError::validation(fields));
         }
@@ -232,7 +276,7 @@ pub async fn create_key(
     who: Authenticated,
     ApiJson(body): ApiJson<NewKeyBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = body.parse(Utc::now())?;
+    let new = body.parse()?;
     let created = keys.create(&who.user_id, new).await?;
     Ok(HttpResponse::Created().json(created))
 }

@@ -21,8 +21,10 @@ pub const MAX_REDRIVE: usize = 10_000;
 #[serde(deny_unknown_fields)]
 pub struct DeadQuery {
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Only jobs with a larger `seq` (the previous page's `next`).
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     after: Option<u64>,
 }
 
@@ -40,6 +42,7 @@ pub struct Redriven {
         (status = 200, description = "One page", body = JobPage),
         (status = 400, description = "Unknown query parameter", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 422, description = "Invalid `limit`", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
@@ -73,6 +76,7 @@ pub async fn list(
     responses(
         (status = 200, description = "How many were moved back", body = Redriven),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
     ))]
@@ -130,6 +134,7 @@ async fn resolve(
     responses(
         (status = 200, description = "Queued again", body = Job),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "`not_stopped`: only blocked or dead jobs can be retried", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
@@ -148,6 +153,7 @@ pub async fn retry(
     responses(
         (status = 200, description = "Now `dead`; the lane continues", body = Job),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "`not_stopped`: only blocked jobs can be skipped", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),

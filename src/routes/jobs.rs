@@ -11,6 +11,7 @@ use super::queues::{QueuePath, path_queue};
 use crate::auth::{Authorized, Caller, need};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::ApiJson;
+use crate::http::json::{integer, parse_item};
 use crate::queue::Queues;
 use crate::queue::engine::{CancelOutcome, ListFilter, NewJob, Published};
 use crate::queue::model::{
@@ -32,8 +33,11 @@ pub struct PublishBody {
     payload: Box<RawValue>,
     /// Ordering lane (≤ 128 characters): jobs with the same key run one at a
     /// time in publish order. Omitted: the queue's default lane `""`.
+    #[schema(max_length = 128)]
     key: Option<String>,
     /// Do not start before this many ms (≤ 30 days).
+    #[schema(maximum = 2_592_000_000_u64)]
+    #[serde(default, deserialize_with = "integer::option")]
     delay_ms: Option<u64>,
 }
 
@@ -41,7 +45,8 @@ pub struct PublishBody {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct JobPath {
-    /// Job id as returned by publish.
+    /// Job id as returned by publish: 32 hex digits, `.`, the queue name.
+    #[param(pattern = "^[0-9a-f]{32}\\.[a-z0-9][a-z0-9_.-]{0,63}$")]
     id: String,
 }
 
@@ -170,13 +175,19 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 /// Publish one job.
 #[utoipa::path(post, path = "/v1/queues/{queue}/jobs", operation_id = "publish_job", tag = "jobs", security(("bearer" = [])),
     params(QueuePath,
-        ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a repeat within the queue's window returns the original job with 200 and enqueues nothing")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1–255 visible ASCII characters; a repeat within the queue's window returns the original job with 200 and enqueues nothing")),
     request_body = PublishBody,
     responses(
-        (status = 202, description = "Accepted and durably queued", body = Job),
+        (status = 202, description = "Accepted and durably queued", body = Job, links(
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")),
+                description = "Read the job (long-poll with `wait_ms`)")),
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")),
+                description = "Cancel the job while it has not started")),
+        )),
         (status = 200, description = "Idempotent repeat: the original job (or, past its retention, `ExpiredDuplicate`)", body = Job),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "Impossible queue name", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
@@ -226,18 +237,25 @@ pub async fn publish(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
-    jobs: Vec<PublishBody>,
+    /// Parsed one by one, so errors name `jobs[i].field`.
+    #[schema(value_type = Vec<PublishBody>, min_items = 1, max_items = 1000)]
+    jobs: Vec<Box<RawValue>>,
 }
 
 /// Publish up to 1000 jobs atomically: all or none, in order.
 #[utoipa::path(post, path = "/v1/queues/{queue}/jobs/batch", operation_id = "publish_batch", tag = "jobs", security(("bearer" = [])),
     params(QueuePath), request_body = BatchBody,
     responses(
-        (status = 202, description = "All accepted, in the given order", body = JobList),
+        (status = 202, description = "All accepted, in the given order", body = JobList, links(
+            ("GetFirstJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/jobs/0/id")),
+                description = "Read the batch's first job")),
+        )),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "Impossible queue name", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Empty or over 1000 jobs, or `jobs[i].field` invalid; nothing was enqueued", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down; nothing was enqueued", body = ErrorBody),
     ))]
@@ -261,8 +279,10 @@ pub async fn publish_batch(
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
+            let at = format!("jobs[{i}]");
+            let item = parse_item::<PublishBody>(&item, &at)?;
             new_job(&queue, item, max_attempts, None).map_err(|(field, reason)| {
-                ApiError::invalid_field(&format!("jobs[{i}].{field}"), reason)
+                ApiError::invalid_field(&format!("{at}.{field}"), reason)
             })
         })
         .collect::<Result<Vec<NewJob>, ApiError>>()?;
@@ -287,6 +307,7 @@ pub async fn publish_batch(
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Long-poll: wait up to this many ms (≤ 30000) for the job to reach a terminal state.
+    #[param(maximum = 30_000)]
     wait_ms: Option<u64>,
 }
 
@@ -296,6 +317,7 @@ pub struct WaitQuery {
     responses(
         (status = 200, description = "The job", body = Job),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job (of this user)", body = ErrorBody),
         (status = 422, description = "`wait_ms` over 30000", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
@@ -332,15 +354,38 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Only jobs in this state.
-    #[param(value_type = Option<JobState>)]
+    /// Only jobs in this state (`""`: any).
+    #[param(schema_with = state_filter_schema)]
     state: Option<String>,
     /// Only jobs of this lane.
     key: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Only jobs with a larger `seq` (the previous page's `next`).
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     after: Option<u64>,
+}
+
+/// Every `state` filter the listing takes: a job state, or `""` for any.
+const STATE_FILTERS: [&str; 9] = [
+    "",
+    "queued",
+    "delayed",
+    "active",
+    "retrying",
+    "blocked",
+    "completed",
+    "dead",
+    "cancelled",
+];
+
+fn state_filter_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(STATE_FILTERS))
+        .build()
 }
 
 /// List a queue's jobs in `seq` order.
@@ -350,6 +395,7 @@ pub struct ListQuery {
         (status = 200, description = "One page", body = JobPage),
         (status = 400, description = "Unknown query parameter", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "Impossible queue name", body = ErrorBody),
         (status = 422, description = "Invalid `state` or `limit`", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
@@ -389,6 +435,7 @@ pub async fn list(
     responses(
         (status = 200, description = "Cancelled; its lane moves on", body = Job),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "`not_cancellable`: active or finished", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
@@ -409,5 +456,22 @@ pub async fn cancel(
             ErrorCode::NotCancellable,
             format!("a job that is {} cannot be cancelled", job.state.as_str()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_state_filters_are_exactly_the_job_states() {
+        for filter in &STATE_FILTERS[1..] {
+            assert!(JobState::parse(filter).is_some(), "{filter}");
+        }
+        let listed = serde_json::to_value(<JobState as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(
+            listed["enum"].as_array().unwrap().len(),
+            STATE_FILTERS.len() - 1
+        );
     }
 }
