@@ -50,7 +50,6 @@ use crate::routes::{auth, consumers, dead, docs, health, jobs, metrics, queues};
         dead::retry,
         dead::skip,
     ),
-    components(schemas(jobs::ExpiredDuplicate)),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and bearer tokens"),

@@ -50,13 +50,24 @@ pub struct JobPath {
     id: String,
 }
 
-/// A publish that repeated an `Idempotency-Key` whose job has since expired.
+/// A publish that repeated an `Idempotency-Key` whose job is gone (past its
+/// retention, or its queue was deleted).
 #[derive(Serialize, ToSchema)]
 pub struct ExpiredDuplicate<'a> {
     id: &'a str,
     queue: &'a str,
-    #[schema(example = "expired")]
+    #[schema(pattern = "^expired$", example = "expired")]
     state: &'static str,
+}
+
+/// The `200` answer to a repeated `Idempotency-Key`: the original job, or
+/// what is known of it when it is gone. Nothing is enqueued either way.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Repeated<'a> {
+    Original(Job),
+    #[schema(value_type = ExpiredDuplicate)]
+    Expired(ExpiredDuplicate<'a>),
 }
 
 /// A list of jobs (batch publish, claim).
@@ -184,7 +195,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
             ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")),
                 description = "Cancel the job while it has not started")),
         )),
-        (status = 200, description = "Idempotent repeat: the original job (or, past its retention, `ExpiredDuplicate`)", body = Job),
+        (status = 200, description = "Idempotent repeat: the original job, or `ExpiredDuplicate` when it is gone; nothing is enqueued", body = Repeated),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
@@ -219,15 +230,15 @@ pub async fn publish(
         }
         Some(Published::Duplicate { original_id }) => {
             let original = queues.engine.get(&queue, &original_id).await?;
-            Ok(match original {
-                Some(original) => HttpResponse::Ok().json(original),
-                // The original outlived its retention: still nothing is enqueued.
-                None => HttpResponse::Ok().json(ExpiredDuplicate {
+            let repeated = match original {
+                Some(original) => Repeated::Original(original),
+                None => Repeated::Expired(ExpiredDuplicate {
                     id: &original_id,
                     queue: queue.name.as_str(),
                     state: "expired",
                 }),
-            })
+            };
+            Ok(HttpResponse::Ok().json(repeated))
         }
         None => Err(ApiError::internal("publish returned no job")),
     }
