@@ -31,3 +31,4 @@ log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 log "cargo test"
 cargo test --locked --all-targets -- "$@"
+[ "$#" -gt 0 ] || "$ROOT/scripts/openapi_fuzz.sh" # schemathesis vs a live Orderly (full runs only)
