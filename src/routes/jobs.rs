@@ -65,7 +65,7 @@ pub struct ExpiredDuplicate<'a> {
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Repeated<'a> {
-    Original(Job),
+    Original(Box<Job>),
     #[schema(value_type = ExpiredDuplicate)]
     Expired(ExpiredDuplicate<'a>),
 }
@@ -231,7 +231,7 @@ pub async fn publish(
         Some(Published::Duplicate { original_id }) => {
             let original = queues.engine.get(&queue, &original_id).await?;
             let repeated = match original {
-                Some(original) => Repeated::Original(original),
+                Some(original) => Repeated::Original(Box::new(original)),
                 None => Repeated::Expired(ExpiredDuplicate {
                     id: &original_id,
                     queue: queue.name.as_str(),
