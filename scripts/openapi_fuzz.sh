@@ -56,6 +56,8 @@ if [ "${ORDERLY_FUZZ_SEED:-15}" != random ]; then
 fi
 log "schemathesis $SCHEMATHESIS_VERSION against $ORDERLY_URL"
 # Long-polls (`wait_ms`) may take up to 30 s by design: 35 s is the limit.
+# Run from RUN_DIR: schemathesis keeps a cache directory in its working dir.
+cd "$RUN_DIR"
 SCHEMATHESIS_HOOKS=openapi_fuzz_hooks PYTHONPATH="$ROOT/scripts" \
 "$ST_VENV/bin/st" --config-file "$ROOT/scripts/openapi_fuzz.toml" run "$ORDERLY_URL/openapi.json" \
   --phases examples,coverage,fuzzing,stateful \
