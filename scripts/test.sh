@@ -41,3 +41,4 @@ ORDERLY_TEST_CLUSTER_NODES="$REDIS_CLUSTER_NODES" \
   cargo test --locked -p orderly --test api -- push:: pull:: jobs:: batch_ack:: crash:: cluster:: "$@"
 if [ $# -eq 0 ] || [[ " $* " == *console* ]]; then "$ROOT/scripts/console_test.sh"; fi  # the console in headless Chromium
 if [ $# -eq 0 ] || [[ " $* " == *clients* ]]; then bash "$ROOT/scripts/clients_test.sh"; fi  # the Python, TypeScript and Rust clients against a live Orderly
+[ "$#" -gt 0 ] || "$ROOT/scripts/openapi_fuzz.sh" # schemathesis vs a live Orderly (full runs only)

@@ -15,6 +15,78 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// Declares [`ErrorCode`] with each variant's wire string, once.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal,)*) => {
+        /// Every `code` an error body can carry: a closed set clients may
+        /// branch on. The strings never change once released.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The wire string, e.g. `"validation_failed"`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// `400`: a request the server cannot read (bad query, unreadable body).
+    BadRequest = "bad_request",
+    /// `400`: the body is not JSON.
+    InvalidJson = "invalid_json",
+    /// `422`: fields failed validation; see `fields`.
+    ValidationFailed = "validation_failed",
+    /// `401`: missing, invalid, expired or revoked token or API key.
+    Unauthorized = "unauthorized",
+    /// `401`: wrong email or password.
+    InvalidCredentials = "invalid_credentials",
+    /// `403`: an API key whose scopes or queues do not cover the route.
+    InsufficientScope = "insufficient_scope",
+    /// `404`: no such route, queue, job or key (of this user).
+    NotFound = "not_found",
+    /// `405`: the path exists but not with this method; see `Allow`.
+    MethodNotAllowed = "method_not_allowed",
+    /// `409`: the email is registered already.
+    EmailTaken = "email_taken",
+    /// `409`: a stale or expired lease; nothing changed.
+    LeaseLost = "lease_lost",
+    /// `409`: the job is active or finished.
+    NotCancellable = "not_cancellable",
+    /// `409`: only blocked or dead jobs can be retried or skipped.
+    NotStopped = "not_stopped",
+    /// `409`: claim on a push queue.
+    NotAPullQueue = "not_a_pull_queue",
+    /// `409`: the user holds the most API keys allowed.
+    TooManyKeys = "too_many_keys",
+    /// `413`: the body is over the configured limit.
+    PayloadTooLarge = "payload_too_large",
+    /// `415`: the body is not `application/json`.
+    UnsupportedMediaType = "unsupported_media_type",
+    /// `429`: too many failed logins; see `Retry-After`.
+    RateLimited = "rate_limited",
+    /// `503`: a dependency is down or a bounded pool is full; see `Retry-After`.
+    Unavailable = "unavailable",
+    /// `500`: a bug; the details are in the server log, never in the body.
+    Internal = "internal",
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The body of every error response.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody<'a> {
@@ -24,9 +96,8 @@ pub struct ErrorBody<'a> {
 /// What went wrong, in a stable machine-readable `code` and a human `message`.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail<'a> {
-    /// Stable error code, e.g. `validation_failed`, `unauthorized`, `lease_lost`.
-    #[schema(example = "validation_failed")]
-    pub code: &'a str,
+    /// Stable error code; clients branch on it, never on `message`.
+    pub code: ErrorCode,
     pub message: &'a str,
     /// The `X-Request-Id` of the request, for finding it in the logs.
     pub request_id: &'a str,
@@ -39,15 +110,17 @@ pub struct ErrorDetail<'a> {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     fields: Option<BTreeMap<String, String>>,
     retry_after_s: Option<u64>,
     bearer_challenge: bool,
+    /// `405` only: the path's methods, sent as `Allow` (RFC 9110 §15.5.6).
+    allow: Option<String>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -55,22 +128,23 @@ impl ApiError {
             fields: None,
             retry_after_s: None,
             bearer_challenge: false,
+            allow: None,
         }
     }
 
     pub fn invalid_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
     /// `422` with one reason per offending field.
     pub fn validation(fields: BTreeMap<String, String>) -> Self {
         let mut err = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            ErrorCode::ValidationFailed,
             "the request has invalid fields",
         );
         err.fields = Some(fields);
@@ -83,7 +157,7 @@ impl ApiError {
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        let mut err = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        let mut err = Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
         err.bearer_challenge = true;
         err
     }
@@ -91,31 +165,42 @@ impl ApiError {
     pub fn invalid_credentials() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
+            ErrorCode::InvalidCredentials,
             "email or password is incorrect",
         )
     }
 
+    /// `403`: an API key whose scopes or queues do not cover the route.
+    pub fn insufficient_scope(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::InsufficientScope, message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
-    pub fn method_not_allowed() -> Self {
-        Self::new(
+    /// `405`; `allow` lists the path's methods (`"GET, PUT"`), sent as `Allow`.
+    pub fn method_not_allowed(allow: Option<String>) -> Self {
+        let mut err = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not accept that method",
-        )
+            ErrorCode::MethodNotAllowed,
+            match &allow {
+                Some(allow) => format!("this route accepts only {allow}"),
+                None => "this route does not accept that method".to_owned(),
+            },
+        );
+        err.allow = allow;
+        err
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
     pub fn payload_too_large() -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the request body exceeds the configured limit",
         )
     }
@@ -123,7 +208,7 @@ impl ApiError {
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "the request body must be JSON (Content-Type: application/json)",
         )
     }
@@ -131,7 +216,7 @@ impl ApiError {
     pub fn rate_limited(retry_after_s: u64) -> Self {
         let mut err = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "too many failed attempts; retry later",
         );
         err.retry_after_s = Some(retry_after_s.max(1));
@@ -140,7 +225,11 @@ impl ApiError {
 
     /// `503`: a dependency (or a bounded pool) cannot serve the request now.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            message,
+        );
         err.retry_after_s = Some(1);
         err
     }
@@ -150,7 +239,7 @@ impl ApiError {
         log::error!("internal error: {cause}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal server error",
         )
     }
@@ -159,7 +248,7 @@ impl ApiError {
         self.status
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 
@@ -187,12 +276,12 @@ impl ApiError {
     pub fn from_status(status: StatusCode) -> ApiError {
         match status {
             StatusCode::NOT_FOUND => Self::not_found("no such route"),
-            StatusCode::METHOD_NOT_ALLOWED => Self::method_not_allowed(),
+            StatusCode::METHOD_NOT_ALLOWED => Self::method_not_allowed(None),
             StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::unsupported_media_type(),
             StatusCode::SERVICE_UNAVAILABLE => Self::unavailable("service unavailable"),
             status if status.is_client_error() => {
-                Self::new(status, "bad_request", "the request was rejected")
+                Self::new(status, ErrorCode::BadRequest, "the request was rejected")
             }
             status => Self::internal(format_args!("unmapped error status {status}")),
         }
@@ -221,6 +310,11 @@ impl ApiError {
         let mut response = HttpResponse::build(self.status);
         if let Some(seconds) = self.retry_after_s {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(allow) = &self.allow
+            && let Ok(value) = HeaderValue::from_str(allow)
+        {
+            response.insert_header((header::ALLOW, value));
         }
         if self.bearer_challenge {
             response.insert_header((
@@ -268,7 +362,7 @@ impl From<crate::auth::AuthError> for ApiError {
         use crate::auth::AuthError;
         match err {
             AuthError::EmailTaken => {
-                Self::conflict("email_taken", "this email is already registered")
+                Self::conflict(ErrorCode::EmailTaken, "this email is already registered")
             }
             AuthError::InvalidCredentials => Self::invalid_credentials(),
             AuthError::RateLimited { retry_after_s } => Self::rate_limited(retry_after_s),
@@ -325,5 +419,17 @@ impl From<crate::queue::producer::PublishError> for ApiError {
     fn from(err: crate::queue::producer::PublishError) -> Self {
         log::warn!("publish failed: {err}");
         Self::unavailable("redis is unavailable; nothing was enqueued")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_serialises_to_its_wire_string() {
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 }

@@ -31,6 +31,9 @@ use crate::routes::{
         auth::register,
         auth::login,
         auth::me,
+        auth::create_key,
+        auth::list_keys,
+        auth::delete_key,
         queues::list,
         queues::put,
         queues::get,
@@ -52,7 +55,6 @@ use crate::routes::{
         dead::retry,
         dead::skip,
     ),
-    components(schemas(jobs::ExpiredDuplicate)),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and bearer tokens"),
@@ -76,8 +78,11 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some("The `access_token` from `POST /v1/auth/login`"))
+                    .description(Some(
+                        "The `access_token` from `POST /v1/auth/login`, or an API key \
+                         (`ok_…`, from `POST /v1/auth/keys`) on queue and job routes \
+                         within its scopes",
+                    ))
                     .build(),
             ),
         );
@@ -88,8 +93,20 @@ impl Modify for BearerAuth {
 pub fn spec_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    doc.to_pretty_json()
-        .expect("the OpenAPI document serialises")
+    let json = doc
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    camel_case_links(&json)
+}
+
+/// utoipa 5.5 writes Link objects' fields in snake case (`"operation_id"`,
+/// `"request_body"`); OpenAPI spells them `operationId`, `requestBody`. No
+/// other key of the document has these names, and inside strings a quote
+/// is escaped, so the keys are renamed in the text (keeping its order).
+fn camel_case_links(json: &str) -> String {
+    json.replace("\"operation_id\": ", "\"operationId\": ")
+        .replace("\"operation_ref\": ", "\"operationRef\": ")
+        .replace("\"request_body\": ", "\"requestBody\": ")
 }
 
 #[cfg(test)]
@@ -133,5 +150,47 @@ mod tests {
             .map(|(method, path)| (method.to_string(), path.to_string()))
             .collect();
         assert_eq!(described, registered);
+    }
+
+    #[test]
+    fn error_codes_are_a_closed_enum_in_the_document() {
+        let spec = spec();
+        let schemas = &spec["components"]["schemas"];
+        assert_eq!(
+            schemas["ErrorDetail"]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+        let listed: BTreeSet<&str> = schemas["ErrorCode"]["enum"]
+            .as_array()
+            .expect("ErrorCode is an enum")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for code in [
+            "validation_failed",
+            "insufficient_scope",
+            "lease_lost",
+            "not_a_pull_queue",
+            "unavailable",
+        ] {
+            assert!(listed.contains(code), "{code} missing from {listed:?}");
+        }
+    }
+
+    #[test]
+    fn publish_and_claim_link_to_the_job_routes() {
+        let spec = spec();
+        let publish = &spec["paths"]["/v1/queues/{queue}/jobs"]["post"]["responses"]["202"];
+        assert_eq!(publish["links"]["GetJob"]["operationId"], "get_job");
+        assert_eq!(
+            publish["links"]["GetJob"]["parameters"]["id"],
+            "$response.body#/id"
+        );
+        let claim = &spec["paths"]["/v1/queues/{queue}/claim"]["post"]["responses"]["200"];
+        assert_eq!(claim["links"]["AckJob"]["operationId"], "ack_job");
+        assert_eq!(
+            claim["links"]["AckJob"]["requestBody"]["lease"],
+            "$response.body#/jobs/0/lease"
+        );
     }
 }

@@ -17,7 +17,7 @@ use mongodb::Database;
 use crate::auth::hasher::HashPool;
 use crate::auth::rate_limit::LoginLimiter;
 use crate::auth::users::UserStore;
-use crate::auth::{AuthActor, TokenKeys};
+use crate::auth::{ApiKeys, AuthActor, TokenKeys};
 use crate::configuration::{ConfigError, Settings};
 use crate::http::in_flight::{self, InFlight};
 use crate::http::{RequestId, request_id};
@@ -148,6 +148,7 @@ impl Application {
 
         let auth = web::Data::new(auth);
         let tokens = web::Data::from(tokens);
+        let api_keys = web::Data::new(ApiKeys::new(&mongo));
         let deps = web::Data::new(Dependencies { redis, mongo });
         let in_flight_gauge = web::Data::new(InFlight(metrics.in_flight.clone()));
         let prometheus = metrics.http.clone();
@@ -164,6 +165,7 @@ impl Application {
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(auth.clone())
                 .app_data(tokens.clone())
+                .app_data(api_keys.clone())
                 .app_data(deps.clone())
                 .app_data(in_flight_gauge.clone())
                 .app_data(metrics_data.clone())

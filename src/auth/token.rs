@@ -1,20 +1,15 @@
 //! HS256 access tokens: issued at login, verified on every authenticated
-//! request by the [`Authenticated`] extractor (a few microseconds, no I/O).
+//! request by the [`super::caller`] extractors (a few microseconds, no I/O).
 //!
 //! Only HS256 is accepted; `alg: none`, other algorithms, a wrong issuer,
 //! missing claims and expiry (no leeway) are all rejected as `401`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::dev::Payload;
-use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
-use futures_util::future::{Ready, ready};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::configuration::AuthSettings;
-use crate::error::ApiError;
 
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_LEN: usize = 4096;
@@ -95,49 +90,6 @@ impl TokenKeys {
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         (!data.claims.sub.is_empty()).then_some(data.claims)
-    }
-}
-
-/// The user a valid bearer token names. Extracting it answers `401` (with
-/// `WWW-Authenticate: Bearer`) for a missing, malformed, forged or expired token.
-#[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub user_id: String,
-}
-
-impl Authenticated {
-    fn from_request_sync(req: &HttpRequest) -> Result<Self, ApiError> {
-        let keys = req
-            .app_data::<web::Data<TokenKeys>>()
-            .ok_or_else(|| ApiError::internal("TokenKeys missing from app data"))?;
-        let value = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("a bearer token is required"))?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
-            })?;
-        let claims = keys
-            .verify(token)
-            .ok_or_else(|| ApiError::unauthorized("the token is invalid or expired"))?;
-        Ok(Authenticated {
-            user_id: claims.sub,
-        })
-    }
-}
-
-impl FromRequest for Authenticated {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Self::from_request_sync(req))
     }
 }
 

@@ -11,6 +11,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, mime, web};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
@@ -58,12 +59,20 @@ fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
     false
 }
 
-/// Parses `bytes` as `T`, classifying failures per the contract.
+/// Parses `bytes` as `T`, classifying failures per the contract. Every
+/// body of this API is a JSON object: other JSON (an array, which serde
+/// would read into a struct field by field) is a `422`.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if nests_deeper_than(bytes, MAX_DEPTH) {
         return Err(ApiError::invalid_json(format!(
             "the body nests deeper than {MAX_DEPTH} levels"
         )));
+    }
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
@@ -82,6 +91,94 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|err| ApiError::invalid_json(format!("the body is not valid JSON: {err}")))?;
     Ok(value)
+}
+
+/// A JSON object nested in a body, parsed into `T`; on failure, the path
+/// inside it (`"."` for the object itself) and why. serde would also read a
+/// struct from an array, field by field: this refuses anything but an object.
+fn nested<T: DeserializeOwned>(raw: &RawValue) -> Result<T, (String, String)> {
+    if !raw.get().starts_with('{') {
+        return Err((".".to_owned(), "must be a JSON object".to_owned()));
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|err| (err.path().to_string(), strip_position(err.inner())))
+}
+
+/// An item of a list in a body (a batch's job), parsed into `T`; errors name
+/// the field under `at` (`jobs[3]`, `jobs[3].delay_ms`).
+pub fn parse_item<T: DeserializeOwned>(raw: &RawValue, at: &str) -> Result<T, ApiError> {
+    nested(raw).map_err(|(path, reason)| {
+        let field = if path == "." {
+            at.to_owned()
+        } else {
+            format!("{at}.{path}")
+        };
+        ApiError::invalid_field(&field, reason)
+    })
+}
+
+/// Optional nested objects (`backoff`, `delivery`), objects only. Use as
+/// `#[serde(default, deserialize_with = "object::option")]`.
+pub mod object {
+    use serde::de::{DeserializeOwned, Error};
+    use serde::{Deserialize, Deserializer};
+    use serde_json::value::RawValue;
+
+    pub fn option<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        let Some(raw) = Option::<Box<RawValue>>::deserialize(d)? else {
+            return Ok(None);
+        };
+        super::nested(&raw)
+            .map(Some)
+            .map_err(|(path, reason)| match path.as_str() {
+                "." => D::Error::custom(reason),
+                path => D::Error::custom(format!("{path}: {reason}")),
+            })
+    }
+}
+
+/// Integer fields written `5.0`: JSON does not tell `5` from `5.0`, nor does
+/// the OpenAPI `integer` type, so both are accepted (`5.5` and negatives are
+/// not). Use as `#[serde(default, deserialize_with = "integer::option")]`.
+pub mod integer {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    fn exact<T: TryFrom<u64>>(number: &serde_json::Number) -> Option<T> {
+        let whole = match number.as_u64() {
+            Some(whole) => whole,
+            None => {
+                let float = number.as_f64()?;
+                let fits =
+                    float.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&float);
+                fits.then_some(float as u64)?
+            }
+        };
+        T::try_from(whole).ok()
+    }
+
+    fn checked<T: TryFrom<u64>, E: Error>(number: serde_json::Number) -> Result<T, E> {
+        exact(&number).ok_or_else(|| {
+            E::custom(format!(
+                "invalid value: {number}, expected a non-negative integer in range"
+            ))
+        })
+    }
+
+    /// A required integer field.
+    pub fn required<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+        checked(serde_json::Number::deserialize(d)?)
+    }
+
+    /// An optional (or `null`) integer field.
+    pub fn option<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(checked)
+            .transpose()
+    }
 }
 
 /// serde's data errors end with " at line 1 column 42", useless to a client.
@@ -115,6 +212,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
@@ -127,15 +225,15 @@ mod tests {
     #[test]
     fn syntax_errors_are_invalid_json() {
         let err = parse::<Login>(b"{\"email\":").unwrap_err();
-        assert_eq!(err.code(), "invalid_json");
+        assert_eq!(err.code(), ErrorCode::InvalidJson);
         let err = parse::<Login>(b"\xff\xfe").unwrap_err();
-        assert_eq!(err.code(), "invalid_json");
+        assert_eq!(err.code(), ErrorCode::InvalidJson);
     }
 
     #[test]
     fn wrong_types_name_the_field() {
         let err = parse::<Login>(br#"{"email":{"$gt":""},"password":"x"}"#).unwrap_err();
-        assert_eq!(err.code(), "validation_failed");
+        assert_eq!(err.code(), ErrorCode::ValidationFailed);
         assert!(format!("{err:?}").contains("\"email\""));
     }
 
@@ -144,7 +242,7 @@ mod tests {
         let depth = 100_000;
         let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         let err = parse::<serde_json::Value>(body.as_bytes()).unwrap_err();
-        assert_eq!(err.code(), "invalid_json");
+        assert_eq!(err.code(), ErrorCode::InvalidJson);
     }
 
     #[test]
@@ -157,7 +255,7 @@ mod tests {
         let deep = format!(r#"{{"payload":{}{}}}"#, "[".repeat(200), "]".repeat(200));
         assert_eq!(
             parse::<Publish>(deep.as_bytes()).unwrap_err().code(),
-            "invalid_json"
+            ErrorCode::InvalidJson
         );
         let text = format!(
             r#"{{"payload":"{}\"{}"}}"#,
@@ -172,6 +270,35 @@ mod tests {
     #[test]
     fn trailing_garbage_is_invalid_json() {
         let err = parse::<serde_json::Value>(b"{} {}").unwrap_err();
-        assert_eq!(err.code(), "invalid_json");
+        assert_eq!(err.code(), ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn bodies_must_be_objects() {
+        let err = parse::<serde_json::Value>(b" [null, null]").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ValidationFailed);
+        let err = parse::<serde_json::Value>(b"[").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn integers_may_be_written_as_integral_floats() {
+        #[derive(Debug, Deserialize)]
+        struct Body {
+            #[serde(default, deserialize_with = "integer::option")]
+            n: Option<u32>,
+        }
+        assert_eq!(parse::<Body>(br#"{"n": 5.0}"#).unwrap().n, Some(5));
+        assert_eq!(parse::<Body>(br#"{"n": null}"#).unwrap().n, None);
+        assert_eq!(parse::<Body>(br#"{}"#).unwrap().n, None);
+        for bad in [
+            r#"{"n": 5.5}"#,
+            r#"{"n": -1}"#,
+            r#"{"n": 4294967296}"#,
+            r#"{"n": "5"}"#,
+        ] {
+            let err = parse::<Body>(bad.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::ValidationFailed, "{bad}");
+        }
     }
 }

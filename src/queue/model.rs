@@ -201,14 +201,18 @@ impl QueueSettings {
                 format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
             );
         }
-        if self.backoff.initial_ms == 0 || self.backoff.max_ms < self.backoff.initial_ms {
-            fields.insert(
-                "backoff".into(),
-                "initial_ms must be > 0 and max_ms >= initial_ms".into(),
-            );
-        }
-        if self.backoff.max_ms > 24 * 3600 * 1000 {
-            fields.insert("backoff.max_ms".into(), "must be at most 1 day".into());
+        // No `initial_ms <= max_ms` rule: `max_ms` caps every delay anyway,
+        // and a rule across two fields cannot be stated in the OpenAPI schema.
+        for (field, ms) in [
+            ("backoff.initial_ms", self.backoff.initial_ms),
+            ("backoff.max_ms", self.backoff.max_ms),
+        ] {
+            if !(1..=24 * 3600 * 1000).contains(&ms) {
+                fields.insert(
+                    field.into(),
+                    "must be between 1 and 86400000 (1 day)".into(),
+                );
+            }
         }
         if !(LEASE_MS_RANGE.0..=LEASE_MS_RANGE.1).contains(&self.lease_ms) {
             fields.insert(

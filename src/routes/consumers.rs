@@ -13,9 +13,10 @@ use utoipa::ToSchema;
 use super::jobs::{JobPath, MAX_WAIT_MS, path_job};
 use super::outcomes::{self, AckItem, ClaimReply, NackItem};
 use super::queues::{QueuePath, path_queue};
-use crate::auth::Authenticated;
-use crate::error::{ApiError, ErrorBody};
+use crate::auth::{Authorized, need};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::ApiJson;
+use crate::http::json::integer;
 use crate::queue::Queues;
 use crate::queue::engine::{Failure, Lease, Transition};
 use crate::queue::model::{Job, LEASE_MS_RANGE, QueueRef};
@@ -34,8 +35,12 @@ const FALLBACK_RECHECK: Duration = Duration::from_secs(1);
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     /// Long-poll up to this many ms (≤ 30000) when nothing is ready.
+    #[schema(maximum = 30_000)]
+    #[serde(default, deserialize_with = "integer::option")]
     wait_ms: Option<u64>,
     /// Up to this many jobs (1–100), each from a different lane.
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "integer::option")]
     max_jobs: Option<usize>,
     /// Jobs to complete before claiming (as `POST /v1/queues/{queue}/ack`).
     #[serde(default)]
@@ -61,7 +66,7 @@ pub(crate) async fn pull_queue(
         .ok_or_else(|| ApiError::not_found("no such queue"))?;
     if definition.settings.delivery.is_push() {
         return Err(ApiError::conflict(
-            "not_a_pull_queue",
+            ErrorCode::NotAPullQueue,
             "this queue delivers by push; claim works on pull queues",
         ));
     }
@@ -73,17 +78,32 @@ pub(crate) async fn pull_queue(
 #[utoipa::path(post, path = "/v1/queues/{queue}/claim", operation_id = "claim_jobs", tag = "consumers", security(("bearer" = [])),
     params(QueuePath), request_body = ClaimBody,
     responses(
-        (status = 200, description = "Leased jobs, each with `lease` and `lease_expires_at` (empty when none became ready in time); `results` when `acks` or `nacks` were given", body = ClaimReply),
+        (status = 200, description = "Leased jobs, each with `lease` and `lease_expires_at` (empty when none became ready in time); `results` when `acks` or `nacks` were given", body = ClaimReply, links(
+            ("AckJob" = (operation_id = "ack_job", parameters(("id" = "$response.body#/jobs/0/id")),
+                request_body = json!({"lease": "$response.body#/jobs/0/lease"}),
+                description = "Complete the first leased job")),
+            ("NackJob" = (operation_id = "nack_job", parameters(("id" = "$response.body#/jobs/0/id")),
+                request_body = json!({"lease": "$response.body#/jobs/0/lease"}),
+                description = "Fail the first leased job's attempt")),
+            ("ExtendLease" = (operation_id = "extend_lease", parameters(("id" = "$response.body#/jobs/0/id")),
+                request_body = json!({"lease": "$response.body#/jobs/0/lease"}),
+                description = "Keep the first job's lease alive")),
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/jobs/0/id")),
+                description = "Read the first leased job")),
+        )),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 409, description = "`not_a_pull_queue`", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "`wait_ms` or `max_jobs` out of range, more than 1000 outcomes or an invalid outcome", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
     ))]
 pub async fn claim(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Consume>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<ClaimBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -136,6 +156,7 @@ pub async fn claim(
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
     /// The `lease` from the claim.
+    #[schema(pattern = "^[0-9]{1,19}\\.[!-~]{1,64}$")]
     lease: String,
     /// Any JSON value, stored as the job's `result`.
     #[schema(value_type = Option<Value>)]
@@ -146,10 +167,14 @@ pub struct AckBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NackBody {
+    /// The `lease` from the claim.
+    #[schema(pattern = "^[0-9]{1,19}\\.[!-~]{1,64}$")]
     lease: String,
     /// Stored as `last_error`.
     error: Option<String>,
     /// Retry after this many ms (≤ 1 day) instead of the queue's backoff.
+    #[schema(maximum = 86_400_000)]
+    #[serde(default, deserialize_with = "integer::option")]
     retry_in_ms: Option<u64>,
 }
 
@@ -157,14 +182,28 @@ pub struct NackBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
+    /// The `lease` from the claim.
+    #[schema(pattern = "^[0-9]{1,19}\\.[!-~]{1,64}$")]
     lease: String,
     /// New lease length from now (1000–43200000 ms; default: the queue's `lease_ms`).
+    #[schema(minimum = 1000, maximum = 43_200_000)]
+    #[serde(default, deserialize_with = "integer::option")]
     lease_ms: Option<u64>,
 }
 
-/// The lease in `field`; `422` for anything this service could not have issued.
+/// The lease in `field`; `422` for anything this service could not have
+/// issued: `<fence number>.<token>`, the number at most 19 digits and the
+/// token 1–64 visible ASCII characters (the schema's pattern says the same).
 pub(crate) fn parse_lease(field: &str, raw: &str) -> Result<Lease, ApiError> {
-    Lease::parse(raw)
+    let well_formed = raw.split_once('.').is_some_and(|(number, token)| {
+        (1..=19).contains(&number.len())
+            && number.bytes().all(|b| b.is_ascii_digit())
+            && (1..=64).contains(&token.len())
+            && token.bytes().all(|b| b.is_ascii_graphic())
+    });
+    well_formed
+        .then(|| Lease::parse(raw))
+        .flatten()
         .ok_or_else(|| ApiError::invalid_field(field, "is not a lease this service issued"))
 }
 
@@ -233,7 +272,7 @@ fn answer(transition: Transition) -> Result<HttpResponse, ApiError> {
     match transition {
         Transition::Done(job) => Ok(HttpResponse::Ok().json(job)),
         Transition::LeaseLost(Some(_)) => Err(ApiError::conflict(
-            "lease_lost",
+            ErrorCode::LeaseLost,
             "the lease is stale or expired; the job's outcome was not changed",
         )),
         Transition::LeaseLost(None) => Err(ApiError::not_found("no such job")),
@@ -247,14 +286,17 @@ fn answer(transition: Transition) -> Result<HttpResponse, ApiError> {
         (status = 200, description = "Completed", body = Job),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "`lease_lost`: stale or expired lease; nothing changed", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Not a lease this service issued", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn ack(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Consume>,
     path: web::Path<JobPath>,
     ApiJson(body): ApiJson<AckBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -270,14 +312,17 @@ pub async fn ack(
         (status = 200, description = "`retrying`, `dead` or `blocked`", body = Job),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "`lease_lost`: stale or expired lease; nothing changed", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Invalid lease or `retry_in_ms`", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn nack(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Consume>,
     path: web::Path<JobPath>,
     ApiJson(body): ApiJson<NackBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -295,14 +340,17 @@ pub async fn nack(
         (status = 200, description = "The job with its new `lease_expires_at`", body = Job),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "`lease_lost`", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Invalid lease or `lease_ms`", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn extend(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Consume>,
     path: web::Path<JobPath>,
     ApiJson(body): ApiJson<ExtendBody>,
 ) -> Result<HttpResponse, ApiError> {

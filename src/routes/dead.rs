@@ -7,8 +7,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::jobs::{JobPage, JobPath, page_limit, path_job};
 use super::queues::{QueuePath, path_queue};
-use crate::auth::Authenticated;
-use crate::error::{ApiError, ErrorBody};
+use crate::auth::{Authorized, need};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::queue::Queues;
 use crate::queue::engine::{ListFilter, Resolution, Resolve};
 use crate::queue::model::Job;
@@ -21,8 +21,10 @@ pub const MAX_REDRIVE: usize = 10_000;
 #[serde(deny_unknown_fields)]
 pub struct DeadQuery {
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Only jobs with a larger `seq` (the previous page's `next`).
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     after: Option<u64>,
 }
 
@@ -40,13 +42,14 @@ pub struct Redriven {
         (status = 200, description = "One page", body = JobPage),
         (status = 400, description = "Unknown query parameter", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 422, description = "Invalid `limit`", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
     ))]
 pub async fn list(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
     query: web::Query<DeadQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -73,12 +76,13 @@ pub async fn list(
     responses(
         (status = 200, description = "How many were moved back", body = Redriven),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
     ))]
 pub async fn redrive(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
@@ -95,7 +99,7 @@ pub async fn redrive(
 
 async fn resolve(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<JobPath>,
     action: Resolve,
 ) -> Result<HttpResponse, ApiError> {
@@ -111,7 +115,7 @@ async fn resolve(
         }
         Resolution::NotFound => Err(ApiError::not_found("no such job")),
         Resolution::Conflict(job) => Err(ApiError::conflict(
-            "not_stopped",
+            ErrorCode::NotStopped,
             format!(
                 "a job that is {} cannot be {}",
                 job.state.as_str(),
@@ -130,13 +134,14 @@ async fn resolve(
     responses(
         (status = 200, description = "Queued again", body = Job),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "`not_stopped`: only blocked or dead jobs can be retried", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn retry(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<JobPath>,
 ) -> Result<HttpResponse, ApiError> {
     resolve(queues, who, path, Resolve::Retry).await
@@ -148,13 +153,14 @@ pub async fn retry(
     responses(
         (status = 200, description = "Now `dead`; the lane continues", body = Job),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "`not_stopped`: only blocked jobs can be skipped", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn skip(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<JobPath>,
 ) -> Result<HttpResponse, ApiError> {
     resolve(queues, who, path, Resolve::Skip).await

@@ -8,9 +8,10 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::queues::{QueuePath, path_queue};
-use crate::auth::Authenticated;
-use crate::error::{ApiError, ErrorBody};
+use crate::auth::{Authorized, Caller, need};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::ApiJson;
+use crate::http::json::{integer, parse_item};
 use crate::queue::Queues;
 use crate::queue::engine::{CancelOutcome, ListFilter, NewJob, Published};
 use crate::queue::model::{
@@ -32,8 +33,11 @@ pub struct PublishBody {
     payload: Box<RawValue>,
     /// Ordering lane (≤ 128 characters): jobs with the same key run one at a
     /// time in publish order. Omitted: the queue's default lane `""`.
+    #[schema(max_length = 128)]
     key: Option<String>,
     /// Do not start before this many ms (≤ 30 days).
+    #[schema(maximum = 2_592_000_000_u64)]
+    #[serde(default, deserialize_with = "integer::option")]
     delay_ms: Option<u64>,
 }
 
@@ -41,17 +45,29 @@ pub struct PublishBody {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct JobPath {
-    /// Job id as returned by publish.
+    /// Job id as returned by publish: 32 hex digits, `.`, the queue name.
+    #[param(pattern = "^[0-9a-f]{32}\\.[a-z0-9][a-z0-9_.-]{0,63}$")]
     id: String,
 }
 
-/// A publish that repeated an `Idempotency-Key` whose job has since expired.
+/// A publish that repeated an `Idempotency-Key` whose job is gone (past its
+/// retention, or its queue was deleted).
 #[derive(Serialize, ToSchema)]
 pub struct ExpiredDuplicate<'a> {
     id: &'a str,
     queue: &'a str,
-    #[schema(example = "expired")]
+    #[schema(pattern = "^expired$", example = "expired")]
     state: &'static str,
+}
+
+/// The `200` answer to a repeated `Idempotency-Key`: the original job, or
+/// what is known of it when it is gone. Nothing is enqueued either way.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Repeated<'a> {
+    Original(Box<Job>),
+    #[schema(value_type = ExpiredDuplicate)]
+    Expired(ExpiredDuplicate<'a>),
 }
 
 /// A list of jobs (batch publish, claim).
@@ -69,7 +85,7 @@ pub struct JobPage {
 }
 
 /// The caller's job named by `raw`, as (queue, id); `404` for ids that cannot exist.
-pub fn path_job(who: &Authenticated, path: &JobPath) -> Result<(QueueRef, String), ApiError> {
+pub fn path_job(who: &Caller, path: &JobPath) -> Result<(QueueRef, String), ApiError> {
     let id = JobId::parse(&path.id).ok_or_else(|| ApiError::not_found("no such job"))?;
     Ok((QueueRef::new(&who.user_id, id.queue), id.id))
 }
@@ -170,13 +186,19 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 /// Publish one job.
 #[utoipa::path(post, path = "/v1/queues/{queue}/jobs", operation_id = "publish_job", tag = "jobs", security(("bearer" = [])),
     params(QueuePath,
-        ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a repeat within the queue's window returns the original job with 200 and enqueues nothing")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1–255 visible ASCII characters; a repeat within the queue's window returns the original job with 200 and enqueues nothing")),
     request_body = PublishBody,
     responses(
-        (status = 202, description = "Accepted and durably queued", body = Job),
-        (status = 200, description = "Idempotent repeat: the original job (or, past its retention, `ExpiredDuplicate`)", body = Job),
+        (status = 202, description = "Accepted and durably queued", body = Job, links(
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")),
+                description = "Read the job (long-poll with `wait_ms`)")),
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")),
+                description = "Cancel the job while it has not started")),
+        )),
+        (status = 200, description = "Idempotent repeat: the original job, or `ExpiredDuplicate` when it is gone; nothing is enqueued", body = Repeated),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "Impossible queue name", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
@@ -186,7 +208,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 pub async fn publish(
     req: HttpRequest,
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Publish>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -208,15 +230,15 @@ pub async fn publish(
         }
         Some(Published::Duplicate { original_id }) => {
             let original = queues.engine.get(&queue, &original_id).await?;
-            Ok(match original {
-                Some(original) => HttpResponse::Ok().json(original),
-                // The original outlived its retention: still nothing is enqueued.
-                None => HttpResponse::Ok().json(ExpiredDuplicate {
+            let repeated = match original {
+                Some(original) => Repeated::Original(Box::new(original)),
+                None => Repeated::Expired(ExpiredDuplicate {
                     id: &original_id,
                     queue: queue.name.as_str(),
                     state: "expired",
                 }),
-            })
+            };
+            Ok(HttpResponse::Ok().json(repeated))
         }
         None => Err(ApiError::internal("publish returned no job")),
     }
@@ -226,24 +248,31 @@ pub async fn publish(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
-    jobs: Vec<PublishBody>,
+    /// Parsed one by one, so errors name `jobs[i].field`.
+    #[schema(value_type = Vec<PublishBody>, min_items = 1, max_items = 1000)]
+    jobs: Vec<Box<RawValue>>,
 }
 
 /// Publish up to 1000 jobs atomically: all or none, in order.
 #[utoipa::path(post, path = "/v1/queues/{queue}/jobs/batch", operation_id = "publish_batch", tag = "jobs", security(("bearer" = [])),
     params(QueuePath), request_body = BatchBody,
     responses(
-        (status = 202, description = "All accepted, in the given order", body = JobList),
+        (status = 202, description = "All accepted, in the given order", body = JobList, links(
+            ("GetFirstJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/jobs/0/id")),
+                description = "Read the batch's first job")),
+        )),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "Impossible queue name", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Empty or over 1000 jobs, or `jobs[i].field` invalid; nothing was enqueued", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down; nothing was enqueued", body = ErrorBody),
     ))]
 pub async fn publish_batch(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Publish>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -261,8 +290,10 @@ pub async fn publish_batch(
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
+            let at = format!("jobs[{i}]");
+            let item = parse_item::<PublishBody>(&item, &at)?;
             new_job(&queue, item, max_attempts, None).map_err(|(field, reason)| {
-                ApiError::invalid_field(&format!("jobs[{i}].{field}"), reason)
+                ApiError::invalid_field(&format!("{at}.{field}"), reason)
             })
         })
         .collect::<Result<Vec<NewJob>, ApiError>>()?;
@@ -287,6 +318,7 @@ pub async fn publish_batch(
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Long-poll: wait up to this many ms (≤ 30000) for the job to reach a terminal state.
+    #[param(maximum = 30_000)]
     wait_ms: Option<u64>,
 }
 
@@ -296,13 +328,14 @@ pub struct WaitQuery {
     responses(
         (status = 200, description = "The job", body = Job),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job (of this user)", body = ErrorBody),
         (status = 422, description = "`wait_ms` over 30000", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn get(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::ReadJob>,
     path: web::Path<JobPath>,
     query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -332,15 +365,38 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Only jobs in this state.
-    #[param(value_type = Option<JobState>)]
+    /// Only jobs in this state (`""`: any).
+    #[param(schema_with = state_filter_schema)]
     state: Option<String>,
     /// Only jobs of this lane.
     key: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Only jobs with a larger `seq` (the previous page's `next`).
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     after: Option<u64>,
+}
+
+/// Every `state` filter the listing takes: a job state, or `""` for any.
+const STATE_FILTERS: [&str; 9] = [
+    "",
+    "queued",
+    "delayed",
+    "active",
+    "retrying",
+    "blocked",
+    "completed",
+    "dead",
+    "cancelled",
+];
+
+fn state_filter_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(STATE_FILTERS))
+        .build()
 }
 
 /// List a queue's jobs in `seq` order.
@@ -350,13 +406,14 @@ pub struct ListQuery {
         (status = 200, description = "One page", body = JobPage),
         (status = 400, description = "Unknown query parameter", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "Impossible queue name", body = ErrorBody),
         (status = 422, description = "Invalid `state` or `limit`", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn list(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -389,13 +446,14 @@ pub async fn list(
     responses(
         (status = 200, description = "Cancelled; its lane moves on", body = Job),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "`not_cancellable`: active or finished", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn cancel(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::CancelJob>,
     path: web::Path<JobPath>,
 ) -> Result<HttpResponse, ApiError> {
     let (queue, id) = path_job(&who, &path)?;
@@ -406,8 +464,25 @@ pub async fn cancel(
         }
         CancelOutcome::NotFound => Err(ApiError::not_found("no such job")),
         CancelOutcome::NotCancellable(job) => Err(ApiError::conflict(
-            "not_cancellable",
+            ErrorCode::NotCancellable,
             format!("a job that is {} cannot be cancelled", job.state.as_str()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_state_filters_are_exactly_the_job_states() {
+        for filter in &STATE_FILTERS[1..] {
+            assert!(JobState::parse(filter).is_some(), "{filter}");
+        }
+        let listed = serde_json::to_value(<JobState as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(
+            listed["enum"].as_array().unwrap().len(),
+            STATE_FILTERS.len() - 1
+        );
     }
 }

@@ -14,13 +14,13 @@ pub mod metrics;
 pub mod outcomes;
 pub mod queues;
 
-use actix_web::web;
+use actix_web::{HttpResponse, web};
 
 use crate::error::ApiError;
 
 /// Declares the route table once: [`ROUTES`] lists it, [`configure`]
 /// registers it. One resource per path, so a known path with an unknown
-/// method answers `405`, not `404`.
+/// method answers `405` (with `Allow` naming the path's methods), not `404`.
 macro_rules! route_table {
     ($($path:literal => { $($method:ident: $handler:path),+ $(,)? }),* $(,)?) => {
         /// Every route the API serves, as (method, path pattern) in the
@@ -32,7 +32,15 @@ macro_rules! route_table {
         pub fn configure(cfg: &mut web::ServiceConfig, expose_metrics: bool) {
             $(
                 if expose_metrics || $path != METRICS_PATH {
-                    cfg.service(web::resource($path)$(.route(web::$method().to($handler)))+);
+                    let allow = allow_header(&[$(stringify!($method)),+]);
+                    cfg.service(
+                        web::resource($path)
+                            $(.route(web::$method().to($handler)))+
+                            .default_service(web::to(move || {
+                                let err = ApiError::method_not_allowed(Some(allow.clone()));
+                                async move { Err::<HttpResponse, _>(err) }
+                            })),
+                    );
                 }
             )*
         }
@@ -40,6 +48,15 @@ macro_rules! route_table {
 }
 
 const METRICS_PATH: &str = "/metrics";
+
+/// The `Allow` value for a path's methods as the table spells them (`get`).
+fn allow_header(methods: &[&str]) -> String {
+    methods
+        .iter()
+        .map(|m| m.to_uppercase())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 route_table! {
     "/metrics" => { get: metrics::scrape },
@@ -53,6 +70,8 @@ route_table! {
     "/v1/auth/register" => { post: auth::register },
     "/v1/auth/login" => { post: auth::login },
     "/v1/auth/me" => { get: auth::me },
+    "/v1/auth/keys" => { post: auth::create_key, get: auth::list_keys },
+    "/v1/auth/keys/{id}" => { delete: auth::delete_key },
     "/v1/queues" => { get: queues::list },
     "/v1/queues/{queue}" => { put: queues::put, get: queues::get, delete: queues::delete },
     "/v1/queues/{queue}/pause" => { post: queues::pause },
@@ -72,6 +91,6 @@ route_table! {
 }
 
 /// Fallback for paths no route matches.
-pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("no such route"))
 }

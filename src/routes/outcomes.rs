@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::consumers::{ack_job, check_retry_in, nack_job, parse_lease, pull_queue};
 use super::queues::{QueuePath, path_queue};
-use crate::auth::Authenticated;
+use crate::auth::{Authorized, need};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
 use crate::queue::Queues;
@@ -229,14 +229,17 @@ pub async fn report_given(
         (status = 200, description = "One status per item, acks first, in request order", body = OutcomeList),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 409, description = "`not_a_pull_queue`", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "More than 1000 items, a lease this service never issued or `retry_in_ms` out of range", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
     ))]
 pub async fn outcomes(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Consume>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<OutcomesBody>,
 ) -> Result<HttpResponse, ApiError> {

@@ -6,13 +6,16 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Authenticated;
+use crate::auth::{Authorized, Caller, need};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
+use crate::http::json::{integer, object};
 use crate::queue::Queues;
 use crate::queue::delivery::check_target;
 use crate::queue::engine::RawStats;
-use crate::queue::model::{Backoff, Delivery, OnExhausted, QueueRef, QueueSettings};
+use crate::queue::model::{
+    Backoff, Delivery, OnExhausted, PUSH_TIMEOUT_MS_RANGE, QueueRef, QueueSettings,
+};
 use crate::queue::registry::{QueueDefinition, queue_ref};
 
 /// The `{queue}` path parameter.
@@ -20,36 +23,129 @@ use crate::queue::registry::{QueueDefinition, queue_ref};
 #[into_params(parameter_in = Path)]
 pub struct QueuePath {
     /// Queue name: 1–64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+    #[param(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
     queue: String,
 }
 
 /// The caller's queue named in the path; `404` for a name that cannot exist.
-pub fn path_queue(who: &Authenticated, path: &QueuePath) -> Result<QueueRef, ApiError> {
+pub fn path_queue(who: &Caller, path: &QueuePath) -> Result<QueueRef, ApiError> {
     queue_ref(&who.user_id, &path.queue).map_err(|_| ApiError::not_found("no such queue"))
 }
 
-/// How jobs reach their consumer.
-#[derive(Deserialize, ToSchema)]
+/// How jobs reach their consumer: `{"mode": "pull"}` or
+/// `{"mode": "push", "url", "timeout_ms"?}` (its schema, a `oneOf` of the
+/// two, is written out below because the body is parsed field by field to
+/// name the offending one).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryBody {
-    /// `pull` (consumers claim) or `push` (Orderly POSTs each job to `url`).
-    #[schema(example = "push")]
     mode: String,
-    /// Push only: an absolute http(s) URL (private addresses are refused unless allowed).
     url: Option<String>,
-    /// Push only: 100 to 300000 ms per delivery attempt.
+    #[serde(default, deserialize_with = "integer::option")]
     timeout_ms: Option<u64>,
+}
+
+/// A push URL the server accepts: http(s), a DNS name (last label starting
+/// with a letter) or an IPv4 address, an optional port, no credentials.
+/// (IPv6 literals such as `http://[::1]:8080/` are accepted too.)
+pub const PUSH_URL_PATTERN: &str = concat!(
+    r"^https?://(?:(?:(?![Xx][Nn]--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*",
+    r"(?![Xx][Nn]--)[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+    r"|(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})",
+    r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?",
+    r"(?:[/?#]\S*)?$",
+);
+
+impl utoipa::PartialSchema for DeliveryBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        let mode = |name: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([name.to_owned()]))
+        };
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let pull = ObjectBuilder::new()
+            .description(Some(
+                "Consumers claim jobs (`POST /v1/queues/{queue}/claim`).",
+            ))
+            .property("mode", mode("pull"))
+            .property("url", null())
+            .property("timeout_ms", null())
+            .required("mode")
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        let push = ObjectBuilder::new()
+            .description(Some("Orderly POSTs each job to `url`."))
+            .property("mode", mode("push"))
+            .property(
+                "url",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(PUSH_URL_PATTERN))
+                    .description(Some(
+                        "Absolute http(s) URL without credentials. Outside the dev/test \
+                         profiles it must resolve to public addresses (else `422`).",
+                    ))
+                    .examples(["https://example.com/hooks/orderly"]),
+            )
+            .property(
+                "timeout_ms",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+                    .minimum(Some(PUSH_TIMEOUT_MS_RANGE.0))
+                    .maximum(Some(PUSH_TIMEOUT_MS_RANGE.1))
+                    .description(Some(
+                        "Per delivery attempt; default from the configuration.",
+                    )),
+            )
+            .required("mode")
+            .required("url")
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        OneOfBuilder::new().item(pull).item(push).into()
+    }
+}
+
+impl ToSchema for DeliveryBody {}
+
+/// Exponential backoff between attempts.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffBody {
+    /// The first retry's delay (1 ms to 1 day).
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    #[serde(deserialize_with = "integer::required")]
+    initial_ms: u64,
+    /// Caps every delay (1 ms to 1 day); an `initial_ms` above it means
+    /// every retry waits about `max_ms`.
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    #[serde(deserialize_with = "integer::required")]
+    max_ms: u64,
 }
 
 /// A queue's settings; omitted fields take the configured defaults.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsBody {
+    #[serde(default, deserialize_with = "object::option")]
     delivery: Option<DeliveryBody>,
+    /// Attempts before `on_exhausted` applies.
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "integer::option")]
     max_attempts: Option<u32>,
-    backoff: Option<Backoff>,
+    #[serde(default, deserialize_with = "object::option")]
+    backoff: Option<BackoffBody>,
     on_exhausted: Option<OnExhausted>,
+    /// How long a claim or delivery holds a job before it is retried.
+    #[schema(minimum = 1000, maximum = 43_200_000)]
+    #[serde(default, deserialize_with = "integer::option")]
     lease_ms: Option<u64>,
+    /// How long finished jobs stay readable (at most 90 days).
+    #[schema(minimum = 1, maximum = 7_776_000)]
+    #[serde(default, deserialize_with = "integer::option")]
     retention_s: Option<u64>,
 }
 
@@ -91,7 +187,10 @@ impl SettingsBody {
         let settings = QueueSettings {
             delivery,
             max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
-            backoff: self.backoff.unwrap_or(defaults.backoff),
+            backoff: self.backoff.map_or(defaults.backoff, |b| Backoff {
+                initial_ms: b.initial_ms,
+                max_ms: b.max_ms,
+            }),
             on_exhausted: self.on_exhausted.unwrap_or(defaults.on_exhausted),
             lease_ms: self.lease_ms.unwrap_or(defaults.lease_ms),
             retention_s: self.retention_s.unwrap_or(defaults.retention_s),
@@ -198,16 +297,33 @@ impl<'a> QueueView<'a> {
 #[utoipa::path(put, path = "/v1/queues/{queue}", operation_id = "put_queue", tag = "queues", security(("bearer" = [])),
     params(QueuePath), request_body = SettingsBody,
     responses(
-        (status = 201, description = "Created (push queues: with `signing_secret`)", body = QueueView),
-        (status = 200, description = "Updated", body = QueueView),
+        (status = 201, description = "Created (push queues: with `signing_secret`)", body = QueueView, links(
+            ("PublishJob" = (operation_id = "publish_job", parameters(("queue" = "$request.path.queue")),
+                description = "Publish to the queue")),
+            ("ClaimJobs" = (operation_id = "claim_jobs", parameters(("queue" = "$request.path.queue")),
+                description = "Claim from the queue (pull queues)")),
+            ("GetQueue" = (operation_id = "get_queue", parameters(("queue" = "$request.path.queue")),
+                description = "The queue with its stats")),
+        )),
+        (status = 200, description = "Updated", body = QueueView, links(
+            ("PublishJob" = (operation_id = "publish_job", parameters(("queue" = "$request.path.queue")),
+                description = "Publish to the queue")),
+            ("ClaimJobs" = (operation_id = "claim_jobs", parameters(("queue" = "$request.path.queue")),
+                description = "Claim from the queue (pull queues)")),
+            ("GetQueue" = (operation_id = "get_queue", parameters(("queue" = "$request.path.queue")),
+                description = "The queue with its stats")),
+        )),
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Invalid name or settings, per field", body = ErrorBody),
         (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
     ))]
 pub async fn put(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -240,11 +356,19 @@ pub async fn put(
     responses(
         (status = 200, description = "Every queue of the caller", body = QueueList),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 503, description = "MongoDB down", body = ErrorBody),
     ))]
-pub async fn list(queues: web::Data<Queues>, who: Authenticated) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    queues: web::Data<Queues>,
+    who: Authorized<need::Manage>,
+) -> Result<HttpResponse, ApiError> {
     let definitions = queues.registry.list(&who.user_id).await?;
-    let views: Vec<QueueView> = definitions.iter().map(QueueView::of).collect();
+    let views: Vec<QueueView> = definitions
+        .iter()
+        .filter(|d| who.sees_queue(&d.name))
+        .map(QueueView::of)
+        .collect();
     Ok(HttpResponse::Ok().json(QueueList { queues: views }))
 }
 
@@ -254,12 +378,13 @@ pub async fn list(queues: web::Data<Queues>, who: Authenticated) -> Result<HttpR
     responses(
         (status = 200, description = "The queue with `stats`", body = QueueView),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue (of this user)", body = ErrorBody),
         (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
     ))]
 pub async fn get(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
@@ -280,12 +405,13 @@ pub async fn get(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
     ))]
 pub async fn delete(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
@@ -297,7 +423,7 @@ pub async fn delete(
 
 async fn set_paused(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
     paused: bool,
 ) -> Result<HttpResponse, ApiError> {
@@ -316,12 +442,13 @@ async fn set_paused(
     responses(
         (status = 200, description = "Paused", body = QueueView),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
     ))]
 pub async fn pause(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     set_paused(queues, who, path, true).await
@@ -333,12 +460,13 @@ pub async fn pause(
     responses(
         (status = 200, description = "Resumed", body = QueueView),
         (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
     ))]
 pub async fn resume(
     queues: web::Data<Queues>,
-    who: Authenticated,
+    who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     set_paused(queues, who, path, false).await

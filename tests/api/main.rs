@@ -12,6 +12,7 @@ mod helpers;
 mod hostile;
 mod idle;
 mod jobs;
+mod keys;
 mod metrics;
 mod model;
 mod openapi;

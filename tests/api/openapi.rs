@@ -1,12 +1,13 @@
 //! `/openapi.json` and `/docs`: the document is valid OpenAPI 3.1, names
 //! every registered route, and real responses match its schemas.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TempDir, TestApp, body, spawn_app};
+use crate::helpers::{TempDir, TestApp, body, error_body, spawn_app};
 
 /// Runs `scripts/openapi_check.py` with the Python that scripts/test.sh
 /// prepared (`ORDERLY_TEST_OPENAPI_PYTHON`, a venv with openapi-spec-validator).
@@ -90,14 +91,35 @@ async fn every_registered_route_is_in_the_document_and_answers() {
             "{method} {pattern} is in the table but not routed: {text}"
         );
     }
-    // A method the table does not list for a known path is refused.
-    let response = app
-        .client
-        .patch(app.url("/v1/queues/routecheck"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 405);
+}
+
+#[actix_web::test]
+async fn a_method_a_path_does_not_take_is_405_with_allow_naming_its_methods() {
+    let app = spawn_app().await;
+    let mut methods: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (method, pattern) in orderly::routes::ROUTES {
+        methods
+            .entry(pattern)
+            .or_default()
+            .insert(method.to_uppercase());
+    }
+    for (pattern, expected) in methods {
+        let response = app
+            .client
+            .patch(app.url(&concrete(pattern)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "PATCH {pattern}");
+        let allow: BTreeSet<String> = response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|m| m.trim().to_owned())
+            .collect();
+        assert_eq!(allow, expected, "Allow of {pattern}");
+        error_body(response, 405, "method_not_allowed").await;
+    }
 }
 
 /// Sends requests as one user and records each real response, under its
