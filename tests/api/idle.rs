@@ -74,7 +74,7 @@ async fn commands_per_second(redis: &TestRedis, window: Duration) -> (f64, Vec<(
         .map(|(name, n)| (name.clone(), n - before.get(name).copied().unwrap_or(0)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    by_command.sort_by(|a, b| b.1.cmp(&a.1));
+    by_command.sort_by_key(|entry| std::cmp::Reverse(entry.1));
     let total: u64 = by_command.iter().map(|(_, n)| n).sum();
     (total as f64 / elapsed, by_command)
 }
