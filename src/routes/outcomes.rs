@@ -15,6 +15,7 @@ use super::queues::{QueuePath, path_queue};
 use crate::auth::{Authorized, need};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
+use crate::http::json::integer;
 use crate::queue::Queues;
 use crate::queue::engine::{Lease, Transition};
 use crate::queue::model::{Job, JobId, JobState, QueueRef};
@@ -29,6 +30,7 @@ pub struct AckItem {
     /// The job id from the claim.
     id: String,
     /// The `lease` from the claim.
+    #[schema(pattern = "^[0-9]{1,19}\\.[!-~]{1,64}$")]
     lease: String,
     /// Any JSON value, stored as the job's `result`.
     #[schema(value_type = Option<Value>)]
@@ -42,11 +44,13 @@ pub struct NackItem {
     /// The job id from the claim.
     id: String,
     /// The `lease` from the claim.
+    #[schema(pattern = "^[0-9]{1,19}\\.[!-~]{1,64}$")]
     lease: String,
     /// Stored as `last_error`.
     error: Option<String>,
     /// Retry after this many ms (≤ 1 day) instead of the queue's backoff.
     #[schema(maximum = 86_400_000)]
+    #[serde(default, deserialize_with = "integer::option")]
     retry_in_ms: Option<u64>,
 }
 

@@ -122,17 +122,31 @@ async fn kill_9_mid_run_loses_nothing_and_redelivers_only_what_was_in_flight() {
 
 #[actix_web::test]
 async fn two_processes_share_the_work_without_breaking_lane_order() {
+    processes_share_the_work(2).await;
+}
+
+#[actix_web::test]
+async fn three_processes_share_the_work_without_breaking_lane_order() {
+    processes_share_the_work(3).await;
+}
+
+/// `n` Orderly processes on one Redis (or cluster) deliver 2,000 jobs of 8
+/// lanes: each exactly once, lanes in seq order, never two deliveries of a
+/// lane in flight at the receiver.
+async fn processes_share_the_work(n: usize) {
     let settings = test_settings();
     let receiver = Receiver::start(|_| Reply::Hang(Duration::from_millis(1)));
-    let one = OrderlyProcess::start(&settings).await;
-    let two = OrderlyProcess::start(&settings).await;
-    let api = one.client(&settings).await;
+    let mut processes = Vec::new();
+    for _ in 0..n {
+        processes.push(OrderlyProcess::start(&settings).await);
+    }
+    let api = processes[0].client(&settings).await;
     let user = api.signed_up_user().await;
     api.push_queue(&user.token, "q", &receiver.url, json!({}))
         .await;
     let total = publish_spread(&api, &user.token, "q", 2_000, 8).await;
-    let api_two = two.client(&settings).await;
-    api_two
+    let api_last = processes[n - 1].client(&settings).await;
+    api_last
         .wait_for_completed(&user.token, "q", total as u64, SETTLE)
         .await;
 
