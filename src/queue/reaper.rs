@@ -17,6 +17,8 @@ use crate::metrics::JobMetrics;
 
 /// How often expired leases are looked for.
 const RECOVER_EVERY: Duration = Duration::from_secs(1);
+/// The longest a sweep may take before it counts as failed.
+const SWEEP_LIMIT: Duration = Duration::from_secs(15);
 /// Expired leases returned per queue and run at most.
 const RECOVER_BATCH: usize = 1000;
 
@@ -53,6 +55,12 @@ impl Reaper {
                 }
             }
             Ok::<u64, EngineError>(recovered)
+        };
+        // A sweep that never ends would stop all recovery: bounded.
+        let run = async move {
+            tokio::time::timeout(SWEEP_LIMIT, run)
+                .await
+                .unwrap_or_else(|_| Err(EngineError::Unexpected("lease sweep timed out".into())))
         };
         ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
             act.running = false;

@@ -41,6 +41,8 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 const ORPHAN_RETRY: Duration = Duration::from_millis(500);
 /// Delay before a job given back unstarted may be claimed again.
 const UNSTARTED_RETRY_MS: u64 = 1_000;
+/// The longest a claim round may take before it counts as failed.
+const ROUND_LIMIT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for chained jobs to be handed back.
 const GIVE_BACK_GRACE: Duration = Duration::from_secs(2);
 
@@ -198,6 +200,12 @@ impl Worker {
                 claimed.extend(batch.jobs);
             }
             Ok::<_, EngineError>((claimed, untried, next_poll_ms))
+        };
+        // A claim round that never ends would stop all claiming: bounded.
+        let claim = async move {
+            tokio::time::timeout(ROUND_LIMIT, claim)
+                .await
+                .unwrap_or_else(|_| Err(EngineError::Unexpected("claim round timed out".into())))
         };
         ctx.spawn(claim.into_actor(self).map(move |result, act, ctx| {
             act.claiming = false;

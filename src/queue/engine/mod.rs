@@ -191,7 +191,7 @@ impl LazyCluster {
     /// the connection so the next request starts from a fresh slot map.
     async fn check<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
         if let Err(err) = &result
-            && (err.is_timeout() || err.is_io_error() || err.is_connection_dropped())
+            && stale_view(err)
         {
             let due = {
                 let mut last = self.last_reset.lock().unwrap_or_else(|e| e.into_inner());
@@ -208,6 +208,24 @@ impl LazyCluster {
         }
         result
     }
+}
+
+/// Errors after which a cluster connection's view of the cluster may be
+/// stale: timeouts and broken connections, and a write that reached a
+/// node which is no master (any more) or a shard that is down.
+fn stale_view(err: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    err.is_timeout()
+        || err.is_io_error()
+        || err.is_connection_dropped()
+        || matches!(
+            err.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::ReadOnly
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+            ) | ErrorKind::ClusterConnectionNotFound
+        )
 }
 
 impl ConnectionLike for RedisConn {
