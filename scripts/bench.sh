@@ -7,8 +7,10 @@
 # --only push1).
 #
 # --cluster: the same rows on a local Redis Cluster (3 masters, or
-# --shards N) with two Orderly processes sharing it; every row's cost then
-# lists each shard's Redis commands and script time per job.
+# --shards N, with --replicas R replicas each) with two Orderly processes
+# sharing it; every row's cost then lists each shard's Redis commands and
+# script time per job. --wait N sets redis.wait_replicas (each publish waits
+# until N replicas have it).
 #
 # PROFILE_DIR=dir: also record `perf` profiles of Orderly and redis-server for
 # the whole bench run (PERF_ARGS, default "-F 999 -g") and write their
@@ -21,18 +23,22 @@ ensure_redis_installed
 
 CLUSTER=""
 SHARDS=3
+REPLICAS=0
+WAIT_REPLICAS=0
 BENCH_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --cluster) CLUSTER=1 ;;
     --shards) SHARDS=$2; shift ;;
+    --replicas) REPLICAS=$2; shift ;;
+    --wait) WAIT_REPLICAS=$2; shift ;;
     *) BENCH_ARGS+=("$1") ;;
   esac
   shift
 done
 start_services
 if [ -n "$CLUSTER" ]; then
-  start_cluster "$SHARDS" 0
+  start_cluster "$SHARDS" "$REPLICAS"
 fi
 
 # Profiling needs symbols: the `profiling` profile is release plus line tables.
@@ -54,6 +60,7 @@ start_bench_orderly() {
   ORDERLY__REDIS__URL="$REDIS_URL" \
   ORDERLY__REDIS__CLUSTER_NODES="${CLUSTER:+$REDIS_CLUSTER_NODES}" \
   ORDERLY__REDIS__KEY_PREFIX="$PREFIX" \
+  ORDERLY__REDIS__WAIT_REPLICAS="$WAIT_REPLICAS" \
   ORDERLY__MONGODB__URI="$MONGODB_URI" \
   ORDERLY__MONGODB__DATABASE="$DATABASE" \
   ORDERLY__AUTH__BCRYPT_COST=4 \

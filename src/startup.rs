@@ -100,7 +100,11 @@ impl Application {
             redis.clone(),
             &settings.redis.key_prefix,
             settings.redis.slot_groups(),
-        );
+        )
+        .with_replica_wait(crate::queue::engine::ReplicaWait {
+            replicas: settings.redis.wait_replicas,
+            timeout_ms: settings.redis.wait_timeout_ms,
+        });
         // Data written with another number of slot groups would be looked
         // for in the wrong slots: refuse to start (when Redis answers now;
         // otherwise the first start that reaches it records the number).

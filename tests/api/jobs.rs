@@ -7,7 +7,7 @@ use orderly::queue::engine::Engine;
 use orderly::queue::model::{QueueName, QueueRef};
 use serde_json::json;
 
-use crate::helpers::{body, error_body, eventually, spawn_app};
+use crate::helpers::{TestRedis, body, error_body, eventually, spawn_app, spawn_app_with};
 use crate::receiver::{Receiver, Reply};
 
 #[actix_web::test]
@@ -315,4 +315,27 @@ async fn one_publish_run_numbers_each_queues_new_jobs_contiguously_and_skips_dup
     assert_eq!(order, vec![run[0].id.clone(), run[4].id.clone()]);
     let stats = engine.stats(&other).await.unwrap();
     assert_eq!(stats.pending, 2);
+}
+
+#[actix_web::test]
+async fn with_wait_replicas_each_publish_waits_for_replication_before_202() {
+    let redis = TestRedis::start().await;
+    let app = spawn_app_with(|s| {
+        s.redis.url = redis.url.clone();
+        s.redis.wait_replicas = 1;
+        s.redis.wait_timeout_ms = 20;
+    })
+    .await;
+    let user = app.signed_up_user().await;
+    let before = redis.command_calls().await;
+    for n in 0..3 {
+        // No replica answers here: each publish waits its 20 ms, then is
+        // accepted all the same (the job is in Redis), with a warning.
+        app.publish_ok(&user.token, "q", &json!({ "payload": n }))
+            .await;
+    }
+    let after = redis.command_calls().await;
+    let waits = after.get("wait").copied().unwrap_or(0) - before.get("wait").copied().unwrap_or(0);
+    assert_eq!(waits, 3, "one WAIT per publish: {after:?}");
+    assert_eq!(app.queue(&user.token, "q").await["stats"]["waiting"], 3);
 }

@@ -306,6 +306,13 @@ const QUEUE_KEY_SUFFIXES: [&str; 13] = [
     "m", "j", "b", "l", "r", "e", "o", "p", "d", "x", "k", "t", "s",
 ];
 
+/// How publishes wait for replicas (`redis.wait_replicas`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplicaWait {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+}
+
 /// Handle to the engine; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -313,6 +320,7 @@ pub struct Engine {
     prefix: Arc<str>,
     groups: u32,
     cluster: bool,
+    wait: ReplicaWait,
 }
 
 impl Engine {
@@ -323,7 +331,33 @@ impl Engine {
             prefix: Arc::from(prefix),
             groups: groups.max(1),
             cluster,
+            wait: ReplicaWait::default(),
         }
+    }
+
+    /// Publishes wait for `wait.replicas` replicas (0: they do not wait).
+    pub fn with_replica_wait(mut self, wait: ReplicaWait) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Waits until the writes so far to `key`'s master are on
+    /// `wait.replicas` replicas, or `wait.timeout_ms` passed; answers how
+    /// many replicas have them.
+    async fn wait_for_replicas(&self, key: &str) -> EngineResult<u64> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(self.wait.replicas).arg(self.wait.timeout_ms);
+        let reply = match &self.conn {
+            RedisConn::Single(conn) => cmd.query_async::<Value>(&mut conn.clone()).await?,
+            RedisConn::Cluster(lazy) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let mut conn = lazy.get().await?;
+                lazy.check(conn.route_command(cmd, routing).await).await?
+            }
+        };
+        int(&reply).ok_or_else(|| unexpected("WAIT reply"))
     }
 
     /// An engine on the Redis (or cluster) `settings` name.

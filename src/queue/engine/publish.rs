@@ -93,6 +93,18 @@ impl Engine {
                 .arg(key_index);
         }
         let reply: Vec<Value> = self.run(&invocation).await?;
+        if self.wait.replicas > 0 {
+            let key = format!("{base}m");
+            let replicated = self.wait_for_replicas(&key).await?;
+            if replicated < u64::from(self.wait.replicas) {
+                log::warn!(
+                    "publish to {} reached {replicated} of {} replica(s) within {} ms",
+                    queue.tag(),
+                    self.wait.replicas,
+                    self.wait.timeout_ms
+                );
+            }
+        }
         let mut items = reply.into_iter();
         let mut published = Vec::with_capacity(jobs.len());
         while let (Some(seq), Some(at), Some(original)) = (items.next(), items.next(), items.next())
