@@ -15,7 +15,9 @@ use orderly::queue::engine::Engine;
 use orderly::queue::model::{QueueName, QueueRef};
 use serde_json::json;
 
-use crate::helpers::{TempDir, TestApp, cluster_nodes, eventually, spawn_app_with};
+use crate::helpers::{
+    TempDir, TestApp, cluster_nodes, eventually, spawn_app_with, wait_until_redis_answers,
+};
 use crate::receiver::{Receiver, Seen};
 
 /// Per lane, the seqs of first deliveries in arrival order.
@@ -160,16 +162,7 @@ impl TestCluster {
             nodes.push((port, child));
         }
         for (port, _) in &nodes {
-            let url = format!("redis://127.0.0.1:{port}");
-            eventually(Duration::from_secs(10), "cluster node answers", || async {
-                let client = redis::Client::open(url.as_str()).ok()?;
-                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .ok()
-            })
-            .await;
+            wait_until_redis_answers(&format!("redis://127.0.0.1:{port}")).await;
         }
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])

@@ -383,6 +383,19 @@ pub struct TestRedis {
     dir: TempDir,
 }
 
+/// Waits (at most 10 s) until the Redis server at `url` answers `PING`.
+pub async fn wait_until_redis_answers(url: &str) {
+    let client = redis::Client::open(url).unwrap();
+    eventually(Duration::from_secs(10), "redis-server answers", || async {
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    })
+    .await;
+}
+
 /// A throw-away directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -431,15 +444,7 @@ impl TestRedis {
             .spawn()
             .expect("redis-server is installed (scripts/test.sh installs it)");
         self.child = Some(child);
-        let client = redis::Client::open(self.url.as_str()).unwrap();
-        eventually(Duration::from_secs(10), "redis-server answers", || async {
-            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .ok()
-        })
-        .await;
+        wait_until_redis_answers(&self.url).await;
     }
 
     /// Stops the server gracefully (SIGTERM: the AOF is flushed).

@@ -3,10 +3,7 @@
 use redis::Value;
 
 use super::claim::{Claimed, claimed};
-use super::{
-    Engine, EngineResult, EngineScript, Lease, Transition, new_token, next_due, outcome_and_job,
-    string, transition,
-};
+use super::{Engine, EngineResult, EngineScript, Lease, Transition, new_token, next_due, string};
 use crate::queue::model::QueueRef;
 
 static SCRIPT: EngineScript = EngineScript::new(include_str!("ack.lua"));
@@ -33,15 +30,9 @@ impl Engine {
         lease: &Lease,
         result: &str,
     ) -> EngineResult<Transition> {
-        let mut invocation = self.invocation(&SCRIPT, queue);
-        invocation
-            .arg(id)
-            .arg(lease.number)
-            .arg(&lease.token)
-            .arg(result);
-        let reply: Vec<Value> = self.run(&invocation).await?;
-        let (outcome, job) = outcome_and_job(queue, reply);
-        Ok(transition(outcome, job))
+        let mut invocation = self.lease_invocation(&SCRIPT, queue, id, lease);
+        invocation.arg(result);
+        self.run_transition(&invocation, queue).await
     }
 
     /// Completes the job held under `lease` (as [`Engine::ack`]) and, when
@@ -56,14 +47,8 @@ impl Engine {
         result: &str,
         lease_ms: u64,
     ) -> EngineResult<Acked> {
-        let mut invocation = self.invocation(&SCRIPT, queue);
-        invocation
-            .arg(id)
-            .arg(lease.number)
-            .arg(&lease.token)
-            .arg(result)
-            .arg(new_token())
-            .arg(lease_ms);
+        let mut invocation = self.lease_invocation(&SCRIPT, queue, id, lease);
+        invocation.arg(result).arg(new_token()).arg(lease_ms);
         let reply: Vec<Value> = self.run(&invocation).await?;
         let mut items = reply.into_iter();
         let completed = items.next().and_then(string).as_deref() == Some("ok");

@@ -1,8 +1,6 @@
 //! `extend`: the lease holder keeps the job longer (`extend.lua`).
 
-use redis::Value;
-
-use super::{Engine, EngineResult, EngineScript, Lease, Transition, outcome_and_job, transition};
+use super::{Engine, EngineResult, EngineScript, Lease, Transition};
 use crate::queue::model::QueueRef;
 
 static SCRIPT: EngineScript = EngineScript::new(include_str!("extend.lua"));
@@ -16,14 +14,8 @@ impl Engine {
         lease: &Lease,
         lease_ms: u64,
     ) -> EngineResult<Transition> {
-        let mut invocation = self.invocation(&SCRIPT, queue);
-        invocation
-            .arg(id)
-            .arg(lease.number)
-            .arg(&lease.token)
-            .arg(lease_ms);
-        let reply: Vec<Value> = self.run(&invocation).await?;
-        let (outcome, job) = outcome_and_job(queue, reply);
-        Ok(transition(outcome, job))
+        let mut invocation = self.lease_invocation(&SCRIPT, queue, id, lease);
+        invocation.arg(lease_ms);
+        self.run_transition(&invocation, queue).await
     }
 }

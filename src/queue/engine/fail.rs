@@ -1,8 +1,6 @@
 //! `fail`: the lease holder's attempt failed (`fail.lua`).
 
-use redis::Value;
-
-use super::{Engine, EngineResult, EngineScript, Lease, Transition, outcome_and_job, transition};
+use super::{Engine, EngineResult, EngineScript, Lease, Transition};
 use crate::queue::model::QueueRef;
 
 static SCRIPT: EngineScript = EngineScript::new(include_str!("fail.lua"));
@@ -30,16 +28,8 @@ impl Engine {
             Failure::Retry { in_ms } => ("1", in_ms),
             Failure::Permanent => ("0", 0),
         };
-        let mut invocation = self.invocation(&SCRIPT, queue);
-        invocation
-            .arg(id)
-            .arg(lease.number)
-            .arg(&lease.token)
-            .arg(error)
-            .arg(retryable)
-            .arg(retry_in);
-        let reply: Vec<Value> = self.run(&invocation).await?;
-        let (outcome, job) = outcome_and_job(queue, reply);
-        Ok(transition(outcome, job))
+        let mut invocation = self.lease_invocation(&SCRIPT, queue, id, lease);
+        invocation.arg(error).arg(retryable).arg(retry_in);
+        self.run_transition(&invocation, queue).await
     }
 }

@@ -443,6 +443,32 @@ impl Engine {
         invocation
     }
 
+    /// An invocation of a lease holder's transition (`script`) on job `id`
+    /// of `queue` under `lease`: the fixed keys, the queue id, then id,
+    /// lease number and token; the transition's own arguments follow.
+    fn lease_invocation<'a>(
+        &self,
+        script: &'a EngineScript,
+        queue: &QueueRef,
+        id: &str,
+        lease: &Lease,
+    ) -> ScriptInvocation<'a> {
+        let mut invocation = self.invocation(script, queue);
+        invocation.arg(id).arg(lease.number).arg(&lease.token);
+        invocation
+    }
+
+    /// Runs a transition that answers `{ outcome, job }`.
+    async fn run_transition(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        queue: &QueueRef,
+    ) -> EngineResult<Transition> {
+        let reply: Vec<Value> = self.run(invocation).await?;
+        let (outcome, job) = outcome_and_job(queue, reply);
+        Ok(transition(outcome, job))
+    }
+
     async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,

@@ -26,11 +26,8 @@ impl Engine {
         delay_ms: u64,
         kind: Release,
     ) -> EngineResult<bool> {
-        let mut invocation = self.invocation(&SCRIPT, queue);
+        let mut invocation = self.lease_invocation(&SCRIPT, queue, id, lease);
         invocation
-            .arg(id)
-            .arg(lease.number)
-            .arg(&lease.token)
             .arg(delay_ms)
             .arg(matches!(kind, Release::Unstarted) as u8);
         let released: i64 = self.run(&invocation).await?;
