@@ -115,6 +115,10 @@ impl Application {
             Err(err) => log::warn!("redis layout not checked yet: {err}"),
             Ok(()) => {}
         }
+        let policy = storage::redis_maxmemory_policy(redis.clone(), Duration::from_secs(1)).await;
+        if let Some(warning) = policy.as_deref().and_then(storage::eviction_warning) {
+            log::warn!("{warning}");
+        }
         let registry = QueueRegistry::new(&mongo, engine.clone(), settings.queues.clone());
         let producer = Producer::new(
             engine.clone(),

@@ -57,6 +57,55 @@ pub fn cluster_client(
     builder.build()
 }
 
+/// Redis' `maxmemory-policy`, best effort: `None` if Redis did not answer
+/// within `timeout` or answered in another shape. On a cluster the client
+/// asks every node; the first policy that is not `noeviction` is reported.
+pub async fn redis_maxmemory_policy(mut redis: RedisConn, timeout: Duration) -> Option<String> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg("maxmemory-policy");
+    let get = cmd.query_async::<redis::Value>(&mut redis);
+    let reply = tokio::time::timeout(timeout, get).await.ok()?.ok()?;
+    let mut policies = Vec::new();
+    collect_policies(reply, &mut policies);
+    let policy = policies
+        .iter()
+        .find(|p| *p != "noeviction")
+        .or(policies.first());
+    policy.cloned()
+}
+
+/// The values after each `maxmemory-policy` in a (possibly per-node) reply.
+fn collect_policies(value: redis::Value, out: &mut Vec<String>) {
+    use redis::Value;
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => return,
+    };
+    let mut after_name = false;
+    for item in items {
+        match item {
+            Value::BulkString(bytes) => {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let is_name = !after_name && text == "maxmemory-policy";
+                if after_name {
+                    out.push(text);
+                }
+                after_name = is_name;
+            }
+            nested @ (Value::Array(_) | Value::Map(_)) => collect_policies(nested, out),
+            _ => after_name = false,
+        }
+    }
+}
+
+/// Why a Redis `maxmemory-policy` is a danger to jobs, if it is one.
+pub fn eviction_warning(policy: &str) -> Option<String> {
+    (policy != "noeviction").then(|| {
+        format!("redis maxmemory-policy is {policy}: under memory pressure Redis evicts keys, which can drop jobs; use noeviction")
+    })
+}
+
 /// The application database; the driver connects on first use.
 pub async fn mongo_database(settings: &MongoSettings) -> mongodb::error::Result<Database> {
     let mut options = ClientOptions::parse(&settings.uri).await?;

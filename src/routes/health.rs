@@ -27,6 +27,10 @@ pub struct Readiness {
     status: &'static str,
     /// `"ok"` per dependency (`redis`, `mongodb`).
     checks: BTreeMap<&'static str, &'static str>,
+    /// Ready, but configured in a way that can lose jobs (e.g. a Redis
+    /// `maxmemory-policy` that evicts keys).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 /// Liveness: the process runs and serves HTTP.
@@ -36,15 +40,17 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// Readiness: Redis and MongoDB both answer (within 1.5 s each).
+/// Readiness: Redis and MongoDB both answer (within 1.5 s each); `warnings`
+/// names settings that can lose jobs.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready; the message names what is down", body = ErrorBody),
     ))]
 pub async fn readyz(deps: web::Data<Dependencies>) -> Result<HttpResponse, ApiError> {
-    let (redis_ok, mongo_ok) = futures_util::join!(
+    let (redis_ok, policy, mongo_ok) = futures_util::join!(
         crate::storage::redis_answers(deps.redis.clone(), PROBE_TIMEOUT),
+        crate::storage::redis_maxmemory_policy(deps.redis.clone(), PROBE_TIMEOUT),
         crate::storage::mongo_answers(&deps.mongo, PROBE_TIMEOUT),
     );
     let down: Vec<&str> = [("redis", redis_ok), ("mongodb", mongo_ok)]
@@ -56,6 +62,11 @@ pub async fn readyz(deps: web::Data<Dependencies>) -> Result<HttpResponse, ApiEr
         Ok(HttpResponse::Ok().json(Readiness {
             status: "ready",
             checks: BTreeMap::from([("redis", "ok"), ("mongodb", "ok")]),
+            warnings: policy
+                .as_deref()
+                .and_then(crate::storage::eviction_warning)
+                .into_iter()
+                .collect(),
         }))
     } else {
         Err(ApiError::unavailable(format!(

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{body, closed_port, error_body, spawn_app, spawn_app_with};
+use crate::helpers::{TestRedis, body, closed_port, error_body, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn healthz_answers_200() {
@@ -44,4 +44,27 @@ async fn register_is_503_while_mongodb_is_down() {
     let app = spawn_app_with(|s| s.mongodb.uri = format!("mongodb://127.0.0.1:{port}")).await;
     let response = app.register("ivy@example.com", "password1").await;
     error_body(response, 503, "unavailable").await;
+}
+
+#[actix_web::test]
+async fn readyz_warns_when_redis_may_evict_jobs() {
+    let redis = TestRedis::start().await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url.clone()).await;
+    let ready = body(app.get("/readyz").await).await;
+    assert!(ready.get("warnings").is_none(), "{ready}");
+
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 200);
+    let ready = body(response).await;
+    let warning = ready["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("allkeys-lru"), "{ready}");
 }
