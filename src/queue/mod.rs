@@ -9,6 +9,8 @@
 //! - [`delivery`]: one signed push attempt and the SSRF guard.
 //! - [`registry`]: queue definitions in MongoDB, cached in-process.
 //! - [`notify`]: the process-wide wake subscription (pub/sub or sharded pub/sub).
+//! - [`service`]: the long-polls the HTTP handlers call (claim-and-wait,
+//!   get-and-wait), waiting on the wake hub.
 //! - [`model`]: names, ids, settings and the job object.
 
 pub mod delivery;
@@ -19,6 +21,7 @@ pub mod producer;
 pub mod reaper;
 pub mod registry;
 pub mod sampler;
+pub mod service;
 pub mod worker;
 
 use actix::Addr;

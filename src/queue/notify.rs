@@ -3,8 +3,9 @@
 //! [`WakeHub`] instead of holding Redis connections of their own.
 //!
 //! A wake message is `p<qid>` (a push queue has a lane startable now: the
-//! worker claims it) or `u<qid>` (a pull queue has: the consumers waiting on
-//! that queue look). On one Redis the engine publishes with `PUBLISH` and the
+//! worker claims it), `u<qid>` (a pull queue has: the consumers waiting on
+//! that queue look) or `d<qid>` (a job of a watched queue finished: the job
+//! reads waiting on that queue look again). On one Redis the engine publishes with `PUBLISH` and the
 //! hub `SUBSCRIBE`s to every group channel; on a cluster with `SPUBLISH`, and
 //! the hub `SSUBSCRIBE`s through a RESP3 cluster connection that resubscribes
 //! by itself after a reconnect or failover, so a message stays on its shard.
@@ -104,9 +105,19 @@ impl WakeHub {
         self.tx.subscribe()
     }
 
-    /// Registers interest in wakes of the queue tagged `tag`.
+    /// Registers interest in wakes of the pull queue tagged `tag` (a lane
+    /// became startable).
     pub fn waiter(&self, tag: &str) -> Waiter {
-        let tag: Arc<str> = Arc::from(tag);
+        self.register(Arc::from(tag))
+    }
+
+    /// Registers interest in jobs of the queue tagged `tag` finishing (the
+    /// queue must be watched: `Engine::watch`).
+    pub fn finish_waiter(&self, tag: &str) -> Waiter {
+        self.register(Arc::from(finish_key(tag)))
+    }
+
+    fn register(&self, tag: Arc<str>) -> Waiter {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         let entry = waiters.entry(tag.clone()).or_insert_with(|| Waiters {
             notify: Arc::new(Notify::new()),
@@ -125,13 +136,16 @@ impl WakeHub {
             Some(("p", tag)) => {
                 let _ = self.tx.send(Arc::from(tag));
             }
-            Some(("u", tag)) => {
-                let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(entry) = waiters.get(tag) {
-                    entry.notify.notify_waiters();
-                }
-            }
+            Some(("u", tag)) => self.notify(tag),
+            Some(("d", tag)) => self.notify(&finish_key(tag)),
             _ => log::debug!("ignoring wake message {message:?}"),
+        }
+    }
+
+    fn notify(&self, key: &str) {
+        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = waiters.get(key) {
+            entry.notify.notify_waiters();
         }
     }
 
@@ -149,6 +163,12 @@ impl WakeHub {
             }
         });
     }
+}
+
+/// The waiters-map key of a queue's finished-job waiters (queue tags never
+/// contain `/`, so it cannot collide with a pull queue's tag).
+fn finish_key(tag: &str) -> String {
+    format!("finished/{tag}")
 }
 
 async fn listen(

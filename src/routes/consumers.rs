@@ -3,7 +3,7 @@
 //! nothing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -26,10 +26,6 @@ use crate::queue::registry::QueueDefinition;
 pub const MAX_CLAIM: usize = 100;
 /// Longest `retry_in_ms` a nack may ask for (1 day).
 pub const MAX_RETRY_IN_MS: u64 = 24 * 3600 * 1000;
-/// A waiting claim re-checks this often even without a wake (a lost
-/// notification then costs at most this much latency).
-const FALLBACK_RECHECK: Duration = Duration::from_secs(1);
-
 /// What to claim; an empty body claims one job without waiting.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -124,31 +120,12 @@ pub async fn claim(
     }
     let definition = pull_queue(&queues, &queue).await?;
     let results = outcomes::report_given(&queues, &queue, body.acks, body.nacks).await?;
-    let deadline = Instant::now() + Duration::from_millis(wait_ms);
-    let waiter = queues.hub.waiter(&queue.tag());
-    loop {
-        // Registered before claiming, so a wake during the claim is not lost.
-        let notified = waiter.notified();
-        let mut notified = std::pin::pin!(notified);
-        notified.as_mut().enable();
-        let batch = queues
-            .engine
-            .claim_queue(&queue, max_jobs, definition.settings.lease_ms)
-            .await?;
-        let now = Instant::now();
-        if !batch.jobs.is_empty() || now >= deadline {
-            let jobs: Vec<_> = batch.jobs.into_iter().map(|c| c.job).collect();
-            for job in &jobs {
-                log::info!("job_id={} claimed attempt={}", job.id, job.attempts);
-            }
-            return Ok(HttpResponse::Ok().json(ClaimReply { jobs, results }));
-        }
-        let mut until = deadline.min(now + FALLBACK_RECHECK);
-        if let Some(due) = batch.next_due_in_ms {
-            until = until.min(now + Duration::from_millis(due));
-        }
-        let _ = tokio::time::timeout_at(until.into(), notified).await;
-    }
+    let wait = Duration::from_millis(wait_ms);
+    let lease_ms = definition.settings.lease_ms;
+    let jobs = queues
+        .claim_and_wait(&queue, max_jobs, lease_ms, wait)
+        .await?;
+    Ok(HttpResponse::Ok().json(ClaimReply { jobs, results }))
 }
 
 /// Complete a leased job.

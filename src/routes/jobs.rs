@@ -1,6 +1,6 @@
 //! Jobs: publish, read (with long-poll), list and cancel.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -347,18 +347,11 @@ pub async fn get(
             format!("must be at most {MAX_WAIT_MS}"),
         ));
     }
-    let deadline = Instant::now() + Duration::from_millis(wait_ms);
-    loop {
-        let job = queues
-            .engine
-            .get(&queue, &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("no such job"))?;
-        if job.state.is_terminal() || Instant::now() >= deadline {
-            return Ok(HttpResponse::Ok().json(job));
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(25)).await;
-    }
+    let job = queues
+        .get_and_wait(&queue, &id, Duration::from_millis(wait_ms))
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such job"))?;
+    Ok(HttpResponse::Ok().json(job))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -339,3 +339,99 @@ async fn with_wait_replicas_each_publish_waits_for_replication_before_202() {
     assert_eq!(waits, 3, "one WAIT per publish: {after:?}");
     assert_eq!(app.queue(&user.token, "q").await["stats"]["waiting"], 3);
 }
+
+#[actix_web::test]
+async fn get_with_wait_ms_waits_on_a_wake_not_by_polling_redis() {
+    let redis = TestRedis::start().await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url.clone()).await;
+    let user = app.signed_up_user().await;
+    let job = app
+        .publish_ok(&user.token, "q", &json!({"payload": "waits"}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    let before = redis.command_calls().await;
+    let started = Instant::now();
+    let read = body(
+        app.get_with_token(&format!("/v1/jobs/{id}?wait_ms=2000"), &user.token)
+            .await,
+    )
+    .await;
+    let waited = started.elapsed();
+    let after = redis.command_calls().await;
+    assert_eq!(read["state"], "queued");
+    assert!(waited >= Duration::from_millis(2_000), "{waited:?}");
+    let scripts = ["evalsha", "eval"]
+        .iter()
+        .map(|name| {
+            after.get(*name).copied().unwrap_or(0) - before.get(*name).copied().unwrap_or(0)
+        })
+        .sum::<u64>();
+    // About one re-check a second plus the background loops; polling every
+    // 25 ms would be 80 reads.
+    assert!(
+        scripts <= 14,
+        "{scripts} script calls during a 2 s wait: {after:?}"
+    );
+
+    // A waiting read returns as soon as its job finishes (woken, not at the
+    // next 1 s re-check): three times within 250 ms of the ack.
+    for round in 0..3 {
+        let queue = format!("round-{round}");
+        let job = app
+            .publish_ok(&user.token, &queue, &json!({"payload": round}))
+            .await;
+        let path = format!("/v1/jobs/{}?wait_ms=10000", job["id"].as_str().unwrap());
+        let reader = {
+            let (client, url, token) = (app.client.clone(), app.url(&path), user.token.clone());
+            tokio::spawn(async move {
+                let read: serde_json::Value = client
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                (read, Instant::now())
+            })
+        };
+        // The read is waiting once the queue is watched; then ack.
+        let claimed = eventually(Duration::from_secs(5), "job claimed", || async {
+            let reply = body(
+                app.call(
+                    reqwest::Method::POST,
+                    &format!("/v1/queues/{queue}/claim"),
+                    &user.token,
+                    Some(&json!({"max_jobs": 1})),
+                )
+                .await,
+            )
+            .await;
+            reply["jobs"].as_array().and_then(|j| j.first().cloned())
+        })
+        .await;
+        // The scenario: the job stays unfinished for a while, so the read
+        // is waiting when it finishes (the outcome does not depend on it: a
+        // read that had not started waiting would see `completed` at once).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let acked_at = Instant::now();
+        let ack = app
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/jobs/{}/ack", claimed["id"].as_str().unwrap()),
+                &user.token,
+                Some(&json!({"lease": claimed["lease"]})),
+            )
+            .await;
+        assert_eq!(ack.status(), 200);
+        let (read, returned_at) = reader.await.unwrap();
+        assert_eq!(read["state"], "completed");
+        let delay = returned_at.duration_since(acked_at);
+        assert!(
+            delay < Duration::from_millis(250),
+            "round {round}: read returned {delay:?} after the ack"
+        );
+    }
+}

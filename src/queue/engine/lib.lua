@@ -60,12 +60,14 @@ end
 local conf_cache = nil
 local function conf()
   if not conf_cache then
-    local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s')
+    local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s', 'watched_until')
     conf_cache = {
       push = c[1] == '1',
       paused = c[2] == '1',
       on_exhausted = c[3] or 'dead_letter',
       retention_s = tonumber(c[4] or '86400'),
+      -- Until when a `GET /v1/jobs/{id}?wait_ms` waits on this queue (`watch`).
+      watched_until = tonumber(c[5] or '0'),
     }
   end
   return conf_cache
@@ -138,6 +140,17 @@ local function wake()
   if not woken then
     woken = true
     redis.call(PUBLISH_CMD, K_WAKE, (conf().push and 'p' or 'u') .. QID)
+  end
+end
+
+-- A job reached a terminal state: while someone waits for jobs of this queue
+-- to finish (`watch`), that is announced once per run ('d<qid>'), so waiting
+-- requests re-read their job instead of polling.
+local finished_announced = false
+local function announce_finished(now)
+  if not finished_announced and conf().watched_until > now then
+    finished_announced = true
+    redis.call(PUBLISH_CMD, K_WAKE, 'd' .. QID)
   end
 end
 
@@ -255,6 +268,7 @@ local function retire(id, r, now, finished_no)
     trim(now, 128)
   end
   settle_live()
+  announce_finished(now)
 end
 
 -- Removes the job's lease bookkeeping. `keep_index`: the caller leases
@@ -336,6 +350,7 @@ local function exhaust(id, r, lane, now)
   redis.call('ZREM', K_READY, lane)
   ready_next(lane, lane_pop(lane, id, r), now)
   settle_live()
+  announce_finished(now)
   return 'dead'
 end
 

@@ -17,7 +17,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `Q:m` | hash | `seq` counter; `completed`, `cancelled`, `retried` totals; the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v` |
+//! | `Q:m` | hash | `seq` counter; `completed`, `cancelled`, `retried` totals; the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v`; `watched_until` (ms until which finished jobs are announced to waiting reads) |
 //! | `Q:j` | hash | job id → msgpack record: key, seq, state, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, last_error, result, next (the lane's next job id) |
 //! | `Q:b` | hash | job id → payload (written once, at publish) |
 //! | `Q:l` | hash | lane key → msgpack {head id, tail id, length}; lanes are chained through `next`, in seq order; the head stays until it is terminal |
@@ -33,7 +33,7 @@
 //! | `P:{g<n>}:g:due` | zset | push queues (qids) with a ready lane, score = earliest ready time |
 //! | `P:{g<n>}:g:leases` | zset | queues with leases, score = earliest lease expiry |
 //! | `P:{g<n>}:g:live` | zset | qids with unfinished jobs (the gauge sampler reads only these) |
-//! | `P:{g<n>}:g:wake` | channel | `p<qid>` / `u<qid>`: a push / pull queue has a lane startable now (sharded pub/sub on a cluster) |
+//! | `P:{g<n>}:g:wake` | channel | `p<qid>` / `u<qid>`: a push / pull queue has a lane startable now; `d<qid>`: a job of a watched queue finished (sharded pub/sub on a cluster) |
 //! | `P:layout` | string | the number of slot groups, fixed at first start |
 //!
 //! Times come from the Redis server clock (`TIME`), so processes agree.
@@ -57,6 +57,7 @@ mod release;
 mod resolve;
 mod stats;
 mod view;
+mod watch;
 
 pub use ack::Acked;
 pub use cancel::CancelOutcome;

@@ -38,6 +38,7 @@ if action == 'skip' and state == 'blocked' then
   ready_next(lane, lane_pop(lane, id, r), now)
   reindex()
   settle_live()
+  announce_finished(now)
   return { 'ok', view(id, r, true) }
 end
 return { 'conflict', view(id, r, true) }
