@@ -400,6 +400,18 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
+impl From<crate::queue::service::ServiceError> for ApiError {
+    fn from(err: crate::queue::service::ServiceError) -> Self {
+        use crate::queue::service::ServiceError;
+        match err {
+            ServiceError::Registry(err) => err.into(),
+            ServiceError::Publish(err) => err.into(),
+            ServiceError::Engine(err) => err.into(),
+            ServiceError::Producer(err) => err.into(),
+        }
+    }
+}
+
 impl From<crate::queue::engine::EngineError> for ApiError {
     fn from(err: crate::queue::engine::EngineError) -> Self {
         use crate::queue::engine::EngineError;

@@ -153,26 +153,14 @@ impl OnExhausted {
     }
 }
 
-/// Exponential backoff between attempts.
+/// Exponential backoff between attempts: the delay before the attempt after
+/// `n` failed ones is `min(initial_ms × 2^(n-1), max_ms)` with "equal jitter"
+/// (half fixed, half random), computed by the engine's `fail` script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     pub initial_ms: u64,
     pub max_ms: u64,
-}
-
-impl Backoff {
-    /// Delay before the attempt after `attempts` failed ones, with "equal
-    /// jitter": half the exponential step fixed, half random.
-    pub fn delay_ms(&self, attempts: u32) -> u64 {
-        let exp = attempts.saturating_sub(1).min(32);
-        let step = self
-            .initial_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.max_ms)
-            .max(1);
-        step / 2 + fastrand::u64(0..=step - step / 2)
-    }
 }
 
 /// A queue's settings, as stored and as returned (without `stats`).
@@ -379,22 +367,6 @@ mod tests {
         assert!(JobId::parse("nope").is_none());
         assert!(JobId::parse(&id.id.replace(".emails", ".EMAILS")).is_none());
         assert!(JobId::parse(&format!("{}x", &id.id[..31])).is_none());
-    }
-
-    #[test]
-    fn backoff_grows_exponentially_within_jitter_and_cap() {
-        let backoff = Backoff {
-            initial_ms: 100,
-            max_ms: 1_000,
-        };
-        for _ in 0..100 {
-            let first = backoff.delay_ms(1);
-            assert!((50..=100).contains(&first), "{first}");
-            let third = backoff.delay_ms(3);
-            assert!((200..=400).contains(&third), "{third}");
-            let capped = backoff.delay_ms(30);
-            assert!((500..=1_000).contains(&capped), "{capped}");
-        }
     }
 
     #[test]

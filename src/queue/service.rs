@@ -1,5 +1,7 @@
 //! The queue service: what the HTTP handlers ask of queues that takes more
-//! than one engine call — the two long-polls (claim-and-wait, get-and-wait).
+//! than one engine call — publishing (the queue's settings, ids, the producer's
+//! group commit, the view of new jobs and of idempotent repeats) and the two
+//! long-polls (claim-and-wait, get-and-wait).
 //! Both wait on the process's wake hub, never by polling Redis: a claim wakes
 //! when a lane of its queue becomes startable, a job read when a job of its
 //! queue finishes (the queue is `watch`ed meanwhile); each re-checks at least
@@ -10,14 +12,95 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
+
 use super::Queues;
-use super::engine::{ClaimBatch, EngineResult};
-use super::model::{Job, QueueRef};
+use super::engine::{ClaimBatch, EngineError, EngineResult, NewJob, Published};
+use super::model::{Job, JobId, JobState, QueueRef, rfc3339_ms};
+use super::producer::{Publish, PublishError};
+use super::registry::RegistryError;
+
+/// A job to publish, as parsed from a request; the service adds its id and
+/// the queue's `max_attempts`.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub key: String,
+    /// The payload's exact JSON text.
+    pub payload: String,
+    pub delay_ms: u64,
+    pub idempotency_key: Option<String>,
+}
+
+/// What publishing one job did.
+#[derive(Debug)]
+pub enum Publication {
+    /// Enqueued: the new job.
+    Enqueued(Box<Job>),
+    /// An idempotent repeat, nothing enqueued: the original job's id and the
+    /// job itself (`None` once it is gone).
+    Repeat {
+        original_id: String,
+        original: Option<Box<Job>>,
+    },
+}
+
+/// Why a queue-service call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("producer unavailable: {0}")]
+    Producer(#[from] actix::MailboxError),
+}
 
 /// Longest a long-poll waits without looking at Redis again.
 pub const FALLBACK_RECHECK: Duration = Duration::from_secs(1);
 
 impl Queues {
+    /// Publishes `drafts` to `queue` (created with default settings if
+    /// new) in one atomic run, in order; one [`Publication`] per draft.
+    pub async fn publish(
+        &self,
+        queue: &QueueRef,
+        drafts: Vec<Draft>,
+    ) -> Result<Vec<Publication>, ServiceError> {
+        let definition = self.registry.get_or_create(queue).await?;
+        let jobs: Vec<NewJob> = drafts
+            .into_iter()
+            .map(|draft| NewJob {
+                queue: queue.clone(),
+                id: JobId::generate(&queue.name).id,
+                key: draft.key,
+                payload: draft.payload,
+                delay_ms: draft.delay_ms,
+                max_attempts: definition.settings.max_attempts,
+                idempotency_key: draft.idempotency_key,
+            })
+            .collect();
+        let published = self.producer.send(Publish(jobs.clone())).await??;
+        let mut publications = Vec::with_capacity(jobs.len());
+        for (job, outcome) in jobs.into_iter().zip(published) {
+            publications.push(match outcome {
+                Published::New { seq, created_at_ms } => {
+                    log::info!("job_id={} published seq={seq}", job.id);
+                    Publication::Enqueued(Box::new(new_job_view(job, seq, created_at_ms)))
+                }
+                Published::Duplicate { original_id } => {
+                    let original = self.engine.get(queue, &original_id).await?.map(Box::new);
+                    Publication::Repeat {
+                        original_id,
+                        original,
+                    }
+                }
+            });
+        }
+        Ok(publications)
+    }
+
     /// Leases up to `max_jobs` startable lane heads of pull queue `queue`,
     /// waiting up to `wait` for some to become startable.
     pub async fn claim_and_wait(
@@ -83,5 +166,33 @@ impl Queues {
             let until = deadline.min(now + FALLBACK_RECHECK);
             let _ = tokio::time::timeout_at(until.into(), notified).await;
         }
+    }
+}
+
+/// The job object of a freshly published job.
+fn new_job_view(job: NewJob, seq: u64, created_at_ms: u64) -> Job {
+    let delayed = job.delay_ms > 0;
+    Job {
+        id: job.id,
+        queue: job.queue.name.as_str().to_owned(),
+        key: job.key,
+        seq,
+        state: if delayed {
+            JobState::Delayed
+        } else {
+            JobState::Queued
+        },
+        payload: RawValue::from_string(job.payload)
+            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON")),
+        attempts: 0,
+        max_attempts: job.max_attempts,
+        result: None,
+        last_error: None,
+        created_at: rfc3339_ms(created_at_ms),
+        started_at: None,
+        finished_at: None,
+        available_at: delayed.then(|| rfc3339_ms(created_at_ms + job.delay_ms)),
+        lease: None,
+        lease_expires_at: None,
     }
 }

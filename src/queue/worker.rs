@@ -533,8 +533,11 @@ async fn deliver_one(
             deps.engine.ack(&queue, &job.id, &lease, &result).await?
         }
         PushOutcome::Retry { error } => {
-            let in_ms = definition.settings.backoff.delay_ms(job.attempts);
-            let failure = Failure::Retry { in_ms };
+            let backoff = &definition.settings.backoff;
+            let failure = Failure::Backoff {
+                initial_ms: backoff.initial_ms,
+                max_ms: backoff.max_ms,
+            };
             deps.engine
                 .fail(&queue, &job.id, &lease, &error, failure)
                 .await?

@@ -3,14 +3,13 @@
 //! nothing.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::jobs::{JobPath, MAX_WAIT_MS, path_job};
+use super::jobs::{JobPath, path_job, wait_ms};
 use super::outcomes::{self, AckItem, ClaimReply, NackItem};
 use super::queues::{QueuePath, path_queue};
 use crate::auth::{Authorized, need};
@@ -104,13 +103,7 @@ pub async fn claim(
     ApiJson(body): ApiJson<ClaimBody>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
-    let wait_ms = body.wait_ms.unwrap_or(0);
-    if wait_ms > MAX_WAIT_MS {
-        return Err(ApiError::invalid_field(
-            "wait_ms",
-            format!("must be at most {MAX_WAIT_MS}"),
-        ));
-    }
+    let wait = wait_ms(body.wait_ms)?;
     let max_jobs = body.max_jobs.unwrap_or(1);
     if !(1..=MAX_CLAIM).contains(&max_jobs) {
         return Err(ApiError::invalid_field(
@@ -120,7 +113,6 @@ pub async fn claim(
     }
     let definition = pull_queue(&queues, &queue).await?;
     let results = outcomes::report_given(&queues, &queue, body.acks, body.nacks).await?;
-    let wait = Duration::from_millis(wait_ms);
     let lease_ms = definition.settings.lease_ms;
     let jobs = queues
         .claim_and_wait(&queue, max_jobs, lease_ms, wait)
@@ -227,20 +219,18 @@ pub(crate) async fn nack_job(
     error: Option<&str>,
     retry_in_ms: Option<u64>,
 ) -> Result<Transition, ApiError> {
-    let in_ms = match retry_in_ms {
-        Some(ms) => ms,
-        None => {
-            let job = queues.engine.get(queue, id).await?;
-            let attempts = job.map_or(1, |j| j.attempts);
-            let definition = queues.registry.get(queue).await?;
-            definition.map_or(1_000, |d| d.settings.backoff.delay_ms(attempts))
-        }
+    let failure = match retry_in_ms {
+        Some(in_ms) => Failure::Retry { in_ms },
+        None => match queues.registry.get(queue).await? {
+            Some(definition) => Failure::Backoff {
+                initial_ms: definition.settings.backoff.initial_ms,
+                max_ms: definition.settings.backoff.max_ms,
+            },
+            None => Failure::Retry { in_ms: 1_000 },
+        },
     };
     let error = error.unwrap_or("nacked by the consumer");
-    let transition = queues
-        .engine
-        .fail(queue, id, lease, error, Failure::Retry { in_ms })
-        .await?;
+    let transition = queues.engine.fail(queue, id, lease, error, failure).await?;
     Ok(settled(queues, transition))
 }
 

@@ -13,11 +13,22 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::ApiJson;
 use crate::http::json::{integer, parse_item};
 use crate::queue::Queues;
-use crate::queue::engine::{CancelOutcome, ListFilter, NewJob, Published};
-use crate::queue::model::{
-    Job, JobId, JobState, MAX_DELAY_MS, QueueRef, parse_lane_key, rfc3339_ms,
-};
-use crate::queue::producer::Publish;
+use crate::queue::engine::{CancelOutcome, ListFilter};
+use crate::queue::model::{Job, JobId, JobState, MAX_DELAY_MS, QueueRef, parse_lane_key};
+use crate::queue::service::{Draft, Publication};
+
+/// A long-poll's `wait_ms` (≤ [`MAX_WAIT_MS`]; absent: 0) as a duration;
+/// `422` naming the field otherwise. Shared by claim and job reads.
+pub fn wait_ms(raw: Option<u64>) -> Result<Duration, ApiError> {
+    let ms = raw.unwrap_or(0);
+    if ms > MAX_WAIT_MS {
+        return Err(ApiError::invalid_field(
+            "wait_ms",
+            format!("must be at most {MAX_WAIT_MS}"),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
 
 /// Longest `wait_ms` accepted by long-polls.
 pub const MAX_WAIT_MS: u64 = 30_000;
@@ -109,57 +120,22 @@ pub const MAX_BATCH: usize = 1000;
 
 /// Validates one publish item into a job for `queue`; on error, the offending
 /// field and why.
-fn new_job(
-    queue: &QueueRef,
+/// A parsed job to publish; `(field, reason)` for what is invalid.
+fn draft(
     body: PublishBody,
-    max_attempts: u32,
     idempotency_key: Option<String>,
-) -> Result<NewJob, (&'static str, String)> {
+) -> Result<Draft, (&'static str, String)> {
     let key = parse_lane_key(body.key).map_err(|reason| ("key", reason))?;
     let delay_ms = body.delay_ms.unwrap_or(0);
     if delay_ms > MAX_DELAY_MS {
         return Err(("delay_ms", format!("must be at most {MAX_DELAY_MS}")));
     }
-    Ok(NewJob {
-        queue: queue.clone(),
-        id: JobId::generate(&queue.name).id,
+    Ok(Draft {
         key,
         payload: body.payload.get().to_owned(),
         delay_ms,
-        max_attempts,
         idempotency_key,
     })
-}
-
-/// The job object of a freshly published job.
-fn published_job(job: NewJob, seq: u64, created_at_ms: u64) -> Job {
-    let delayed = job.delay_ms > 0;
-    Job {
-        id: job.id,
-        queue: job.queue.name.as_str().to_owned(),
-        key: job.key,
-        seq,
-        state: if delayed {
-            JobState::Delayed
-        } else {
-            JobState::Queued
-        },
-        payload: RawValue::from_string(job.payload).unwrap_or_else(|_| null()),
-        attempts: 0,
-        max_attempts: job.max_attempts,
-        result: None,
-        last_error: None,
-        created_at: rfc3339_ms(created_at_ms),
-        started_at: None,
-        finished_at: None,
-        available_at: delayed.then(|| rfc3339_ms(created_at_ms + job.delay_ms)),
-        lease: None,
-        lease_expires_at: None,
-    }
-}
-
-fn null() -> Box<RawValue> {
-    RawValue::from_string("null".into()).expect("null is JSON")
 }
 
 /// The `Idempotency-Key` header: at most 255 visible ASCII characters.
@@ -214,24 +190,16 @@ pub async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
     let idempotency_key = idempotency_key(&req)?;
-    let definition = queues.registry.get_or_create(&queue).await?;
-    let job = new_job(
-        &queue,
-        body,
-        definition.settings.max_attempts,
-        idempotency_key,
-    )
-    .map_err(|(field, reason)| ApiError::invalid_field(field, reason))?;
-    let mut published = queues.producer.send(Publish(vec![job.clone()])).await??;
-    match published.pop() {
-        Some(Published::New { seq, created_at_ms }) => {
-            log::info!("job_id={} published seq={seq}", job.id);
-            Ok(HttpResponse::Accepted().json(published_job(job, seq, created_at_ms)))
-        }
-        Some(Published::Duplicate { original_id }) => {
-            let original = queues.engine.get(&queue, &original_id).await?;
+    let draft = draft(body, idempotency_key)
+        .map_err(|(field, reason)| ApiError::invalid_field(field, reason))?;
+    match queues.publish(&queue, vec![draft]).await?.pop() {
+        Some(Publication::Enqueued(job)) => Ok(HttpResponse::Accepted().json(job)),
+        Some(Publication::Repeat {
+            original_id,
+            original,
+        }) => {
             let repeated = match original {
-                Some(original) => Repeated::Original(Box::new(original)),
+                Some(original) => Repeated::Original(original),
                 None => Repeated::Expired(ExpiredDuplicate {
                     id: &original_id,
                     queue: queue.name.as_str(),
@@ -283,35 +251,33 @@ pub async fn publish_batch(
             format!("must hold 1 to {MAX_BATCH} jobs"),
         ));
     }
-    let definition = queues.registry.get_or_create(&queue).await?;
-    let max_attempts = definition.settings.max_attempts;
-    let jobs = body
+    let drafts = body
         .jobs
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
             let at = format!("jobs[{i}]");
             let item = parse_item::<PublishBody>(&item, &at)?;
-            new_job(&queue, item, max_attempts, None).map_err(|(field, reason)| {
+            draft(item, None).map_err(|(field, reason)| {
                 ApiError::invalid_field(&format!("{at}.{field}"), reason)
             })
         })
-        .collect::<Result<Vec<NewJob>, ApiError>>()?;
-    let published = queues.producer.send(Publish(jobs.clone())).await??;
-    let objects: Vec<Job> = jobs
+        .collect::<Result<Vec<Draft>, ApiError>>()?;
+    let jobs: Vec<Job> = queues
+        .publish(&queue, drafts)
+        .await?
         .into_iter()
-        .zip(published)
-        .filter_map(|(job, published)| match published {
-            Published::New { seq, created_at_ms } => Some(published_job(job, seq, created_at_ms)),
-            Published::Duplicate { .. } => None,
+        .filter_map(|publication| match publication {
+            Publication::Enqueued(job) => Some(*job),
+            Publication::Repeat { .. } => None,
         })
         .collect();
     log::info!(
         "batch of {} jobs published to queue={}",
-        objects.len(),
+        jobs.len(),
         queue.name.as_str()
     );
-    Ok(HttpResponse::Accepted().json(JobList { jobs: objects }))
+    Ok(HttpResponse::Accepted().json(JobList { jobs }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -340,15 +306,9 @@ pub async fn get(
     query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (queue, id) = path_job(&who, &path)?;
-    let wait_ms = query.wait_ms.unwrap_or(0);
-    if wait_ms > MAX_WAIT_MS {
-        return Err(ApiError::invalid_field(
-            "wait_ms",
-            format!("must be at most {MAX_WAIT_MS}"),
-        ));
-    }
+    let wait = wait_ms(query.wait_ms)?;
     let job = queues
-        .get_and_wait(&queue, &id, Duration::from_millis(wait_ms))
+        .get_and_wait(&queue, &id, wait)
         .await?
         .ok_or_else(|| ApiError::not_found("no such job"))?;
     Ok(HttpResponse::Ok().json(job))

@@ -254,6 +254,39 @@ async fn nack_with_retry_in_ms_delays_the_lane_head_by_at_least_that() {
 }
 
 #[actix_web::test]
+async fn nack_without_retry_in_ms_backs_off_exponentially_up_to_the_cap() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let settings = json!({"max_attempts": 5, "backoff": {"initial_ms": 400, "max_ms": 1000}});
+    pull_queue(&app, &user.token, "q", settings).await;
+    app.publish_ok(&user.token, "q", &json!({"payload": "head", "key": "k"}))
+        .await;
+    let mut held = claim(&app, &user.token, "q", 0, 1).await.remove(0);
+    // Equal jitter: the delay after attempt n lies in [step/2, step] with
+    // step = min(400 × 2^(n-1), 1000); the upper side gets claim slack.
+    for (attempt, (low, high)) in [(1, (200, 400)), (2, (400, 800)), (3, (500, 1000))] {
+        assert_eq!(held["attempts"], attempt);
+        let nacked_at = Instant::now();
+        let nack = job_call(
+            &app,
+            &user.token,
+            id(&held),
+            "nack",
+            json!({"lease": lease(&held)}),
+        )
+        .await;
+        assert_eq!(nack.status(), 200);
+        held = claim(&app, &user.token, "q", 5_000, 1).await.remove(0);
+        let waited = nacked_at.elapsed();
+        assert!(
+            waited >= Duration::from_millis(low) && waited < Duration::from_millis(high + 400),
+            "attempt {attempt}: retried after {waited:?}, expected {low}..{high} ms"
+        );
+    }
+    assert_eq!(held["payload"], "head");
+}
+
+#[actix_web::test]
 async fn an_idle_claim_waits_without_polling_redis_and_wakes_on_publish() {
     let redis = TestRedis::start().await;
     let app = spawn_app_with(|s| s.redis.url = redis.url.clone()).await;

@@ -10,6 +10,9 @@ static SCRIPT: EngineScript = EngineScript::new(include_str!("fail.lua"));
 pub enum Failure {
     /// Retry after the given delay if attempts remain.
     Retry { in_ms: u64 },
+    /// Retry after the queue's exponential backoff for the job's attempts
+    /// (computed in the script, with equal jitter) if attempts remain.
+    Backoff { initial_ms: u64, max_ms: u64 },
     /// Do not retry: apply the queue's `on_exhausted` policy now.
     Permanent,
 }
@@ -24,12 +27,18 @@ impl Engine {
         error: &str,
         failure: Failure,
     ) -> EngineResult<Transition> {
-        let (retryable, retry_in) = match failure {
-            Failure::Retry { in_ms } => ("1", in_ms),
-            Failure::Permanent => ("0", 0),
+        let (mode, a, b) = match failure {
+            Failure::Retry { in_ms } => ("retry", in_ms, 0),
+            Failure::Backoff { initial_ms, max_ms } => ("backoff", initial_ms, max_ms),
+            Failure::Permanent => ("permanent", 0, 0),
         };
         let mut invocation = self.lease_invocation(&SCRIPT, queue, id, lease);
-        invocation.arg(error).arg(retryable).arg(retry_in);
+        invocation
+            .arg(error)
+            .arg(mode)
+            .arg(a)
+            .arg(b)
+            .arg(format!("{:.6}", fastrand::f64()));
         self.run_transition(&invocation, queue).await
     }
 }
