@@ -41,7 +41,8 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 const ORPHAN_RETRY: Duration = Duration::from_millis(500);
 /// Delay before a job given back unstarted may be claimed again.
 const UNSTARTED_RETRY_MS: u64 = 1_000;
-/// The longest a claim round may take before it counts as failed.
+/// The longest one claim may take before it counts as failed (so a stuck
+/// request cannot stop claiming).
 const ROUND_LIMIT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for chained jobs to be handed back.
 const GIVE_BACK_GRACE: Duration = Duration::from_secs(2);
@@ -69,6 +70,11 @@ pub struct WorkerDeps {
     pub metrics: JobMetrics,
     /// Lease of a push delivery; renewed every third of it while it runs.
     pub lease_ms: u64,
+    /// Push queues waiting for a free slot (the worker's candidates): while
+    /// any wait, an ack does not lease its lane's next job, so slots go back
+    /// to claiming and busy lanes cannot starve other queues (on a cluster
+    /// the ack script only sees its own slot group).
+    pub waiting_queues: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Worker {
@@ -135,6 +141,14 @@ impl Worker {
         if self.candidate_set.insert(queue.clone()) {
             self.candidates.push_back(queue);
         }
+        self.count_waiting();
+    }
+
+    fn count_waiting(&self) {
+        let waiting = self.candidates.len();
+        self.deps
+            .waiting_queues
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Claims from the candidate queues (after a poll of the groups' due
@@ -158,6 +172,7 @@ impl Worker {
         let poll = std::mem::take(&mut self.poll_wanted);
         let mut queues: Vec<QueueRef> = self.candidates.drain(..).collect();
         self.candidate_set.clear();
+        self.count_waiting();
         let deps = self.deps.clone();
         let claim = async move {
             let mut next_poll_ms = None;
@@ -178,17 +193,22 @@ impl Worker {
                     untried.push(queue);
                     continue;
                 }
+                // One queue's failure (its shard failing over, a slow reply)
+                // never drops what the round already leased: that queue waits
+                // for the next poll, the others go on.
                 let claim = deps.engine.claim(&queue, left, deps.lease_ms, Mode::Push);
-                let batch: ClaimBatch = match claim.await {
-                    Ok(batch) => batch,
-                    // Other queues' shards may be healthy: only this queue
-                    // waits (the next poll finds it again).
-                    Err(EngineError::Unavailable(err)) if poll || !claimed.is_empty() => {
+                let batch: ClaimBatch = match tokio::time::timeout(ROUND_LIMIT, claim).await {
+                    Ok(Ok(batch)) => batch,
+                    Ok(Err(err)) => {
                         log::warn!("claim on {} failed: {err}", queue.tag());
                         next_poll_ms = Some(next_poll_ms.map_or(500, |p: u64| p.min(500)));
                         continue;
                     }
-                    Err(err) => return Err(err),
+                    Err(_) => {
+                        log::warn!("claim on {} timed out", queue.tag());
+                        next_poll_ms = Some(next_poll_ms.map_or(500, |p: u64| p.min(500)));
+                        continue;
+                    }
                 };
                 left -= batch.jobs.len().min(left);
                 match batch.next_due_in_ms {
@@ -201,12 +221,7 @@ impl Worker {
             }
             Ok::<_, EngineError>((claimed, untried, next_poll_ms))
         };
-        // A claim round that never ends would stop all claiming: bounded.
-        let claim = async move {
-            tokio::time::timeout(ROUND_LIMIT, claim)
-                .await
-                .unwrap_or_else(|_| Err(EngineError::Unexpected("claim round timed out".into())))
-        };
+
         ctx.spawn(claim.into_actor(self).map(move |result, act, ctx| {
             act.claiming = false;
             let (claimed, untried, next_poll_ms) = match result {
@@ -509,6 +524,11 @@ async fn deliver_one(
     deps.metrics
         .processing
         .observe(started.elapsed().as_secs_f64());
+    let chain = chain
+        && deps
+            .waiting_queues
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0;
     let transition = match outcome {
         PushOutcome::Delivered { result } if chain => {
             let acked = deps

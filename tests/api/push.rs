@@ -3,7 +3,7 @@
 //! receiver started inside each test.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use orderly::queue::engine::{Engine, EngineConf, Mode, NewJob};
@@ -616,4 +616,32 @@ async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
     assert_eq!(done.state, JobState::Completed);
     let stats = engine.stats(&queue).await.unwrap();
     assert_eq!((stats.completed, stats.active), (3, 3));
+}
+
+#[actix_web::test]
+async fn a_delayed_push_job_starts_when_it_is_due_not_at_the_next_poll() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let receiver = Receiver::ok();
+    app.push_queue(&user.token, "q", &receiver.url, json!({}))
+        .await;
+    // Three rounds: a start that merely coincided with the 1 s fallback poll
+    // cannot pass all three.
+    for round in 0..3u64 {
+        let published_at = Instant::now();
+        app.publish_ok(
+            &user.token,
+            "q",
+            &json!({"payload": round, "key": format!("k{round}"), "delay_ms": 400}),
+        )
+        .await;
+        let started = eventually(Duration::from_secs(5), "delayed job delivered", || async {
+            (receiver.seen().len() as u64 > round).then(|| published_at.elapsed())
+        })
+        .await;
+        assert!(
+            started >= Duration::from_millis(400) && started < Duration::from_millis(700),
+            "round {round}: delivered {started:?} after a 400 ms delay"
+        );
+    }
 }

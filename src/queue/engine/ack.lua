@@ -51,8 +51,7 @@ if nxt then
   local f = get(nxt)
   local avail = (f and f[R_AVAIL]) or now
   if f and avail <= now and c.push and not c.paused and not others_due() then
-    -- The acked lease's (earlier) expiry still holds the lease entry.
-    next_job = lease_job(nxt, f, now, lease_ms, chain, true)
+    next_job = lease_job(nxt, f, now, lease_ms, chain)
   else
     ready_lane(lane, math.max(now, avail), now)
   end

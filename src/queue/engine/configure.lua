@@ -2,7 +2,8 @@
 -- re-index the queue (after pause/resume or a mode change). A version older
 -- than the one stored is ignored, so the copy never goes back in time.
 -- ARGV: qid, push (1/0), paused (1/0), on_exhausted, retention_s, version.
--- Returns 1 if applied, 0 if an equal or newer version was already there.
+-- Returns 1 if applied (an equal version is applied again), 0 if a newer
+-- version was already there.
 local now = clock()
 local version = tonumber(ARGV[6])
 local stored = tonumber(redis.call('HGET', K_META, 'conf_v') or '-1')

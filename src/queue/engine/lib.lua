@@ -133,8 +133,11 @@ local function lane_remove(lane, id, r)
   return false
 end
 
--- A lane whose head became startable now is announced once per script run:
--- push queues to the workers, pull queues to the consumers waiting on it.
+-- A lane that became ready (now, or at a later time) is announced once per
+-- script run: push queues to the workers, pull queues to the consumers
+-- waiting on it. For a later time the claim they run answers when it is due,
+-- so a delayed job or a backoff set by any process starts on time rather
+-- than at the next poll.
 local woken = false
 local function wake()
   if not woken then
@@ -186,7 +189,7 @@ local function ready_lane(lane, at, now)
   if c.push and not c.paused then
     redis.call('ZADD', K_DUE, 'LT', at, QID)
   end
-  if at <= now and not c.paused then
+  if not c.paused then
     wake()
   end
 end
@@ -294,8 +297,9 @@ local function live_lease(id, lease_no, token, now)
 end
 
 -- Leases job `id` (record `r`), its lane's head: attempts+1, lease number+1,
--- a new token. `indexed`: the queue's lease entry is known to be no later.
-local function lease_job(id, r, now, lease_ms, token, indexed)
+-- a new token; the group's lease entry for the queue is lowered to its expiry
+-- if that is earlier.
+local function lease_job(id, r, now, lease_ms, token)
   local expires = now + lease_ms
   if r[R_STATE] == 'delayed' then
     redis.call('ZREM', K_DELAYED, id)
@@ -310,9 +314,7 @@ local function lease_job(id, r, now, lease_ms, token, indexed)
   end
   put(id, r)
   redis.call('ZADD', K_LEASES, expires, id)
-  if not indexed then
-    redis.call('ZADD', K_LEASE_DUE, 'LT', expires, QID)
-  end
+  redis.call('ZADD', K_LEASE_DUE, 'LT', expires, QID)
   return view(id, r, true)
 end
 

@@ -162,7 +162,9 @@ pub enum RedisConn {
 /// keep timing out even towards healthy masters.
 pub struct LazyCluster {
     client: redis::cluster::ClusterClient,
-    conn: tokio::sync::Mutex<Option<ClusterConnection>>,
+    /// The connection and its generation (how many were made before it).
+    conn: tokio::sync::Mutex<Option<(u64, ClusterConnection)>>,
+    generation: std::sync::atomic::AtomicU64,
     last_reset: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
@@ -174,23 +176,34 @@ impl LazyCluster {
         Self {
             client,
             conn: tokio::sync::Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
             last_reset: std::sync::Mutex::new(None),
         }
     }
 
-    async fn get(&self) -> redis::RedisResult<ClusterConnection> {
+    /// The current connection and its generation, made if there is none.
+    async fn get(&self) -> redis::RedisResult<(u64, ClusterConnection)> {
         let mut conn = self.conn.lock().await;
-        if let Some(conn) = conn.as_ref() {
-            return Ok(conn.clone());
+        if let Some(current) = conn.as_ref() {
+            return Ok(current.clone());
         }
         let fresh = self.client.get_async_connection().await?;
-        *conn = Some(fresh.clone());
-        Ok(fresh)
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        *conn = Some((generation, fresh.clone()));
+        Ok((generation, fresh))
     }
 
-    /// Looks at a request's outcome: a timeout or a connection error drops
-    /// the connection so the next request starts from a fresh slot map.
-    async fn check<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+    /// Looks at the outcome of a request made on connection `generation`: a
+    /// sign of a stale view drops that connection (not a newer one), so the
+    /// next request starts from a fresh slot map.
+    async fn check<T>(
+        &self,
+        generation: u64,
+        result: redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
         if let Err(err) = &result
             && stale_view(err)
         {
@@ -202,9 +215,14 @@ impl LazyCluster {
                 }
                 due
             };
-            if due {
+            let mut conn = self.conn.lock().await;
+            if due
+                && conn
+                    .as_ref()
+                    .is_some_and(|(current, _)| *current == generation)
+            {
                 log::warn!("redis cluster connection reset after: {err}");
-                *self.conn.lock().await = None;
+                *conn = None;
             }
         }
         result
@@ -234,8 +252,9 @@ impl ConnectionLike for RedisConn {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
             Self::Cluster(lazy) => Box::pin(async move {
-                let mut conn = lazy.get().await?;
-                lazy.check(conn.req_packed_command(cmd).await).await
+                let (generation, mut conn) = lazy.get().await?;
+                lazy.check(generation, conn.req_packed_command(cmd).await)
+                    .await
             }),
         }
     }
@@ -249,9 +268,9 @@ impl ConnectionLike for RedisConn {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(lazy) => Box::pin(async move {
-                let mut conn = lazy.get().await?;
-                lazy.check(conn.req_packed_commands(pipeline, offset, count).await)
-                    .await
+                let (generation, mut conn) = lazy.get().await?;
+                let result = conn.req_packed_commands(pipeline, offset, count).await;
+                lazy.check(generation, result).await
             }),
         }
     }
@@ -354,8 +373,9 @@ impl Engine {
                 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
                 let route = Route::with_key(key, SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                let mut conn = lazy.get().await?;
-                lazy.check(conn.route_command(cmd, routing).await).await?
+                let (generation, mut conn) = lazy.get().await?;
+                lazy.check(generation, conn.route_command(cmd, routing).await)
+                    .await?
             }
         };
         int(&reply).ok_or_else(|| unexpected("WAIT reply"))
