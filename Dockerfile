@@ -3,18 +3,20 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Build the dependency graph first so source edits reuse this layer.
+# Build the dependency graph first so source edits reuse this layer. The
+# workspace's other member (the Rust client) needs its manifest and a stub.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY clients/rust/Cargo.toml ./clients/rust/Cargo.toml
+RUN mkdir -p src clients/rust/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
- && cargo build --release --locked \
+ && touch src/lib.rs clients/rust/src/lib.rs \
+ && cargo build --release --locked -p orderly \
  && rm -rf src
 COPY src ./src
-# /docs serves these from the binary (include_bytes!).
+# /docs and /console serve these from the binary (include_bytes!).
 COPY assets ./assets
 RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked --bin orderly \
+ && cargo build --release --locked -p orderly --bin orderly \
  && strip target/release/orderly
 
 FROM debian:bookworm-slim AS runtime
