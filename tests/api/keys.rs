@@ -19,6 +19,13 @@ async fn create_key(app: &TestApp, token: &str, request: Value) -> Value {
     body(response).await
 }
 
+/// A `manage` key of `token`'s user: the `201` body and the secret.
+async fn manage_key(app: &TestApp, token: &str) -> (Value, String) {
+    let created = create_key(app, token, json!({"name": "k", "scopes": ["manage"]})).await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    (created, key)
+}
+
 async fn list_keys(app: &TestApp, token: &str) -> Vec<Value> {
     let response = app.get_with_token("/v1/auth/keys", token).await;
     assert_eq!(response.status(), 200);
@@ -86,13 +93,8 @@ async fn a_created_key_is_shown_once_and_stored_only_as_its_sha256() {
 async fn a_deleted_key_is_gone_and_refused() {
     let app = spawn_app().await;
     let user = app.signed_up_user().await;
-    let created = create_key(
-        &app,
-        &user.token,
-        json!({"name": "k", "scopes": ["manage"]}),
-    )
-    .await;
-    let key = created["key"].as_str().unwrap();
+    let (created, key) = manage_key(&app, &user.token).await;
+    let key = key.as_str();
     assert_eq!(app.get_with_token("/v1/queues", key).await.status(), 200);
 
     let path = format!("/v1/auth/keys/{}", created["id"].as_str().unwrap());
@@ -243,13 +245,8 @@ async fn a_revoked_key_is_refused_by_another_process_within_2_seconds() {
     let first = spawn_app().await;
     let second = spawn_app_with(|settings| *settings = first.settings.clone()).await;
     let user = first.signed_up_user().await;
-    let created = create_key(
-        &first,
-        &user.token,
-        json!({"name": "k", "scopes": ["manage"]}),
-    )
-    .await;
-    let key = created["key"].as_str().unwrap();
+    let (created, key) = manage_key(&first, &user.token).await;
+    let key = key.as_str();
     // The second process has verified (and cached) the key.
     assert_eq!(second.get_with_token("/v1/queues", key).await.status(), 200);
     assert_eq!(second.get_with_token("/v1/queues", key).await.status(), 200);
@@ -299,13 +296,8 @@ async fn invalid_key_requests_are_422_per_field() {
 async fn a_used_key_records_when_it_was_last_used() {
     let app = spawn_app().await;
     let user = app.signed_up_user().await;
-    let created = create_key(
-        &app,
-        &user.token,
-        json!({"name": "k", "scopes": ["manage"]}),
-    )
-    .await;
-    let key = created["key"].as_str().unwrap();
+    let (_, key) = manage_key(&app, &user.token).await;
+    let key = key.as_str();
     assert_eq!(app.get_with_token("/v1/queues", key).await.status(), 200);
     eventually(Duration::from_secs(5), "last_used_at is set", || async {
         let keys = list_keys(&app, &user.token).await;
