@@ -391,16 +391,6 @@ impl Engine {
         ))
     }
 
-    /// The connection (for the few callers that are not queue transitions).
-    pub fn connection(&self) -> RedisConn {
-        self.conn.clone()
-    }
-
-    /// Whether the engine runs on a Redis Cluster.
-    pub fn is_cluster(&self) -> bool {
-        self.cluster
-    }
-
     /// Number of slot groups.
     pub fn groups(&self) -> u32 {
         self.groups
