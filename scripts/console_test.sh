@@ -3,7 +3,8 @@
 # Python Selenium (tests/console/console_test.py) against a live Orderly that
 # this script builds and starts. Installs what it needs (chromium and
 # chromium-driver with apt, selenium into the git-ignored .local/browser venv),
-# writes the screenshots to docs/console/ and stops everything it started.
+# takes the screenshots (into the throw-away run dir; CONSOLE_SCREENSHOTS=docs/console
+# refreshes the committed ones) and stops everything it started.
 # Uses REDIS_URL / MONGODB_URI when set (scripts/test.sh sets them).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
@@ -49,5 +50,5 @@ stop_browser() {
 trap stop_browser EXIT
 
 log "console browser test against $ORDERLY_URL"
-TZ=UTC CONSOLE_PROFILE_DIR="$PROFILE_DIR" CONSOLE_JWT_SECRET="$ORDERLY__AUTH__JWT_SECRET" CONSOLE_SCREENSHOTS="${CONSOLE_SCREENSHOTS:-$ROOT/docs/console}" \
+TZ=UTC CONSOLE_PROFILE_DIR="$PROFILE_DIR" CONSOLE_JWT_SECRET="$ORDERLY__AUTH__JWT_SECRET" CONSOLE_SCREENSHOTS="${CONSOLE_SCREENSHOTS:-$RUN_DIR/console-screenshots}" \
   "$BROWSER_VENV/bin/python" tests/console/console_test.py </dev/null
