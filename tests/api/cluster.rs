@@ -18,31 +18,7 @@ use serde_json::json;
 use crate::helpers::{
     TempDir, TestApp, cluster_nodes, eventually, spawn_app_with, wait_until_redis_answers,
 };
-use crate::receiver::{Receiver, Seen};
-
-/// Per lane, the seqs of first deliveries in arrival order.
-fn first_deliveries(seen: &[Seen]) -> HashMap<(String, String), Vec<u64>> {
-    let mut firsts: HashMap<(String, String), Vec<u64>> = HashMap::new();
-    let mut delivered = HashSet::new();
-    for s in seen {
-        if delivered.insert(s.job_id.clone()) {
-            firsts
-                .entry((s.queue.clone(), s.key.clone()))
-                .or_default()
-                .push(s.seq);
-        }
-    }
-    firsts
-}
-
-fn assert_lanes_in_order(seen: &[Seen]) {
-    for (lane, seqs) in first_deliveries(seen) {
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "lane {lane:?} out of order: {seqs:?}"
-        );
-    }
-}
+use crate::receiver::{Receiver, assert_lanes_in_order};
 
 /// The shared cluster of the cluster run; fails loudly outside it.
 fn shared_cluster() -> Vec<String> {

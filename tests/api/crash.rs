@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually, test_settings};
 use crate::process::OrderlyProcess;
-use crate::receiver::{Receiver, Reply, Seen};
+use crate::receiver::{Receiver, Reply, Seen, assert_lanes_in_order};
 
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -35,27 +35,6 @@ async fn publish_spread(
         assert_eq!(response.status(), 202);
     }
     total
-}
-
-/// Per lane, the seqs of first deliveries in arrival order.
-fn first_deliveries(seen: &[Seen]) -> HashMap<String, Vec<u64>> {
-    let mut firsts: HashMap<String, Vec<u64>> = HashMap::new();
-    let mut delivered = HashSet::new();
-    for s in seen {
-        if delivered.insert(s.job_id.clone()) {
-            firsts.entry(s.key.clone()).or_default().push(s.seq);
-        }
-    }
-    firsts
-}
-
-fn assert_lanes_in_order(seen: &[Seen]) {
-    for (lane, seqs) in first_deliveries(seen) {
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "lane {lane} out of order: {seqs:?}"
-        );
-    }
 }
 
 /// Leases held in the queue `q` of `owner`, read through the engine.

@@ -2,7 +2,7 @@
 //! records every delivery (headers and body, in arrival order), answers as the
 //! test's behaviour says, and tracks how many deliveries of one lane overlap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -148,4 +148,29 @@ pub fn seqs_by_lane(seen: &[Seen]) -> HashMap<String, Vec<u64>> {
         lanes.entry(s.key.clone()).or_default().push(s.seq);
     }
     lanes
+}
+
+/// Per lane (queue, key), the seqs of first deliveries in arrival order.
+pub fn first_deliveries(seen: &[Seen]) -> HashMap<(String, String), Vec<u64>> {
+    let mut firsts: HashMap<(String, String), Vec<u64>> = HashMap::new();
+    let mut delivered = HashSet::new();
+    for s in seen {
+        if delivered.insert(s.job_id.clone()) {
+            firsts
+                .entry((s.queue.clone(), s.key.clone()))
+                .or_default()
+                .push(s.seq);
+        }
+    }
+    firsts
+}
+
+/// Every lane's first deliveries arrived in increasing seq order.
+pub fn assert_lanes_in_order(seen: &[Seen]) {
+    for (lane, seqs) in first_deliveries(seen) {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "lane {lane:?} out of order: {seqs:?}"
+        );
+    }
 }

@@ -31,10 +31,15 @@ if not wants_chain then
   return { 'ok', view(id, r, true) }
 end
 
+-- The queue's earliest ready lane (the acked lane is not in K_READY: it was
+-- leased), read once for the chain decision and for wait_ms.
+local first = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
+local first_at = first[1] and tonumber(first[2])
+
 -- Other push work due now in the group: leave this lane to claim order, so
 -- busy lanes cannot starve the others.
 local function others_due()
-  if redis.call('ZRANGEBYSCORE', K_READY, '-inf', now, 'LIMIT', 0, 1)[1] then
+  if first_at and first_at <= now then
     return true
   end
   for _, qid in ipairs(redis.call('ZRANGEBYSCORE', K_DUE, '-inf', now, 'LIMIT', 0, 2)) do
@@ -53,15 +58,13 @@ if nxt then
   if f and avail <= now and c.push and not c.paused and not others_due() then
     next_job = lease_job(nxt, f, now, lease_ms, chain)
   else
-    ready_lane(lane, math.max(now, avail), now)
+    local at = math.max(now, avail)
+    ready_lane(lane, at, now)
+    first_at = first_at and math.min(first_at, at) or at
   end
 end
 if not next_job[1] then
   reindex_leases()
 end
-local wait_ms = -1
-local first = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
-if first[1] then
-  wait_ms = math.max(0, tonumber(first[2]) - now)
-end
+local wait_ms = first_at and math.max(0, first_at - now) or -1
 return { 'ok', {}, next_job, wait_ms }

@@ -253,9 +253,10 @@ local function trim(now, max)
 end
 
 -- No unfinished job left: the queue leaves the group's live set (the gauge
--- sampler reads only live queues).
+-- sampler reads only live queues). Leased jobs are unfinished, so an empty
+-- K_PENDING means no leases either.
 local function settle_live()
-  if redis.call('ZCARD', K_PENDING) == 0 and redis.call('ZCARD', K_LEASES) == 0 then
+  if redis.call('ZCARD', K_PENDING) == 0 then
     redis.call('ZREM', K_LIVE, QID)
   end
 end

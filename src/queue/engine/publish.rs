@@ -1,5 +1,7 @@
 //! `publish`: appends jobs to the tails of their lanes (`publish.lua`).
 
+use std::collections::HashMap;
+
 use futures_util::future::try_join_all;
 use redis::Value;
 
@@ -43,11 +45,13 @@ impl Engine {
     ) -> EngineResult<Vec<Published>> {
         // Jobs by queue, in first-appearance order, keeping their positions.
         let mut by_queue: Vec<(&QueueRef, Vec<usize>)> = Vec::new();
+        let mut index: HashMap<&QueueRef, usize> = HashMap::new();
         for (i, job) in jobs.iter().enumerate() {
-            match by_queue.iter_mut().find(|(q, _)| **q == job.queue) {
-                Some((_, positions)) => positions.push(i),
-                None => by_queue.push((&job.queue, vec![i])),
-            }
+            let slot = *index.entry(&job.queue).or_insert_with(|| {
+                by_queue.push((&job.queue, Vec::new()));
+                by_queue.len() - 1
+            });
+            by_queue[slot].1.push(i);
         }
         let runs = by_queue.iter().map(|(queue, positions)| {
             let batch: Vec<&NewJob> = positions.iter().map(|&i| &jobs[i]).collect();
