@@ -77,6 +77,9 @@ error_codes! {
     RateLimited = "rate_limited",
     /// `503`: a dependency is down or a bounded pool is full; see `Retry-After`.
     Unavailable = "unavailable",
+    /// `503`: the publish reached Redis but its reply never came, so the jobs
+    /// may have been enqueued; retry with the same `Idempotency-Key`.
+    OutcomeUnknown = "outcome_unknown",
     /// `500`: a bug; the details are in the server log, never in the body.
     Internal = "internal",
 }
@@ -429,8 +432,23 @@ impl From<crate::queue::engine::EngineError> for ApiError {
 
 impl From<crate::queue::producer::PublishError> for ApiError {
     fn from(err: crate::queue::producer::PublishError) -> Self {
+        use crate::queue::producer::PublishError;
         log::warn!("publish failed: {err}");
-        Self::unavailable("redis is unavailable; nothing was enqueued")
+        match err {
+            PublishError::Unavailable(_) => {
+                Self::unavailable("redis is unavailable; nothing was enqueued")
+            }
+            PublishError::OutcomeUnknown(_) => {
+                let mut err = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::OutcomeUnknown,
+                    "redis did not answer: the job(s) may have been enqueued; \
+                     retry with the same Idempotency-Key (or idempotency_key per job)",
+                );
+                err.retry_after_s = Some(1);
+                err
+            }
+        }
     }
 }
 

@@ -131,6 +131,9 @@ pub struct Push<'a> {
     pub key: &'a str,
     pub seq: u64,
     pub attempt: u32,
+    /// The lease number (monotonic per job): a fencing token receivers may
+    /// store to refuse an older delivery that arrives late.
+    pub lease: u64,
     pub payload: &'a [u8],
 }
 
@@ -179,6 +182,7 @@ impl Pusher {
             .header("orderly-key", header_safe(push.key))
             .header("orderly-seq", push.seq.to_string())
             .header("orderly-attempt", push.attempt.to_string())
+            .header("orderly-lease", push.lease.to_string())
             .header(
                 "orderly-signature",
                 signature(push.signing_secret, t, push.payload),

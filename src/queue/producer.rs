@@ -25,11 +25,16 @@ pub const MAX_JOBS_PER_RUN: usize = 2048;
 #[rtype(result = "Result<Vec<Published>, PublishError>")]
 pub struct Publish(pub Vec<NewJob>);
 
-/// Why a publish did not happen (nothing was enqueued).
+/// Why a publish did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PublishError {
+    /// Nothing was enqueued.
     #[error("redis is unavailable: {0}")]
     Unavailable(String),
+    /// The request reached Redis but its reply never came: the jobs may have
+    /// been enqueued (a retry with the same idempotency keys is safe).
+    #[error("publish outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 type Reply = oneshot::Sender<Result<Vec<Published>, PublishError>>;
@@ -78,30 +83,43 @@ impl Producer {
         let engine = self.engine.clone();
         let window = self.idempotency_window_s;
         let run = async move { engine.publish(&all, window).await };
-        ctx.spawn(run.into_actor(self).map(move |result, act, ctx| {
+        ctx.spawn(run.into_actor(self).map(move |published, act, ctx| {
             act.in_flight -= 1;
-            match result {
-                Ok(published) => {
-                    let new = published
-                        .iter()
-                        .filter(|p| matches!(p, Published::New { .. }))
-                        .count();
-                    act.published.inc_by(new as u64);
-                    let mut rest = published.into_iter();
-                    for (count, reply) in requests {
-                        let _ = reply.send(Ok(rest.by_ref().take(count).collect()));
-                    }
-                }
-                Err(err) => {
-                    log::warn!("publish failed: {err}");
-                    let error = PublishError::Unavailable(err.to_string());
-                    for (_, reply) in requests {
-                        let _ = reply.send(Err(error.clone()));
-                    }
-                }
+            let new = published
+                .iter()
+                .filter(|p| matches!(p, Published::New { .. }))
+                .count();
+            act.published.inc_by(new as u64);
+            let mut rest = published.into_iter();
+            for (count, reply) in requests {
+                let mine: Vec<Published> = rest.by_ref().take(count).collect();
+                let _ = reply.send(request_outcome(mine));
             }
             act.flush(ctx);
         }));
+    }
+}
+
+/// One request's answer: its jobs' outcomes, or why its queue's run failed
+/// (a request's jobs are all of one run, so they share it).
+fn request_outcome(published: Vec<Published>) -> Result<Vec<Published>, PublishError> {
+    let failed = published.iter().find_map(|p| match p {
+        Published::Failed {
+            outcome_unknown,
+            error,
+        } => Some((*outcome_unknown, error.clone())),
+        _ => None,
+    });
+    match failed {
+        Some((true, error)) => {
+            log::warn!("publish outcome unknown: {error}");
+            Err(PublishError::OutcomeUnknown(error))
+        }
+        Some((false, error)) => {
+            log::warn!("publish failed: {error}");
+            Err(PublishError::Unavailable(error))
+        }
+        None => Ok(published),
     }
 }
 

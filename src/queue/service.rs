@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use super::Queues;
-use super::engine::{ClaimBatch, EngineError, EngineResult, NewJob, Published};
+use super::engine::{ClaimBatch, EngineError, EngineResult, Mode, NewJob, Published};
 use super::model::{Job, JobId, JobState, QueueRef, rfc3339_ms};
 use super::producer::{Publish, PublishError};
 use super::registry::RegistryError;
@@ -69,7 +69,7 @@ impl Queues {
         drafts: Vec<Draft>,
     ) -> Result<Vec<Publication>, ServiceError> {
         let definition = self.registry.get_or_create(queue).await?;
-        let jobs: Vec<NewJob> = drafts
+        let mut jobs: Vec<NewJob> = drafts
             .into_iter()
             .map(|draft| NewJob {
                 queue: queue.clone(),
@@ -81,7 +81,20 @@ impl Queues {
                 idempotency_key: draft.idempotency_key,
             })
             .collect();
-        let published = self.producer.send(Publish(jobs.clone())).await??;
+        let mut published = self.producer.send(Publish(jobs.clone())).await??;
+        if published
+            .iter()
+            .any(|p| matches!(p, Published::Unconfigured))
+        {
+            // The queue was deleted (by any process) since this process
+            // cached it: publishing creates it again, as for a new name.
+            self.registry.invalidate(queue);
+            let definition = self.registry.get_or_create(queue).await?;
+            for job in &mut jobs {
+                job.max_attempts = definition.settings.max_attempts;
+            }
+            published = self.producer.send(Publish(jobs.clone())).await??;
+        }
         let mut publications = Vec::with_capacity(jobs.len());
         for (job, outcome) in jobs.into_iter().zip(published) {
             publications.push(match outcome {
@@ -96,19 +109,26 @@ impl Queues {
                         original,
                     }
                 }
+                Published::Unconfigured | Published::Failed { .. } => {
+                    return Err(ServiceError::Publish(PublishError::Unavailable(
+                        "the queue's settings could not be mirrored into redis".into(),
+                    )));
+                }
             });
         }
         Ok(publications)
     }
 
     /// Leases up to `max_jobs` startable lane heads of pull queue `queue`,
-    /// waiting up to `wait` for some to become startable.
+    /// waiting up to `wait` for some to become startable. With a `claim_id`,
+    /// a repeat while its leases live answers the same jobs and leases.
     pub async fn claim_and_wait(
         &self,
         queue: &QueueRef,
         max_jobs: usize,
         lease_ms: u64,
         wait: Duration,
+        claim_id: Option<&str>,
     ) -> EngineResult<Vec<Job>> {
         let deadline = Instant::now() + wait;
         let waiter = self.hub.waiter(&queue.tag());
@@ -117,7 +137,10 @@ impl Queues {
             let notified = waiter.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            let batch: ClaimBatch = self.engine.claim_queue(queue, max_jobs, lease_ms).await?;
+            let claim = self
+                .engine
+                .claim(queue, max_jobs, lease_ms, Mode::Pull, claim_id);
+            let batch: ClaimBatch = claim.await?;
             let now = Instant::now();
             if !batch.jobs.is_empty() || now >= deadline {
                 let jobs: Vec<Job> = batch.jobs.into_iter().map(|c| c.job).collect();

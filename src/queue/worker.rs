@@ -13,11 +13,18 @@
 //! every second as a fallback; it never spins. Expired leases are the lease
 //! reaper's (`reaper.rs`), gauges the sampler's (`sampler.rs`).
 //!
-//! On a Redis error it stops itself; the supervisor restarts it, and the
-//! restarted actor first releases the leases its cancelled deliveries held,
-//! then resumes after a backoff. A panic in delivery code becomes a failed
-//! attempt. Pull-mode queues are never touched here.
+//! A Redis error never cancels a delivery in flight: claiming pauses with a
+//! backoff, a lease extension that fails is tried again, and an outcome that
+//! could not be reported is reported again (acks and nacks are idempotent per
+//! lease, and a claim is repeated with its `claim_id`) for as long as the
+//! lease is known to live. A delivery whose lease is lost (another process
+//! took the job over, or it could not be extended in time) is aborted. If the
+//! actor itself stops (a panic, [`Crash`]), the supervisor restarts it and the
+//! restarted actor first releases the leases its cancelled deliveries held. A
+//! panic in delivery code becomes a failed attempt. Pull-mode queues are never
+//! touched here.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -28,7 +35,8 @@ use futures_util::FutureExt;
 
 use super::delivery::{Push, PushOutcome, Pusher};
 use super::engine::{
-    ClaimBatch, Claimed, DueIndex, Engine, EngineError, Failure, Lease, Mode, Release, Transition,
+    ClaimBatch, Claimed, DueIndex, Engine, EngineError, EngineResult, Failure, Lease, Mode,
+    Release, Transition, new_token,
 };
 use super::model::{Delivery, JobState, QueueRef};
 pub use super::notify::Wake;
@@ -46,6 +54,10 @@ const UNSTARTED_RETRY_MS: u64 = 1_000;
 const ROUND_LIMIT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for chained jobs to be handed back.
 const GIVE_BACK_GRACE: Duration = Duration::from_secs(2);
+/// First pause before a failed lease extension or outcome report is tried
+/// again (doubling up to [`REPORT_PAUSE_MAX`]).
+const REPORT_PAUSE: Duration = Duration::from_millis(50);
+const REPORT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// Stop the actor as if it had failed (fault injection and tests); its
 /// supervisor restarts it.
@@ -129,11 +141,18 @@ impl Worker {
         }
     }
 
-    /// Redis failed: stop, so the supervisor restarts us.
-    fn fail(&mut self, ctx: &mut Context<Self>, err: EngineError) {
+    /// A claim round failed (Redis did not answer): claiming pauses with a
+    /// growing backoff; deliveries in flight go on.
+    fn claim_failed(&mut self, ctx: &mut Context<Self>, err: EngineError) {
         self.consecutive_failures += 1;
-        log::error!("worker stopping after a redis error: {err}");
-        ctx.stop();
+        let pause = self.restart_delay();
+        log::warn!("claiming paused for {pause:?} after a redis error: {err}");
+        self.poll_wanted = true;
+        self.resume_at = Some(Instant::now() + pause);
+        ctx.run_later(pause, |act, ctx| {
+            act.resume_at = None;
+            act.claim(ctx);
+        });
     }
 
     /// Remembers a push queue to claim from.
@@ -195,8 +214,10 @@ impl Worker {
                 }
                 // One queue's failure (its shard failing over, a slow reply)
                 // never drops what the round already leased: that queue waits
-                // for the next poll, the others go on.
-                let claim = deps.engine.claim(&queue, left, deps.lease_ms, Mode::Push);
+                // for the next poll, the others go on. A claim whose reply
+                // was lost is repeated once with its claim id, which answers
+                // the leases it took rather than stranding them.
+                let claim = claim_once_more(&deps, &queue, left);
                 let batch: ClaimBatch = match tokio::time::timeout(ROUND_LIMIT, claim).await {
                     Ok(Ok(batch)) => batch,
                     Ok(Err(err)) => {
@@ -226,7 +247,7 @@ impl Worker {
             act.claiming = false;
             let (claimed, untried, next_poll_ms) = match result {
                 Ok(outcome) => outcome,
-                Err(err) => return act.fail(ctx, err),
+                Err(err) => return act.claim_failed(ctx, err),
             };
             act.consecutive_failures = 0;
             for job in claimed {
@@ -267,37 +288,31 @@ impl Worker {
     fn deliver(&mut self, claimed: Claimed, ctx: &mut Context<Self>) {
         let id = claimed.job.id.clone();
         let held = (claimed.queue.clone(), claimed.lease.clone());
-        self.in_flight.insert(id.clone(), held.clone());
+        self.in_flight.insert(id.clone(), held);
         self.in_flight_count.send_replace(self.in_flight.len());
         let deps = self.deps.clone();
         let chain = !self.draining;
         let queue = claimed.queue.clone();
         ctx.spawn(deliver_one(deps, claimed, chain).into_actor(self).map(
-            move |result, act, ctx| {
+            move |after, act, ctx| {
                 act.in_flight.remove(&id);
                 act.in_flight_count.send_replace(act.in_flight.len());
-                match result {
+                match after {
                     // The lane's next job, already leased: same slot.
                     // Shutting down: nothing new starts, the chained job goes back.
-                    Ok(After::Chained(next)) if act.draining => act.give_back(*next, ctx),
-                    Ok(After::Chained(next)) => act.deliver(*next, ctx),
+                    After::Chained(next) if act.draining => act.give_back(*next, ctx),
+                    After::Chained(next) => act.deliver(*next, ctx),
                     // The queue may have more startable lanes (or other
                     // queues wait for the slot): claim.
-                    Ok(After::Due(Some(0))) => {
+                    After::Due(Some(0)) => {
                         act.candidate(queue);
                         act.claim(ctx);
                     }
-                    Ok(After::Due(Some(ms))) => {
+                    After::Due(Some(ms)) => {
                         act.wake_at(Duration::from_millis(ms), ctx);
                         act.claim(ctx);
                     }
-                    Ok(After::Due(None)) => act.claim(ctx),
-                    Err(err) => {
-                        // The outcome was not recorded: give the job back
-                        // (it is delivered again) once Redis answers.
-                        act.orphans.push((id, held));
-                        act.fail(ctx, err)
-                    }
+                    After::Due(None) => act.claim(ctx),
                 }
             },
         ));
@@ -470,16 +485,91 @@ enum After {
     Due(Option<u64>),
 }
 
+/// Claims up to `max` startable heads of `queue` for the worker; if Redis
+/// does not answer, the claim is repeated once with the same claim id, which
+/// answers the leases the first run took if it ran.
+async fn claim_once_more(
+    deps: &WorkerDeps,
+    queue: &QueueRef,
+    max: usize,
+) -> EngineResult<ClaimBatch> {
+    let claim_id = new_token();
+    let claim = || {
+        deps.engine
+            .claim(queue, max, deps.lease_ms, Mode::Push, Some(&claim_id))
+    };
+    match claim().await {
+        Err(EngineError::Unavailable(err)) => {
+            log::warn!("claim on {} failed, repeating it: {err}", queue.tag());
+            tokio::time::sleep(REPORT_PAUSE).await;
+            claim().await
+        }
+        other => other,
+    }
+}
+
+/// Until when this process knows a lease lives: it was granted or last
+/// extended for `lease_ms` at a time no earlier than the call was sent.
+struct LeaseClock(Cell<Instant>);
+
+impl LeaseClock {
+    /// A lease just taken; the claim or ack that took it was sent a little
+    /// earlier, which the margin covers.
+    fn new(lease_ms: u64) -> Self {
+        LeaseClock(Cell::new(Instant::now() + lease_margin(lease_ms)))
+    }
+
+    fn confirmed(&self, sent: Instant, lease_ms: u64) {
+        self.0.set(sent + lease_margin(lease_ms));
+    }
+
+    fn left(&self) -> Duration {
+        self.0.get().saturating_duration_since(Instant::now())
+    }
+}
+
+/// The part of a lease this process counts on: 90 % (the rest covers clock
+/// drift and the reaper's timing on other processes).
+fn lease_margin(lease_ms: u64) -> Duration {
+    Duration::from_millis(lease_ms - lease_ms / 10)
+}
+
+/// Calls `report` until Redis answers, pausing between tries, for as long as
+/// the lease is known to live. Ack and nack are idempotent per lease, so a
+/// try whose reply was lost is safely repeated. `None`: gave up.
+async fn report_while_leased<T, F, Fut>(
+    clock: &LeaseClock,
+    job_id: &str,
+    mut report: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = EngineResult<T>>,
+{
+    let mut pause = REPORT_PAUSE;
+    loop {
+        match report().await {
+            Ok(reply) => return Some(reply),
+            Err(err) if clock.left() > pause => {
+                log::warn!("job_id={job_id} outcome not recorded yet ({err}); trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(REPORT_PAUSE_MAX);
+            }
+            Err(err) => {
+                log::warn!("job_id={job_id} outcome not recorded before its lease ran out: {err}");
+                return None;
+            }
+        }
+    }
+}
+
 /// Runs one delivery attempt to its outcome; with `chain`, a completed job's
-/// ack may lease the lane's next job. Only Redis errors escape.
-async fn deliver_one(
-    deps: Arc<WorkerDeps>,
-    claimed: Claimed,
-    chain: bool,
-) -> Result<After, EngineError> {
+/// ack may lease the lane's next job.
+async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed, chain: bool) -> After {
     let Claimed {
         queue, job, lease, ..
     } = claimed;
+    let clock = LeaseClock::new(deps.lease_ms);
     // Without usable settings no delivery starts: give the job back without
     // spending an attempt, and look again a little later.
     let give_back = || async {
@@ -487,7 +577,13 @@ async fn deliver_one(
         let release = deps
             .engine
             .release(&queue, &job.id, &lease, UNSTARTED_RETRY_MS, kind);
-        release.await.map(|_| After::Due(Some(0)))
+        if let Err(err) = release.await {
+            log::warn!(
+                "could not give back job_id={} (its lease will expire): {err}",
+                job.id
+            );
+        }
+        After::Due(Some(0))
     };
     let definition = match deps.registry.get(&queue).await {
         Ok(Some(definition)) => definition,
@@ -512,14 +608,18 @@ async fn deliver_one(
         key: &job.key,
         seq: job.seq,
         attempt: job.attempts,
+        lease: lease.number,
         payload: job.payload.get().as_bytes(),
     };
     let attempt = AssertUnwindSafe(deps.pusher.push(push)).catch_unwind();
-    let outcome = match with_heartbeat(&deps, &queue, &job.id, &lease, attempt).await {
-        Ok(outcome) => outcome,
-        Err(_) => PushOutcome::Retry {
+    let outcome = match with_heartbeat(&deps, &queue, &job.id, &lease, &clock, attempt).await {
+        Some(Ok(outcome)) => outcome,
+        Some(Err(_)) => PushOutcome::Retry {
             error: "delivery code panicked".into(),
         },
+        // The lease is lost: the delivery was aborted; whoever holds the
+        // job now decides its outcome.
+        None => return After::Due(Some(0)),
     };
     deps.metrics
         .processing
@@ -529,28 +629,44 @@ async fn deliver_one(
             .waiting_queues
             .load(std::sync::atomic::Ordering::Relaxed)
             == 0;
-    let transition = match outcome {
+    let report = match outcome {
         PushOutcome::Delivered { result } if chain => {
-            let acked = deps
-                .engine
-                .ack_and_lease_next(&queue, &job.id, &lease, &result, deps.lease_ms)
-                .await?;
+            // One token for every try, so a repeat finds the job the first
+            // try leased.
+            let chain_token = new_token();
+            let acked = report_while_leased(&clock, &job.id, || {
+                deps.engine.ack_and_lease_next(
+                    &queue,
+                    &job.id,
+                    &lease,
+                    &result,
+                    deps.lease_ms,
+                    &chain_token,
+                )
+            })
+            .await;
+            let Some(acked) = acked else {
+                return After::Due(Some(0));
+            };
             if !acked.completed {
                 log::warn!(
                     "job_id={} lease lost before its outcome was recorded",
                     job.id
                 );
-                return Ok(After::Due(Some(0)));
+                return After::Due(Some(0));
             }
             deps.metrics.record(JobState::Completed);
             log::info!("job_id={} attempt={} state=completed", job.id, job.attempts);
-            return Ok(match acked.next {
+            return match acked.next {
                 Some(next) => After::Chained(Box::new(next)),
                 None => After::Due(acked.next_due_in_ms),
-            });
+            };
         }
         PushOutcome::Delivered { result } => {
-            deps.engine.ack(&queue, &job.id, &lease, &result).await?
+            report_while_leased(&clock, &job.id, || {
+                deps.engine.ack(&queue, &job.id, &lease, &result)
+            })
+            .await
         }
         PushOutcome::Retry { error } => {
             let backoff = &definition.settings.backoff;
@@ -558,19 +674,21 @@ async fn deliver_one(
                 initial_ms: backoff.initial_ms,
                 max_ms: backoff.max_ms,
             };
-            deps.engine
-                .fail(&queue, &job.id, &lease, &error, failure)
-                .await?
+            report_while_leased(&clock, &job.id, || {
+                deps.engine.fail(&queue, &job.id, &lease, &error, failure)
+            })
+            .await
         }
         PushOutcome::Permanent { error } => {
-            let failure = Failure::Permanent;
-            deps.engine
-                .fail(&queue, &job.id, &lease, &error, failure)
-                .await?
+            report_while_leased(&clock, &job.id, || {
+                deps.engine
+                    .fail(&queue, &job.id, &lease, &error, Failure::Permanent)
+            })
+            .await
         }
     };
-    match transition {
-        Transition::Done(after) => {
+    match report {
+        Some(Transition::Done(after)) => {
             deps.metrics.record(after.state);
             log::info!(
                 "job_id={} attempt={} state={}",
@@ -579,43 +697,64 @@ async fn deliver_one(
                 after.state.as_str()
             );
         }
-        Transition::LeaseLost(_) => {
+        Some(Transition::LeaseLost(_)) => {
             log::warn!(
                 "job_id={} lease lost before its outcome was recorded",
                 job.id
             );
         }
+        None => {}
     }
-    Ok(After::Due(Some(0)))
+    After::Due(Some(0))
 }
 
 /// Awaits `attempt` while extending the lease every third of its length.
+/// `None` when the lease is lost or could not be extended before this
+/// process stops counting on it: the attempt is then dropped (the HTTP
+/// request is cancelled), so no other process starts the job while this
+/// one still delivers it.
 async fn with_heartbeat<F: Future>(
     deps: &WorkerDeps,
     queue: &QueueRef,
     id: &str,
     lease: &Lease,
+    clock: &LeaseClock,
     attempt: F,
-) -> F::Output {
+) -> Option<F::Output> {
     let every = Duration::from_millis((deps.lease_ms / 3).max(50));
     let heartbeat = async {
+        let mut pause = every;
         loop {
-            tokio::time::sleep(every).await;
-            match deps.engine.extend(queue, id, lease, deps.lease_ms).await {
-                Ok(Transition::Done(_)) => {}
-                Ok(Transition::LeaseLost(_)) => {
-                    log::warn!("job_id={id} lease lost during delivery");
+            tokio::time::sleep(pause.min(clock.left())).await;
+            let left = clock.left();
+            if left.is_zero() {
+                log::warn!("job_id={id} lease could not be extended in time; delivery aborted");
+                return;
+            }
+            let sent = Instant::now();
+            let extend = deps.engine.extend(queue, id, lease, deps.lease_ms);
+            match tokio::time::timeout(left, extend).await {
+                Ok(Ok(Transition::Done(_))) => {
+                    clock.confirmed(sent, deps.lease_ms);
+                    pause = every;
+                }
+                Ok(Ok(Transition::LeaseLost(_))) => {
+                    log::warn!("job_id={id} lease lost during delivery; delivery aborted");
                     return;
                 }
-                Err(err) => log::warn!("job_id={id} lease extension failed: {err}"),
+                Ok(Err(err)) => {
+                    log::warn!("job_id={id} lease extension failed, trying again: {err}");
+                    pause = REPORT_PAUSE;
+                }
+                Err(_) => pause = Duration::ZERO,
             }
         }
     };
     let mut attempt = std::pin::pin!(attempt);
     tokio::select! {
         biased;
-        output = &mut attempt => output,
-        () = heartbeat => attempt.await,
+        output = &mut attempt => Some(output),
+        () = heartbeat => None,
     }
 }
 

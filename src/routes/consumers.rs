@@ -46,6 +46,30 @@ pub struct ClaimBody {
     #[serde(default)]
     #[schema(max_items = 1000)]
     nacks: Vec<NackItem>,
+    /// Client-chosen id of this claim (1–64 visible ASCII characters):
+    /// repeating the claim with it while the leases it took live answers the
+    /// same jobs and leases, so a lost reply never strands a lane.
+    #[schema(pattern = "^[!-~]{1,64}$")]
+    claim_id: Option<String>,
+}
+
+/// Longest `claim_id`.
+pub const MAX_CLAIM_ID: usize = 64;
+
+fn claim_id(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw {
+        Some(id)
+            if id.is_empty()
+                || id.len() > MAX_CLAIM_ID
+                || !id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Err(ApiError::invalid_field(
+                "claim_id",
+                format!("must be 1 to {MAX_CLAIM_ID} visible ASCII characters"),
+            ))
+        }
+        other => Ok(other),
+    }
 }
 
 /// The caller's pull queue: `404` when it does not exist, `409
@@ -93,7 +117,7 @@ pub(crate) async fn pull_queue(
         (status = 409, description = "`not_a_pull_queue`", body = ErrorBody),
         (status = 413, description = "Body over the configured limit", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
-        (status = 422, description = "`wait_ms` or `max_jobs` out of range, more than 1000 outcomes or an invalid outcome", body = ErrorBody),
+        (status = 422, description = "`wait_ms` or `max_jobs` out of range, an invalid `claim_id`, more than 1000 outcomes or an invalid outcome", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
     ))]
 pub async fn claim(
@@ -111,11 +135,12 @@ pub async fn claim(
             format!("must be between 1 and {MAX_CLAIM}"),
         ));
     }
+    let claim_id = claim_id(body.claim_id)?;
     let definition = pull_queue(&queues, &queue).await?;
     let results = outcomes::report_given(&queues, &queue, body.acks, body.nacks).await?;
     let lease_ms = definition.settings.lease_ms;
     let jobs = queues
-        .claim_and_wait(&queue, max_jobs, lease_ms, wait)
+        .claim_and_wait(&queue, max_jobs, lease_ms, wait, claim_id.as_deref())
         .await?;
     Ok(HttpResponse::Ok().json(ClaimReply { jobs, results }))
 }

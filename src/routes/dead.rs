@@ -13,9 +13,6 @@ use crate::queue::Queues;
 use crate::queue::engine::{ListFilter, Resolution, Resolve};
 use crate::queue::model::Job;
 
-/// Dead jobs moved back per redrive call at most.
-pub const MAX_REDRIVE: usize = 10_000;
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -89,7 +86,7 @@ pub async fn redrive(
     if queues.registry.get(&queue).await?.is_none() {
         return Err(ApiError::not_found("no such queue"));
     }
-    let redriven = queues.engine.redrive(&queue, MAX_REDRIVE).await?;
+    let redriven = queues.engine.redrive(&queue).await?;
     log::info!(
         "redrove {redriven} dead job(s) in queue={}",
         queue.name.as_str()

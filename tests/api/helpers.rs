@@ -550,3 +550,15 @@ impl Drop for TestMongo {
         self.stop();
     }
 }
+
+/// Engine settings of a plain pull queue, for tests that drive the engine
+/// directly (publish refuses a queue whose settings are not in Redis).
+pub fn pull_conf() -> orderly::queue::engine::EngineConf {
+    orderly::queue::engine::EngineConf {
+        push: false,
+        paused: false,
+        on_exhausted: "dead_letter",
+        retention_s: 600,
+        version: 1,
+    }
+}

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use orderly::queue::engine::{Engine, NewJob, Transition};
+use orderly::queue::engine::{Engine, NewJob, Published, Transition};
 use orderly::queue::model::{JobId, QueueName, QueueRef};
 
-use crate::helpers::{TestRedis, spawn_app_with};
+use crate::helpers::{TestRedis, pull_conf, spawn_app_with};
 
 /// Creates `n` queues (named `prefix-<i>`), each with one job that is
 /// claimed and acked, so each queue has history but no work.
@@ -29,7 +29,12 @@ async fn used_queues(engine: &Engine, prefix: &str, n: usize) {
                 idempotency_key: None,
             })
             .collect();
-        engine.publish(&jobs, 60).await.unwrap();
+        let configured = chunk
+            .iter()
+            .map(|queue| async move { engine.configure(queue, &pull_conf()).await.unwrap() });
+        futures_util::future::join_all(configured).await;
+        let published = engine.publish(&jobs, 60).await;
+        assert!(published.iter().all(|p| matches!(p, Published::New { .. })));
         let done = chunk.iter().map(|queue| async move {
             let claimed = engine.claim_queue(queue, 1, 60_000).await.unwrap();
             let job = &claimed.jobs[0];

@@ -7,7 +7,9 @@ use orderly::queue::engine::Engine;
 use orderly::queue::model::{QueueName, QueueRef};
 use serde_json::json;
 
-use crate::helpers::{TestRedis, body, error_body, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestRedis, body, error_body, eventually, pull_conf, spawn_app, spawn_app_with,
+};
 use crate::receiver::{Receiver, Reply};
 
 #[actix_web::test]
@@ -289,11 +291,17 @@ async fn one_publish_run_numbers_each_queues_new_jobs_contiguously_and_skips_dup
         job(&q, "a", None),
         job(&other, "a", None),
     ];
-    let published = engine.publish(&run, 60).await.unwrap();
+    for queue in [&q, &other] {
+        engine.configure(queue, &pull_conf()).await.unwrap();
+    }
+    let published = engine.publish(&run, 60).await;
     let seqs: Vec<Option<u64>> = published
         .iter()
         .map(|p| match p {
             Published::New { seq, .. } => Some(*seq),
+            other @ (Published::Unconfigured | Published::Failed { .. }) => {
+                panic!("publish failed: {other:?}")
+            }
             Published::Duplicate { original_id } => {
                 assert_eq!(original_id, &run[0].id);
                 None

@@ -196,12 +196,8 @@ impl Harness {
                     max_attempts: MAX_ATTEMPTS,
                     idempotency_key: None,
                 };
-                let Published::New { seq, .. } = self
-                    .engine
-                    .publish(std::slice::from_ref(&job), 60)
-                    .await
-                    .unwrap()[0]
-                    .clone()
+                let Published::New { seq, .. } =
+                    self.engine.publish(std::slice::from_ref(&job), 60).await[0].clone()
                 else {
                     panic!("not published")
                 };
@@ -276,10 +272,16 @@ impl Harness {
                         .ack(&self.queue, &id, &lease, "\"stale\"")
                         .await
                         .unwrap();
-                    assert!(
-                        matches!(t, Transition::LeaseLost(_)),
-                        "a stale lease was accepted: {t:?}"
-                    );
+                    // A lease that produced an outcome answers it again
+                    // (idempotent repeat); an expired or superseded one is
+                    // lost. Either way nothing changes (the stats check
+                    // after every step sees any change).
+                    if let Transition::Done(job) = &t {
+                        assert!(
+                            job.result.as_ref().is_none_or(|r| r.get() != "\"stale\""),
+                            "a stale lease was applied: {t:?}"
+                        );
+                    }
                 }
             }
             Op::Cancel(pick) => {
@@ -312,7 +314,7 @@ impl Harness {
                     .filter(|(_, j)| j.state == St::Dead)
                     .map(|(s, _)| *s)
                     .collect();
-                let n = self.engine.redrive(&self.queue, 10_000).await.unwrap();
+                let n = self.engine.redrive(&self.queue).await.unwrap();
                 assert_eq!(n as usize, dead.len());
                 for seq in dead {
                     let job = self.model.jobs.get_mut(&seq).unwrap();

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use orderly::queue::engine::{Engine, EngineConf, Mode, NewJob};
+use orderly::queue::engine::{Engine, EngineConf, Mode, NewJob, Published};
 use orderly::queue::model::{JobId, JobState, QueueName, QueueRef};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -527,7 +527,11 @@ async fn publish_keys(engine: &Engine, queue: &QueueRef, keys: &[&str]) -> Vec<S
             idempotency_key: None,
         })
         .collect();
-    engine.publish(&jobs, 60).await.unwrap();
+    let published = engine.publish(&jobs, 60).await;
+    assert!(
+        published.iter().all(|p| matches!(p, Published::New { .. })),
+        "{published:?}"
+    );
     jobs.into_iter().map(|j| j.id).collect()
 }
 
@@ -552,21 +556,21 @@ async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
     // Lane b waits while a's first job runs: a's next job goes back to the
     // oldest-ready order instead of being kept by the ack.
     let first = engine
-        .claim(&queue, 1, 60_000, Mode::Push)
+        .claim(&queue, 1, 60_000, Mode::Push, None)
         .await
         .unwrap()
         .jobs;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].job.id, ids[0]);
     let acked = engine
-        .ack_and_lease_next(&queue, &ids[0], &first[0].lease, "null", 60_000)
+        .ack_and_lease_next(&queue, &ids[0], &first[0].lease, "null", 60_000, "chain")
         .await
         .unwrap();
     assert!(acked.completed);
     assert!(acked.next.is_none());
     assert_eq!(acked.next_due_in_ms, Some(0));
     let claimed: HashSet<String> = engine
-        .claim(&queue, 10, 60_000, Mode::Push)
+        .claim(&queue, 10, 60_000, Mode::Push, None)
         .await
         .unwrap()
         .jobs
@@ -579,14 +583,14 @@ async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
     // lease, fenced like any other.
     let more = publish_keys(&engine, &queue, &["c", "c", "c"]).await;
     let head = engine
-        .claim(&queue, 1, 60_000, Mode::Push)
+        .claim(&queue, 1, 60_000, Mode::Push, None)
         .await
         .unwrap()
         .jobs
         .remove(0);
     assert_eq!(head.job.id, more[0]);
     let acked = engine
-        .ack_and_lease_next(&queue, &more[0], &head.lease, "null", 60_000)
+        .ack_and_lease_next(&queue, &more[0], &head.lease, "null", 60_000, "chain")
         .await
         .unwrap();
     let next = acked
@@ -596,19 +600,28 @@ async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
     assert_eq!(next.job.attempts, 1);
     assert!(
         engine
-            .claim(&queue, 10, 60_000, Mode::Push)
+            .claim(&queue, 10, 60_000, Mode::Push, None)
             .await
             .unwrap()
             .jobs
             .is_empty()
     );
-    let stale = engine
-        .ack_and_lease_next(&queue, &more[0], &head.lease, "null", 60_000)
+    // A repeat of the ack (its reply lost) answers the job the first run
+    // leased, under the same lease; with another chain token, nothing new.
+    let repeat = engine
+        .ack_and_lease_next(&queue, &more[0], &head.lease, "null", 60_000, "chain")
         .await
         .unwrap();
-    assert!(!stale.completed && stale.next.is_none());
+    assert!(repeat.completed);
+    let again = repeat.next.expect("the repeat answers the chained lease");
+    assert_eq!((&again.job.id, &again.lease), (&next.job.id, &next.lease));
+    let other = engine
+        .ack_and_lease_next(&queue, &more[0], &head.lease, "null", 60_000, "other")
+        .await
+        .unwrap();
+    assert!(other.completed && other.next.is_none());
     let acked = engine
-        .ack_and_lease_next(&queue, &more[1], &next.lease, "null", 60_000)
+        .ack_and_lease_next(&queue, &more[1], &next.lease, "null", 60_000, "chain")
         .await
         .unwrap();
     assert_eq!(acked.next.map(|c| c.job.id), Some(more[2].clone()));

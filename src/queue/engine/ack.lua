@@ -6,19 +6,34 @@
 -- ARGV: qid, id, lease_no, token, result, chain ('' = no), lease_ms (chained).
 -- Returns { 'ok', job } or { 'lease_lost', job-or-empty } without `chain`;
 -- with it { 'ok'|'lease_lost', {}, next-job-or-empty, wait_ms } (wait_ms as
--- in claim).
+-- in claim). A repeat of an ack or nack that already produced an outcome
+-- under this lease answers that outcome again (a lost reply is retried
+-- safely): { outcome, job }; with `chain`, { 'ok', {}, next } where next is
+-- the lane head the first run leased under the same chain token, if it is
+-- still leased so.
 local now = clock()
 local id, lease_no, token, result = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local chain, lease_ms = ARGV[6] or '', tonumber(ARGV[7] or '0')
 local wants_chain = chain ~= ''
 local r = live_lease(id, lease_no, token, now)
 if not r then
+  local outcome, old = repeated(id, lease_no, token)
   if wants_chain then
-    return { 'lease_lost', {}, {}, -1 }
+    local next_job = {}
+    local head = outcome == 'completed' and lane_head(old[R_KEY])
+    local h = head and get(head)
+    if h and h[R_STATE] == 'active' and h[R_TOK] == chain then
+      next_job = view(head, h, true)
+    end
+    return { outcome and 'ok' or 'lease_lost', {}, next_job, -1 }
   end
-  return { 'lease_lost', get_view(id, true) }
+  if outcome then
+    return { outcome, view(id, old, true) }
+  end
+  return { 'lease_lost', old and view(id, old, true) or {} }
 end
 drop_lease(id, r, wants_chain)
+settle_lease(r, token, 'completed')
 r[R_STATE], r[R_RESULT], r[R_FINISHED] = 'completed', result, now
 local lane = r[R_KEY]
 local nxt = lane_pop(lane, id, r)

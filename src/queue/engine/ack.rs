@@ -3,7 +3,7 @@
 use redis::Value;
 
 use super::claim::{Claimed, claimed};
-use super::{Engine, EngineResult, EngineScript, Lease, Transition, new_token, next_due, string};
+use super::{Engine, EngineResult, EngineScript, Lease, Transition, next_due, string};
 use crate::queue::model::QueueRef;
 
 static SCRIPT: EngineScript = EngineScript::new(include_str!("ack.lua"));
@@ -39,6 +39,8 @@ impl Engine {
     /// the lane's next job may start now and no other push work of the group
     /// is due, leases it to the caller for `lease_ms` in the same script run.
     /// For the push worker: a busy lane costs one round trip per job.
+    /// `chain_token` is the next lease's token: a repeat with the same one
+    /// (after a lost reply) answers the job the first run leased.
     pub async fn ack_and_lease_next(
         &self,
         queue: &QueueRef,
@@ -46,9 +48,10 @@ impl Engine {
         lease: &Lease,
         result: &str,
         lease_ms: u64,
+        chain_token: &str,
     ) -> EngineResult<Acked> {
         let mut invocation = self.lease_invocation(&SCRIPT, queue, id, lease);
-        invocation.arg(result).arg(new_token()).arg(lease_ms);
+        invocation.arg(result).arg(chain_token).arg(lease_ms);
         let reply: Vec<Value> = self.run(&invocation).await?;
         let mut items = reply.into_iter();
         let completed = items.next().and_then(string).as_deref() == Some("ok");

@@ -2,29 +2,66 @@
 -- lanes), oldest-ready first. A lane leaves K_READY while its head is leased,
 -- so no lane is ever leased twice. A paused queue, or one of the other mode
 -- (`mode` is 'push' for the worker, 'pull' for consumers), has nothing.
--- ARGV: qid, max, lease_ms, token base (the i-th lease gets '<base>-<i>'), mode.
+-- With a `claim_id` (its key is the last of KEYS), the leases taken are
+-- remembered under it for `lease_ms`: a repeat of the claim while any of
+-- them lives answers the same jobs and leases (those still live) and leases
+-- nothing new, so a lost reply never strands a lane until its lease expires.
+-- ARGV: qid, max, lease_ms, token base (the i-th lease gets '<base>-<i>'),
+-- mode, claim_id ('' = none).
 -- Returns { wait_ms, job1, job2, ... }: wait_ms is -1 when no lane is
 -- scheduled, else ms until the next one is due (0: more are startable now).
 local now = clock()
 local max, lease_ms, token, mode = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local claim_id = ARGV[6] or ''
+local K_CLAIM = claim_id ~= '' and KEYS[#KEYS]
 local out = { -1 }
+
+local function wait_ms(c)
+  local first = c.push and reindex() or nil
+  if not c.push then
+    local nxt = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
+    first = nxt[1] and tonumber(nxt[2])
+  end
+  if first then
+    out[1] = math.max(0, first - now)
+  end
+  return out
+end
+
+if K_CLAIM then
+  local prev = redis.call('GET', K_CLAIM)
+  if prev then
+    local held = { cmsgpack.unpack(prev) }
+    for i = 1, #held, 3 do
+      local r = live_lease(held[i], tostring(held[i + 1]), held[i + 2], now)
+      if r then
+        out[#out + 1] = view(held[i], r, true)
+      end
+    end
+    if #out > 1 then
+      return wait_ms(conf())
+    end
+    redis.call('DEL', K_CLAIM)
+  end
+end
+
 local c = conf()
 if c.paused or c.push ~= (mode == 'push') then
   return out
 end
 local lanes = redis.call('ZRANGEBYSCORE', K_READY, '-inf', now, 'LIMIT', 0, max)
+local taken = {}
 for i, lane in ipairs(lanes) do
   local job = lease_head(lane, now, lease_ms, token .. '-' .. i)
   if job then
     out[#out + 1] = job
+    -- The view holds the record's fields after the id.
+    taken[#taken + 1] = job[1]
+    taken[#taken + 1] = job[1 + R_LNO]
+    taken[#taken + 1] = job[1 + R_TOK]
   end
 end
-local first = c.push and reindex() or nil
-if not c.push then
-  local nxt = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
-  first = nxt[1] and tonumber(nxt[2])
+if K_CLAIM and #taken > 0 then
+  redis.call('SET', K_CLAIM, cmsgpack.pack(unpack(taken)), 'PX', lease_ms)
 end
-if first then
-  out[1] = math.max(0, first - now)
-end
-return out
+return wait_ms(c)

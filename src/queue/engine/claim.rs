@@ -48,12 +48,16 @@ pub(super) fn claimed(queue: &QueueRef, value: Value) -> Option<Claimed> {
 
 impl Engine {
     /// Leases up to `max` startable lane heads (distinct lanes) of one queue.
+    /// With a `claim_id`, a repeat while any lease it took lives answers
+    /// those same jobs and leases instead of leasing more (a lost reply is
+    /// retried safely).
     pub async fn claim(
         &self,
         queue: &QueueRef,
         max: usize,
         lease_ms: u64,
         mode: Mode,
+        claim_id: Option<&str>,
     ) -> EngineResult<ClaimBatch> {
         let mut invocation = self.invocation(&SCRIPT, queue);
         invocation
@@ -63,7 +67,11 @@ impl Engine {
             .arg(match mode {
                 Mode::Push => "push",
                 Mode::Pull => "pull",
-            });
+            })
+            .arg(claim_id.unwrap_or_default());
+        if let Some(claim_id) = claim_id {
+            invocation.key(format!("{}c:{claim_id}", self.queue_base(queue)));
+        }
         let reply: Vec<Value> = self.run(&invocation).await?;
         let mut items = reply.into_iter();
         let next_due_in_ms = next_due(items.next());
@@ -81,6 +89,6 @@ impl Engine {
         max: usize,
         lease_ms: u64,
     ) -> EngineResult<ClaimBatch> {
-        self.claim(queue, max, lease_ms, Mode::Pull).await
+        self.claim(queue, max, lease_ms, Mode::Pull, None).await
     }
 }

@@ -6,9 +6,14 @@
 -- version was already there.
 local now = clock()
 local version = tonumber(ARGV[6])
-local stored = tonumber(redis.call('HGET', K_META, 'conf_v') or '-1')
-if version < stored then
+local stored = redis.call('HMGET', K_META, 'conf_v', 'deleted_v')
+if version < tonumber(stored[1] or '-1') or version <= tonumber(stored[2] or '-1') then
   return 0
+end
+if stored[2] then
+  -- Created again after a delete: the tombstone goes.
+  redis.call('HDEL', K_META, 'deleted_v')
+  redis.call('PERSIST', K_META)
 end
 redis.call('HSET', K_META, 'push', ARGV[2], 'paused', ARGV[3],
   'on_exhausted', ARGV[4], 'retention_s', ARGV[5], 'conf_v', version)

@@ -3,9 +3,19 @@
 -- queue created again under the name starts afresh (seq from 1).
 -- Idempotency keys expire by themselves; publish ignores any that names a
 -- job that no longer exists.
+-- The settings version of the deleted queue stays behind for a day as a
+-- tombstone: a settings copy of that version or older (a refresh by another
+-- process that read the definition before the delete) is refused, so it
+-- cannot make the deleted queue publishable again; a queue created again
+-- has a newer version.
 -- ARGV: qid.
+local version = redis.call('HGET', K_META, 'conf_v')
 redis.call('UNLINK', K_META, K_JOBS, K_BODY, K_LANES, K_READY, K_LEASES, K_ORDER,
   K_PENDING, K_DELAYED, K_DEAD, K_BLOCKED, K_EXPIRY, K_RATE)
+if version then
+  redis.call('HSET', K_META, 'deleted_v', version)
+  redis.call('EXPIRE', K_META, 86400)
+end
 redis.call('ZREM', K_DUE, QID)
 redis.call('ZREM', K_LEASE_DUE, QID)
 redis.call('ZREM', K_LIVE, QID)

@@ -8,15 +8,19 @@
 -- backoff is computed, for the push worker and for nack alike.
 -- ARGV: qid, id, lease_no, token, error, mode ('retry'|'backoff'|'permanent'),
 -- a, b, jitter.
--- Returns { 'retrying'|'dead'|'blocked', job } or { 'lease_lost', job-or-empty }.
+-- Returns { 'retrying'|'dead'|'blocked', job } or { 'lease_lost', job-or-empty };
+-- a repeat of an ack or nack that already produced an outcome under this
+-- lease answers { that outcome, job } and changes nothing.
 local now = clock()
 local id, lease_no, token, err = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local mode, a, b, jitter = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local r = live_lease(id, lease_no, token, now)
 if not r then
-  return { 'lease_lost', get_view(id, true) }
+  local outcome, old = repeated(id, lease_no, token)
+  return { outcome or 'lease_lost', old and view(id, old, true) or {} }
 end
 drop_lease(id, r)
+r[R_TOK] = token
 r[R_ERR] = err
 if mode ~= 'permanent' and r[R_ATT] < r[R_MAX] then
   local retry_in = a
@@ -26,6 +30,7 @@ if mode ~= 'permanent' and r[R_ATT] < r[R_MAX] then
     retry_in = fixed + math.floor((step - fixed) * jitter)
   end
   r[R_STATE] = 'retrying'
+  settle_lease(r, token, 'retrying')
   put(id, r)
   redis.call('HINCRBY', K_META, 'retried', 1)
   ready_lane(r[R_KEY], now + retry_in, now)

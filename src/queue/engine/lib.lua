@@ -21,7 +21,13 @@ end
 -- an absent value. The payload lives apart in K_BODY (written once).
 local R_KEY, R_SEQ, R_STATE, R_ATT, R_MAX, R_LNO, R_TOK, R_LEXP = 1, 2, 3, 4, 5, 6, 7, 8
 local R_CREATED, R_AVAIL, R_STARTED, R_FINISHED, R_ERR, R_RESULT, R_NEXT = 9, 10, 11, 12, 13, 14, 15
-local R_SIZE = 15
+-- R_OUT: the outcome the lease R_LNO produced ('completed', 'retrying',
+-- 'dead', 'blocked'), with its token kept in R_TOK, so a repeated ack or nack
+-- of that lease answers the same outcome (`repeated`). `false` while leased.
+local R_OUT = 16
+local R_SIZE = 16
+-- Fields a job view returns (R_KEY .. R_RESULT).
+local R_VIEW = 14
 
 local function get(id)
   local v = redis.call('HGET', K_JOBS, id)
@@ -35,15 +41,15 @@ local function put(id, r)
   redis.call('HSET', K_JOBS, id, cmsgpack.pack(unpack(r, 1, R_SIZE)))
 end
 
--- The job as the engine returns it: id, the record's fields in order (without
--- `next`), then the payload when `with_payload`.
+-- The job as the engine returns it: id, the record's fields R_KEY ..
+-- R_RESULT in order, then the payload when `with_payload`.
 local function view(id, r, with_payload)
   local out = { id }
-  for i = 1, R_SIZE - 1 do
+  for i = 1, R_VIEW do
     out[i + 1] = r[i] or false
   end
   if with_payload then
-    out[R_SIZE + 1] = redis.call('HGET', K_BODY, id) or false
+    out[R_VIEW + 2] = redis.call('HGET', K_BODY, id) or false
   end
   return out
 end
@@ -60,8 +66,9 @@ end
 local conf_cache = nil
 local function conf()
   if not conf_cache then
-    local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s', 'watched_until')
+    local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s', 'watched_until', 'conf_v')
     conf_cache = {
+      configured = c[6] ~= false,
       push = c[1] == '1',
       paused = c[2] == '1',
       on_exhausted = c[3] or 'dead_letter',
@@ -73,8 +80,11 @@ local function conf()
   return conf_cache
 end
 
--- Lanes: K_LANES maps a lane key to msgpack {head id, tail id, length}; the
--- jobs of a lane are chained through their records' R_NEXT, in seq order.
+-- Lanes: K_LANES maps a lane key to msgpack {head id, tail id, length,
+-- hint}; the jobs of a lane are chained through their records' R_NEXT, in seq
+-- order. `hint` is the job a redrive last put back into the lane: the next
+-- one (a higher seq) is looked for from there, not from the head
+-- (`insert_in_order`); it is only a hint and checked before use.
 local function lane_get(lane)
   local v = redis.call('HGET', K_LANES, lane)
   if not v then
@@ -84,7 +94,7 @@ local function lane_get(lane)
 end
 
 local function lane_put(lane, l)
-  redis.call('HSET', K_LANES, lane, cmsgpack.pack(l[1], l[2], l[3]))
+  redis.call('HSET', K_LANES, lane, cmsgpack.pack(l[1], l[2], l[3], l[4] or false))
 end
 
 local function lane_head(lane)
@@ -100,7 +110,7 @@ local function lane_pop(lane, head, r)
   end
   local nxt = r[R_NEXT]
   if nxt then
-    lane_put(lane, { nxt, l[2], l[3] - 1 })
+    lane_put(lane, { nxt, l[2], l[3] - 1, l[4] })
     return nxt
   end
   redis.call('HDEL', K_LANES, lane)
@@ -128,7 +138,7 @@ local function lane_remove(lane, id, r)
     if l[2] == id then
       l[2] = prev_id
     end
-    lane_put(lane, { l[1], l[2], l[3] - 1 })
+    lane_put(lane, { l[1], l[2], l[3] - 1, l[4] })
   end
   return false
 end
@@ -172,11 +182,23 @@ local function reindex()
   return nil
 end
 
--- The queue's entry in the group's lease index follows its earliest expiry.
+-- How long after its earliest record's retention ends a queue is due for
+-- trimming by the lease reaper (so expired records of a queue that has gone
+-- quiet are dropped too, and trims of one queue come at most this often).
+local TRIM_SLACK_MS = 2000
+
+-- The queue's entry in the group's lease index follows its earliest lease
+-- expiry; with no lease, the time its oldest finished record is due for
+-- trimming (`recover` trims too). The reaper reads this index.
 local function reindex_leases()
   local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
   if first[1] then
     redis.call('ZADD', K_LEASE_DUE, first[2], QID)
+    return
+  end
+  local expiring = redis.call('ZRANGE', K_EXPIRY, 0, 0, 'WITHSCORES')
+  if expiring[1] then
+    redis.call('ZADD', K_LEASE_DUE, tonumber(expiring[2]) + TRIM_SLACK_MS, QID)
   else
     redis.call('ZREM', K_LEASE_DUE, QID)
   end
@@ -268,6 +290,9 @@ local function retire(id, r, now, finished_no)
   redis.call('ZREM', K_DELAYED, id)
   local retention = conf().retention_s
   redis.call('ZADD', K_EXPIRY, now + retention * 1000, id)
+  -- Due for trimming even if nothing else happens in the queue (an entry
+  -- already there is a lease or an earlier trim: it stays).
+  redis.call('ZADD', K_LEASE_DUE, 'NX', now + retention * 1000 + TRIM_SLACK_MS, QID)
   if finished_no % 8 == 0 then
     trim(now, 128)
   end
@@ -297,6 +322,22 @@ local function live_lease(id, lease_no, token, now)
   return r
 end
 
+-- A repeat of an ack or nack whose lease (lease_no, token) already produced
+-- an outcome: that outcome and the record; else nil and the record (if any).
+local function repeated(id, lease_no, token)
+  local r = get(id)
+  if r and r[R_OUT] and tostring(r[R_LNO]) == lease_no and r[R_TOK] == token then
+    return r[R_OUT], r
+  end
+  return nil, r
+end
+
+-- The lease holder's transition produced `outcome`: it is kept with the
+-- lease's token for repeats (the caller writes `r`).
+local function settle_lease(r, token, outcome)
+  r[R_TOK], r[R_OUT] = token, outcome
+end
+
 -- Leases job `id` (record `r`), its lane's head: attempts+1, lease number+1,
 -- a new token; the group's lease entry for the queue is lowered to its expiry
 -- if that is earlier.
@@ -310,6 +351,7 @@ local function lease_job(id, r, now, lease_ms, token)
   r[R_ATT] = (r[R_ATT] or 0) + 1
   r[R_TOK] = token
   r[R_LEXP] = expires
+  r[R_OUT] = false
   if r[R_ATT] == 1 then
     r[R_STARTED] = now
   end
@@ -340,12 +382,14 @@ end
 local function exhaust(id, r, lane, now)
   if conf().on_exhausted == 'block' then
     r[R_STATE] = 'blocked'
+    r[R_OUT] = r[R_TOK] and 'blocked'
     put(id, r)
     redis.call('ZADD', K_BLOCKED, r[R_SEQ], id)
     redis.call('ZREM', K_READY, lane)
     return 'blocked'
   end
   r[R_STATE], r[R_FINISHED] = 'dead', now
+  r[R_OUT] = r[R_TOK] and 'dead'
   put(id, r)
   redis.call('ZADD', K_DEAD, r[R_SEQ], id)
   redis.call('ZREM', K_PENDING, id)
@@ -357,16 +401,35 @@ local function exhaust(id, r, lane, now)
   return 'dead'
 end
 
+-- Steps the lane walks of one script run may take in all (each reads one
+-- record), so a redrive or retry into a long lane runs in bounded steps.
+local walk_budget = 2000
+
+-- Is `h` (the record of the lane's hint) a place to start looking for where
+-- seq `seq` belongs: a job still in `lane` with a lower seq?
+local function hint_usable(h, lane, seq)
+  if not h or h[R_KEY] ~= lane or h[R_SEQ] >= seq then
+    return false
+  end
+  local state = h[R_STATE]
+  return state ~= 'completed' and state ~= 'dead' and state ~= 'cancelled'
+end
+
 -- Puts `id` (record `r`, not in any lane) into its lane where its seq
 -- belongs: before the first job with a higher seq, but never before a head
 -- that has started (leased, blocked or attempted). Returns true if it became
--- the head. Writes `r`.
+-- the head, false if not; nil if this run's walk budget ran out first (then
+-- nothing of `r` was written, and the lane's hint remembers how far the walk
+-- got, so the next run goes on from there). Writes `r`.
 local function insert_in_order(lane, id, r)
+  if walk_budget <= 0 then
+    return nil
+  end
   local l = lane_get(lane)
   if not l then
     r[R_NEXT] = false
     put(id, r)
-    lane_put(lane, { id, id, 1 })
+    lane_put(lane, { id, id, 1, id })
     return true
   end
   local seq = r[R_SEQ]
@@ -375,11 +438,28 @@ local function insert_in_order(lane, id, r)
   if head and not started and head[R_SEQ] > seq then
     r[R_NEXT] = l[1]
     put(id, r)
-    lane_put(lane, { id, l[2], l[3] + 1 })
+    lane_put(lane, { id, l[2], l[3] + 1, id })
     return true
   end
+  -- Where to start walking: the tail when seq goes last, else the hint
+  -- when usable, else the head.
   local prev_id, prev = l[1], head
+  local tail = l[2] ~= l[1] and get(l[2]) or nil
+  if tail and tail[R_SEQ] < seq then
+    prev_id, prev = l[2], tail
+  elseif l[4] and l[4] ~= l[1] then
+    local h = get(l[4])
+    if hint_usable(h, lane, seq) then
+      prev_id, prev = l[4], h
+    end
+  end
   while prev and prev[R_NEXT] do
+    if walk_budget <= 0 then
+      l[4] = prev_id
+      lane_put(lane, l)
+      return nil
+    end
+    walk_budget = walk_budget - 1
     local nxt = get(prev[R_NEXT])
     if not nxt or nxt[R_SEQ] > seq then
       break
@@ -395,6 +475,6 @@ local function insert_in_order(lane, id, r)
   if l[2] == prev_id then
     l[2] = id
   end
-  lane_put(lane, { l[1], l[2], l[3] + 1 })
+  lane_put(lane, { l[1], l[2], l[3] + 1, id })
   return false
 end

@@ -110,6 +110,22 @@ impl From<RedisError> for EngineError {
     }
 }
 
+impl EngineError {
+    /// The request may have reached Redis and run there, but its reply never
+    /// came (the connection broke or timed out after sending): its outcome is
+    /// unknown. A refused connection or an error reply (the cluster being
+    /// down, a read-only replica) means it did not run.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::Unavailable(err) => {
+                !err.is_connection_refusal()
+                    && (err.is_io_error() || err.is_timeout() || err.is_connection_dropped())
+            }
+            Self::Unexpected(_) => false,
+        }
+    }
+}
+
 pub type EngineResult<T> = Result<T, EngineError>;
 
 /// A job-state transition's fenced lease: the lease number (monotonic per
@@ -135,7 +151,8 @@ impl Lease {
     }
 }
 
-fn new_token() -> String {
+/// A fresh random lease token (also a worker's claim id and chain token).
+pub fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 

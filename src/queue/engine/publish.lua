@@ -9,6 +9,13 @@
 local now = clock()
 local window, n = tonumber(ARGV[2]), tonumber(ARGV[3])
 
+-- A queue without settings in Redis was deleted (or never mirrored): nothing
+-- is written, so no job outlives a delete unseen; the caller mirrors the
+-- settings (creating the queue again) and publishes again.
+if not conf().configured then
+  return { 'unconfigured' }
+end
+
 -- Values per call are bounded by Lua's C stack (about 8,000): in chunks.
 local function variadic(cmd, key, values)
   for i = 1, #values, 2000 do
@@ -101,7 +108,7 @@ for _, lane in ipairs(lanes) do
       tail[R_NEXT] = run.first
       put(l[2], tail)
     end
-    lane_put(lane, { l[1], last[lane], l[3] + run.count })
+    lane_put(lane, { l[1], last[lane], l[3] + run.count, l[4] })
   else
     lane_put(lane, { run.first, last[lane], run.count })
     ready_lane(lane, run.available, now)

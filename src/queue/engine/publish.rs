@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 use redis::Value;
 
 use super::{Engine, EngineResult, EngineScript, FIRST_EXTRA_KEY, int, string, unexpected};
@@ -31,18 +31,25 @@ pub enum Published {
     New { seq: u64, created_at_ms: u64 },
     /// Not enqueued: the idempotency key already names this job.
     Duplicate { original_id: String },
+    /// Not enqueued: the queue has no settings in Redis (it was deleted, or
+    /// its settings were never mirrored); mirror them and publish again.
+    Unconfigured,
+    /// The run of this job's queue failed. `outcome_unknown`: it may have
+    /// been enqueued (the reply was lost); otherwise it was not.
+    Failed {
+        outcome_unknown: bool,
+        error: String,
+    },
 }
 
 impl Engine {
     /// Appends jobs to their lanes, one atomic script run per queue (the runs
     /// of different queues are pipelined); order is kept within a queue. A
     /// job whose idempotency key was seen within `idempotency_window_s` is
-    /// not enqueued again. Replies are in the order of `jobs`.
-    pub async fn publish(
-        &self,
-        jobs: &[NewJob],
-        idempotency_window_s: u64,
-    ) -> EngineResult<Vec<Published>> {
+    /// not enqueued again. Replies are in the order of `jobs`; a queue whose
+    /// run failed has [`Published::Failed`] for each of its jobs (the other
+    /// queues' outcomes stand).
+    pub async fn publish(&self, jobs: &[NewJob], idempotency_window_s: u64) -> Vec<Published> {
         // Jobs by queue, in first-appearance order, keeping their positions.
         let mut by_queue: Vec<(&QueueRef, Vec<usize>)> = Vec::new();
         let mut index: HashMap<&QueueRef, usize> = HashMap::new();
@@ -57,15 +64,27 @@ impl Engine {
             let batch: Vec<&NewJob> = positions.iter().map(|&i| &jobs[i]).collect();
             self.publish_queue(queue, batch, idempotency_window_s)
         });
-        let results = try_join_all(runs).await?;
+        let results = join_all(runs).await;
         let mut out: Vec<Option<Published>> = vec![None; jobs.len()];
-        for ((_, positions), published) in by_queue.iter().zip(results) {
+        for ((_, positions), result) in by_queue.iter().zip(results) {
+            let published = result.unwrap_or_else(|err| {
+                let failed = Published::Failed {
+                    outcome_unknown: err.outcome_unknown(),
+                    error: err.to_string(),
+                };
+                vec![failed; positions.len()]
+            });
             for (&i, p) in positions.iter().zip(published) {
                 out[i] = Some(p);
             }
         }
         out.into_iter()
-            .map(|p| p.ok_or_else(|| unexpected("publish reply is short")))
+            .map(|p| {
+                p.unwrap_or(Published::Failed {
+                    outcome_unknown: false,
+                    error: "publish reply is short".into(),
+                })
+            })
             .collect()
     }
 
@@ -97,6 +116,10 @@ impl Engine {
                 .arg(key_index);
         }
         let reply: Vec<Value> = self.run(&invocation).await?;
+        if matches!(reply.first(), Some(v) if string(v.clone()).as_deref() == Some("unconfigured"))
+        {
+            return Ok(vec![Published::Unconfigured; jobs.len()]);
+        }
         if self.wait.replicas > 0 {
             let key = format!("{base}m");
             let replicated = self.wait_for_replicas(&key).await?;

@@ -1,7 +1,9 @@
 -- recover: leases of this queue that expired (a crashed or stalled holder)
 -- go back to the HEAD of their lanes with attempts kept; a job whose expired
 -- lease was its last attempt is exhausted per the queue policy instead.
--- ARGV: qid, max jobs to recover in this run.
+-- Records whose retention ended are trimmed too (up to `max`), so a queue
+-- that has gone quiet does not keep them.
+-- ARGV: qid, max jobs to recover (and to trim) in this run.
 -- Returns the number of jobs recovered.
 local now = clock()
 local max = tonumber(ARGV[2])
@@ -22,6 +24,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 
     recovered = recovered + 1
   end
 end
+trim(now, max)
 reindex_leases()
 settle_live()
 return recovered

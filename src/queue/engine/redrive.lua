@@ -1,28 +1,39 @@
--- redrive: up to `max` dead jobs go back into their lanes where their seq
--- belongs (ahead of every newer job), with attempts reset. A head that has
--- started (leased, blocked or attempted) stays first. Safe to run in chunks.
+-- redrive: up to `max` dead jobs, lowest seq first, go back into their lanes
+-- where their seq belongs (ahead of every newer job), with attempts reset. A
+-- head that has started (leased, blocked or attempted) stays first. One run
+-- does bounded work (at most `max` jobs and the lane-walk budget of
+-- lib.lua); the caller runs it again until nothing is left to move.
 -- ARGV: qid, max.
--- Returns the number of jobs redriven.
+-- Returns { moved, dead jobs left, 1 if the walk budget stopped the run }.
 local now = clock()
 local max = tonumber(ARGV[2])
 local ids = redis.call('ZRANGE', K_DEAD, 0, max - 1)
 local became_head = {}
+local moved, stopped = 0, 0
 for _, id in ipairs(ids) do
-  redis.call('ZREM', K_DEAD, id)
   local r = get(id)
-  if r then
+  if not r then
+    redis.call('ZREM', K_DEAD, id)
+  else
     r[R_STATE], r[R_ATT], r[R_AVAIL], r[R_FINISHED] = 'queued', 0, now, false
+    local head = insert_in_order(r[R_KEY], id, r)
+    if head == nil then
+      stopped = 1
+      break
+    end
+    redis.call('ZREM', K_DEAD, id)
     redis.call('ZADD', K_PENDING, r[R_SEQ], id)
-    if insert_in_order(r[R_KEY], id, r) then
+    if head then
       became_head[#became_head + 1] = r[R_KEY]
     end
+    moved = moved + 1
   end
 end
 for _, lane in ipairs(became_head) do
   ready_lane(lane, now, now)
 end
-if #ids > 0 then
+if moved > 0 then
   redis.call('ZADD', K_LIVE, 'NX', now, QID)
 end
 reindex()
-return #ids
+return { moved, redis.call('ZCARD', K_DEAD), stopped }

@@ -3,7 +3,8 @@
 --          job goes back into its lane where its seq belongs (a redrive of one).
 --   skip:  a blocked head is dead-lettered and its lane continues.
 -- ARGV: qid, id, action ('retry' | 'skip').
--- Returns { 'ok' | 'not_found' | 'conflict', job-or-empty }.
+-- Returns { 'ok' | 'not_found' | 'conflict', job-or-empty }, or { 'again' }
+-- when a dead job's lane is so long that finding its place takes more runs.
 local now = clock()
 local id, action = ARGV[2], ARGV[3]
 local r = get(id)
@@ -19,11 +20,16 @@ if action == 'retry' and state == 'blocked' then
   return { 'ok', view(id, r, true) }
 end
 if action == 'retry' and state == 'dead' then
-  redis.call('ZREM', K_DEAD, id)
   r[R_STATE], r[R_ATT], r[R_AVAIL], r[R_FINISHED] = 'queued', 0, now, false
+  local head = insert_in_order(lane, id, r)
+  if head == nil then
+    -- A long lane: the walk goes on in the next run (the caller repeats).
+    return { 'again', {} }
+  end
+  redis.call('ZREM', K_DEAD, id)
   redis.call('ZADD', K_PENDING, r[R_SEQ], id)
   redis.call('ZADD', K_LIVE, 'NX', now, QID)
-  if insert_in_order(lane, id, r) then
+  if head then
     ready_lane(lane, now, now)
   end
   return { 'ok', view(id, r, true) }

@@ -31,16 +31,21 @@ impl Engine {
         id: &str,
         action: Resolve,
     ) -> EngineResult<Resolution> {
-        let mut invocation = self.invocation(&SCRIPT, queue);
-        invocation.arg(id).arg(match action {
-            Resolve::Retry => "retry",
-            Resolve::Skip => "skip",
-        });
-        let reply: Vec<Value> = self.run(&invocation).await?;
-        Ok(match outcome_and_job(queue, reply) {
-            (outcome, Some(job)) if outcome == "ok" => Resolution::Done(job),
-            (outcome, Some(job)) if outcome == "conflict" => Resolution::Conflict(job),
-            _ => Resolution::NotFound,
-        })
+        // A dead job going back into a very long lane may take several
+        // bounded runs to find its place ('again').
+        loop {
+            let mut invocation = self.invocation(&SCRIPT, queue);
+            invocation.arg(id).arg(match action {
+                Resolve::Retry => "retry",
+                Resolve::Skip => "skip",
+            });
+            let reply: Vec<Value> = self.run(&invocation).await?;
+            return Ok(match outcome_and_job(queue, reply) {
+                (outcome, _) if outcome == "again" => continue,
+                (outcome, Some(job)) if outcome == "ok" => Resolution::Done(job),
+                (outcome, Some(job)) if outcome == "conflict" => Resolution::Conflict(job),
+                _ => Resolution::NotFound,
+            });
+        }
     }
 }
