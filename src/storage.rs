@@ -14,7 +14,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 
 use crate::configuration::{MongoSettings, RedisSettings};
-use crate::queue::engine::{LazyCluster, RedisConn};
+use crate::queue::engine::{Connect, Lazy, RedisConn};
+use redis::cluster_async::ClusterConnection;
 
 /// A Redis client (for connections of their own, like a subscription).
 pub fn redis_client(settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
@@ -26,7 +27,11 @@ pub fn redis_client(settings: &RedisSettings) -> redis::RedisResult<redis::Clien
 pub fn redis_connection(settings: &RedisSettings) -> redis::RedisResult<RedisConn> {
     if !settings.cluster_nodes.is_empty() {
         let client = cluster_client(settings, None)?;
-        return Ok(RedisConn::Cluster(Arc::new(LazyCluster::new(client))));
+        let connect: Connect<ClusterConnection> = Box::new(move || {
+            let client = client.clone();
+            Box::pin(async move { client.get_async_connection().await })
+        });
+        return Ok(RedisConn::Cluster(Arc::new(Lazy::new(connect))));
     }
     let client = redis_client(settings)?;
     let config = ConnectionManagerConfig::new()
@@ -34,7 +39,14 @@ pub fn redis_connection(settings: &RedisSettings) -> redis::RedisResult<RedisCon
         .set_response_timeout(Some(settings.response_timeout()))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(1));
-    ConnectionManager::new_lazy_with_config(client, config).map(RedisConn::Single)
+    // Lazy: made on first use (the process starts while Redis is down) and
+    // made again if it keeps failing.
+    ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+    let connect: Connect<ConnectionManager> = Box::new(move || {
+        let (client, config) = (client.clone(), config.clone());
+        Box::pin(async move { ConnectionManager::new_lazy_with_config(client, config) })
+    });
+    Ok(RedisConn::Single(Arc::new(Lazy::new(connect))))
 }
 
 /// A cluster client for `redis.cluster_nodes`; with `push`, a RESP3 one that

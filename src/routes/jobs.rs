@@ -50,6 +50,13 @@ pub struct PublishBody {
     #[schema(maximum = 2_592_000_000_u64)]
     #[serde(default, deserialize_with = "integer::option")]
     delay_ms: Option<u64>,
+    /// This job's idempotency key (1–255 visible ASCII characters; in a
+    /// batch it takes precedence over the batch's `Idempotency-Key`): a
+    /// repeat within the queue's window enqueues nothing and answers the
+    /// original job. The `Idempotency-Key` header takes precedence over it
+    /// in a single publish.
+    #[schema(pattern = "^[!-~]{1,255}$")]
+    idempotency_key: Option<String>,
 }
 
 /// The `{id}` path parameter.
@@ -126,6 +133,10 @@ fn draft(
     idempotency_key: Option<String>,
 ) -> Result<Draft, (&'static str, String)> {
     let key = parse_lane_key(body.key).map_err(|reason| ("key", reason))?;
+    if let Some(own) = &body.idempotency_key {
+        valid_idempotency_key(own).map_err(|reason| ("idempotency_key", reason))?;
+    }
+    let idempotency_key = idempotency_key.or(body.idempotency_key);
     let delay_ms = body.delay_ms.unwrap_or(0);
     if delay_ms > MAX_DELAY_MS {
         return Err(("delay_ms", format!("must be at most {MAX_DELAY_MS}")));
@@ -138,24 +149,29 @@ fn draft(
     })
 }
 
+/// An idempotency key: 1 to 255 visible ASCII characters.
+fn valid_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(format!(
+            "must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        ));
+    }
+    Ok(())
+}
+
 /// The `Idempotency-Key` header: at most 255 visible ASCII characters.
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
-    let invalid = || {
-        ApiError::invalid_field(
-            "Idempotency-Key",
-            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
-        )
-    };
-    let key = value.to_str().map_err(|_| invalid())?;
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(invalid());
-    }
+    let invalid = |reason: String| ApiError::invalid_field("Idempotency-Key", reason);
+    let key = value
+        .to_str()
+        .map_err(|_| invalid(valid_idempotency_key("").unwrap_err()))?;
+    valid_idempotency_key(key).map_err(invalid)?;
     Ok(Some(key.to_owned()))
 }
 
@@ -179,7 +195,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Invalid `key`, `delay_ms` or `Idempotency-Key`", body = ErrorBody),
-        (status = 503, description = "Redis or MongoDB down; nothing was enqueued", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Redis or MongoDB down, nothing was enqueued; `outcome_unknown`: Redis took the request but its reply was lost, so the job(s) may have been enqueued — retry with the same idempotency key(s)", body = ErrorBody),
     ))]
 pub async fn publish(
     req: HttpRequest,
@@ -223,9 +239,12 @@ pub struct BatchBody {
 
 /// Publish up to 1000 jobs atomically: all or none, in order.
 #[utoipa::path(post, path = "/v1/queues/{queue}/jobs/batch", operation_id = "publish_batch", tag = "jobs", security(("bearer" = [])),
-    params(QueuePath), request_body = BatchBody,
+    params(QueuePath,
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "The whole batch's key: job i gets `<key>#<i>` unless it has its own `idempotency_key`; a repeat within the queue's window enqueues nothing and answers the original jobs")),
+    request_body = BatchBody,
     responses(
-        (status = 202, description = "All accepted, in the given order", body = JobList, links(
+        (status = 200, description = "Idempotent repeat: every job was already published; the original jobs (those still stored), nothing enqueued", body = JobList),
+        (status = 202, description = "Accepted, in the given order; jobs whose idempotency key was seen are not enqueued again and appear as the original job", body = JobList, links(
             ("GetFirstJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/jobs/0/id")),
                 description = "Read the batch's first job")),
         )),
@@ -236,15 +255,17 @@ pub struct BatchBody {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Empty or over 1000 jobs, or `jobs[i].field` invalid; nothing was enqueued", body = ErrorBody),
-        (status = 503, description = "Redis or MongoDB down; nothing was enqueued", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Redis or MongoDB down, nothing was enqueued; `outcome_unknown`: Redis took the request but its reply was lost, so the job(s) may have been enqueued — retry with the same idempotency key(s)", body = ErrorBody),
     ))]
 pub async fn publish_batch(
+    req: HttpRequest,
     queues: web::Data<Queues>,
     who: Authorized<need::Publish>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
+    let batch_key = idempotency_key(&req)?;
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         return Err(ApiError::invalid_field(
             "jobs",
@@ -258,25 +279,35 @@ pub async fn publish_batch(
         .map(|(i, item)| {
             let at = format!("jobs[{i}]");
             let item = parse_item::<PublishBody>(&item, &at)?;
-            draft(item, None).map_err(|(field, reason)| {
+            let mut draft = draft(item, None).map_err(|(field, reason)| {
                 ApiError::invalid_field(&format!("{at}.{field}"), reason)
-            })
+            })?;
+            if draft.idempotency_key.is_none() {
+                draft.idempotency_key = batch_key.as_ref().map(|key| format!("{key}#{i}"));
+            }
+            Ok(draft)
         })
         .collect::<Result<Vec<Draft>, ApiError>>()?;
+    let mut enqueued = 0;
     let jobs: Vec<Job> = queues
         .publish(&queue, drafts)
         .await?
         .into_iter()
         .filter_map(|publication| match publication {
-            Publication::Enqueued(job) => Some(*job),
-            Publication::Repeat { .. } => None,
+            Publication::Enqueued(job) => {
+                enqueued += 1;
+                Some(*job)
+            }
+            Publication::Repeat { original, .. } => original.map(|job| *job),
         })
         .collect();
     log::info!(
-        "batch of {} jobs published to queue={}",
-        jobs.len(),
+        "batch of {enqueued} new jobs published to queue={}",
         queue.name.as_str()
     );
+    if enqueued == 0 {
+        return Ok(HttpResponse::Ok().json(JobList { jobs }));
+    }
     Ok(HttpResponse::Accepted().json(JobList { jobs }))
 }
 

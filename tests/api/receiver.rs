@@ -17,6 +17,8 @@ pub struct Seen {
     pub key: String,
     pub seq: u64,
     pub attempt: u32,
+    /// `Orderly-Lease`: the lease number of this delivery.
+    pub lease: u64,
     pub signature: String,
     pub body: Vec<u8>,
 }
@@ -60,6 +62,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
         key: header(&req, "orderly-key"),
         seq: header(&req, "orderly-seq").parse().unwrap_or(0),
         attempt: header(&req, "orderly-attempt").parse().unwrap_or(0),
+        lease: header(&req, "orderly-lease").parse().unwrap_or(0),
         signature: header(&req, "orderly-signature"),
         body: body.to_vec(),
     };

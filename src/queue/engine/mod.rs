@@ -166,32 +166,39 @@ pub enum Transition {
 }
 
 /// The Redis connection the engine talks through: one server, or a cluster.
+/// Either is rebuilt after connection errors ([`Lazy`]).
 #[derive(Clone)]
 pub enum RedisConn {
-    Single(ConnectionManager),
+    Single(Arc<Lazy<ConnectionManager>>),
     /// Connected on first use, so the process starts while the cluster is down.
-    Cluster(Arc<LazyCluster>),
+    Cluster(Arc<Lazy<ClusterConnection>>),
 }
 
-/// A cluster connection made on first use, and made again from the seed
-/// nodes after timeouts or connection errors (at most once a second): a
-/// connection whose view of the cluster went stale during a failover can
-/// keep timing out even towards healthy masters.
-pub struct LazyCluster {
-    client: redis::cluster::ClusterClient,
+/// Makes a connection.
+pub type Connect<C> =
+    Box<dyn Fn() -> futures_util::future::BoxFuture<'static, redis::RedisResult<C>> + Send + Sync>;
+
+/// A connection made on first use, and made again after timeouts or
+/// connection errors (at most once every [`RESET_EVERY`]). A cluster
+/// connection whose view went stale during a failover can keep timing out
+/// even towards healthy masters; a `ConnectionManager` whose connections are
+/// killed in quick succession (`CLIENT KILL`) can end up answering "broken
+/// pipe" to every request without reconnecting.
+pub struct Lazy<C> {
+    connect: Connect<C>,
     /// The connection and its generation (how many were made before it).
-    conn: tokio::sync::Mutex<Option<(u64, ClusterConnection)>>,
+    conn: tokio::sync::Mutex<Option<(u64, C)>>,
     generation: std::sync::atomic::AtomicU64,
     last_reset: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-/// How often a failing cluster connection is rebuilt at most.
-const CLUSTER_RESET_EVERY: Duration = Duration::from_secs(1);
+/// How often a failing connection is rebuilt at most.
+const RESET_EVERY: Duration = Duration::from_millis(500);
 
-impl LazyCluster {
-    pub fn new(client: redis::cluster::ClusterClient) -> Self {
+impl<C: Clone> Lazy<C> {
+    pub fn new(connect: Connect<C>) -> Self {
         Self {
-            client,
+            connect,
             conn: tokio::sync::Mutex::new(None),
             generation: std::sync::atomic::AtomicU64::new(0),
             last_reset: std::sync::Mutex::new(None),
@@ -199,12 +206,12 @@ impl LazyCluster {
     }
 
     /// The current connection and its generation, made if there is none.
-    async fn get(&self) -> redis::RedisResult<(u64, ClusterConnection)> {
+    async fn get(&self) -> redis::RedisResult<(u64, C)> {
         let mut conn = self.conn.lock().await;
         if let Some(current) = conn.as_ref() {
             return Ok(current.clone());
         }
-        let fresh = self.client.get_async_connection().await?;
+        let fresh = (self.connect)().await?;
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -214,8 +221,8 @@ impl LazyCluster {
     }
 
     /// Looks at the outcome of a request made on connection `generation`: a
-    /// sign of a stale view drops that connection (not a newer one), so the
-    /// next request starts from a fresh slot map.
+    /// sign of a broken connection or a stale view drops that connection
+    /// (not a newer one), so a later request starts afresh.
     async fn check<T>(
         &self,
         generation: u64,
@@ -226,7 +233,7 @@ impl LazyCluster {
         {
             let due = {
                 let mut last = self.last_reset.lock().unwrap_or_else(|e| e.into_inner());
-                let due = last.is_none_or(|at| at.elapsed() >= CLUSTER_RESET_EVERY);
+                let due = last.is_none_or(|at| at.elapsed() >= RESET_EVERY);
                 if due {
                     *last = Some(std::time::Instant::now());
                 }
@@ -238,7 +245,7 @@ impl LazyCluster {
                     .as_ref()
                     .is_some_and(|(current, _)| *current == generation)
             {
-                log::warn!("redis cluster connection reset after: {err}");
+                log::warn!("redis connection reset after: {err}");
                 *conn = None;
             }
         }
@@ -246,9 +253,9 @@ impl LazyCluster {
     }
 }
 
-/// Errors after which a cluster connection's view of the cluster may be
-/// stale: timeouts and broken connections, and a write that reached a
-/// node which is no master (any more) or a shard that is down.
+/// Errors after which a connection may be broken or a cluster connection's
+/// view of the cluster stale: timeouts and broken connections, and a write
+/// that reached a node which is no master (any more) or a shard that is down.
 fn stale_view(err: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     err.is_timeout()
@@ -264,15 +271,28 @@ fn stale_view(err: &RedisError) -> bool {
         )
 }
 
+impl RedisConn {
+    /// Runs `request` on the current connection, resetting it after errors.
+    async fn with<T, C, F>(lazy: &Lazy<C>, request: F) -> redis::RedisResult<T>
+    where
+        C: Clone,
+        F: AsyncFnOnce(&mut C) -> redis::RedisResult<T>,
+    {
+        let (generation, mut conn) = lazy.get().await?;
+        let result = request(&mut conn).await;
+        lazy.check(generation, result).await
+    }
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(lazy) => Box::pin(async move {
-                let (generation, mut conn) = lazy.get().await?;
-                lazy.check(generation, conn.req_packed_command(cmd).await)
-                    .await
-            }),
+            Self::Single(lazy) => Box::pin(Self::with(lazy, async |c: &mut ConnectionManager| {
+                c.req_packed_command(cmd).await
+            })),
+            Self::Cluster(lazy) => Box::pin(Self::with(lazy, async |c: &mut ClusterConnection| {
+                c.req_packed_command(cmd).await
+            })),
         }
     }
 
@@ -283,12 +303,16 @@ impl ConnectionLike for RedisConn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(lazy) => Box::pin(async move {
-                let (generation, mut conn) = lazy.get().await?;
-                let result = conn.req_packed_commands(pipeline, offset, count).await;
-                lazy.check(generation, result).await
-            }),
+            Self::Single(lazy) => {
+                Box::pin(Self::with(lazy, async move |c: &mut ConnectionManager| {
+                    c.req_packed_commands(pipeline, offset, count).await
+                }))
+            }
+            Self::Cluster(lazy) => {
+                Box::pin(Self::with(lazy, async move |c: &mut ClusterConnection| {
+                    c.req_packed_commands(pipeline, offset, count).await
+                }))
+            }
         }
     }
 
@@ -385,7 +409,12 @@ impl Engine {
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(self.wait.replicas).arg(self.wait.timeout_ms);
         let reply = match &self.conn {
-            RedisConn::Single(conn) => cmd.query_async::<Value>(&mut conn.clone()).await?,
+            RedisConn::Single(lazy) => {
+                RedisConn::with(lazy, async |c: &mut ConnectionManager| {
+                    cmd.query_async::<Value>(c).await
+                })
+                .await?
+            }
             RedisConn::Cluster(lazy) => {
                 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
                 let route = Route::with_key(key, SlotAddr::Master);
@@ -658,8 +687,13 @@ mod tests {
 
     fn engine(groups: u32) -> Engine {
         let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
-        let conn = ConnectionManager::new_lazy_with_config(client, Default::default()).unwrap();
-        Engine::new(RedisConn::Single(conn), "P", groups)
+        let connect: Connect<ConnectionManager> = Box::new(move || {
+            let client = client.clone();
+            Box::pin(
+                async move { ConnectionManager::new_lazy_with_config(client, Default::default()) },
+            )
+        });
+        Engine::new(RedisConn::Single(Arc::new(Lazy::new(connect))), "P", groups)
     }
 
     #[actix_web::test]

@@ -1,0 +1,668 @@
+//! Faults and size (§7.2): replies lost between Orderly and Redis, Redis
+//! connections killed during push delivery, redrive of many dead jobs in one
+//! lane, a delete racing publish and claim of another process, settings that
+//! must never go back, and trimming of a queue that has gone quiet.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use orderly::queue::engine::{Engine, EngineConf, Failure, Transition};
+use orderly::queue::model::{QueueName, QueueRef};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestApp, TestRedis, TestUser, body, error_body, eventually, pull_conf, redis_url, spawn_app,
+    spawn_app_with,
+};
+use crate::proxy::LossyProxy;
+use crate::receiver::{Receiver, Reply, assert_lanes_in_order, first_deliveries};
+
+fn unique(what: &str) -> String {
+    format!("{what}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn pull_queue(app: &TestApp, token: &str, name: &str, extra: Value) {
+    let mut settings = json!({"delivery": {"mode": "pull"}});
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        settings[k] = v;
+    }
+    let response = app.put_queue(token, name, &settings).await;
+    assert!(response.status().is_success(), "queue not created");
+}
+
+async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
+    app.call(reqwest::Method::POST, path, token, Some(&body))
+        .await
+}
+
+async fn post_with_key(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn jobs_of(app: &TestApp, user: &TestUser, queue: &str) -> Vec<Value> {
+    app.all_jobs(&user.token, queue, None).await
+}
+
+#[actix_web::test]
+async fn a_lost_publish_reply_is_outcome_unknown_and_a_retry_with_its_key_yields_one_job() {
+    let proxy = LossyProxy::start(&redis_url()).await;
+    let app = spawn_app_with(|s| {
+        s.redis.url = proxy.url.clone();
+        s.redis.cluster_nodes.clear();
+    })
+    .await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "lossy", json!({})).await;
+
+    // One job: the reply is lost after Redis enqueued it.
+    let key = unique("lost-publish");
+    proxy.lose_reply_to(&key);
+    let path = "/v1/queues/lossy/jobs";
+    let job = json!({"payload": {"n": 1}, "key": "a"});
+    let lost = post_with_key(&app, &user.token, path, &key, &job).await;
+    error_body(lost, 503, "outcome_unknown").await;
+    assert_eq!(proxy.lost(), 1, "the reply was not lost");
+    let retried = eventually(Duration::from_secs(10), "publish answers again", || async {
+        let r = post_with_key(&app, &user.token, path, &key, &job).await;
+        (r.status() != 503).then_some(r)
+    })
+    .await;
+    assert_eq!(retried.status(), 200, "the first run had enqueued the job");
+    let original = body(retried).await;
+    assert_eq!(original["seq"], 1);
+
+    // A batch with one key for the whole batch and one job with its own key.
+    let batch_key = unique("lost-batch");
+    let batch = json!({"jobs": [
+        {"payload": 1, "key": "a"},
+        {"payload": 2, "key": "b", "idempotency_key": unique("own")},
+        {"payload": 3, "key": "a"},
+    ]});
+    proxy.lose_reply_to(&batch_key);
+    let path = "/v1/queues/lossy/jobs/batch";
+    let lost = post_with_key(&app, &user.token, path, &batch_key, &batch).await;
+    error_body(lost, 503, "outcome_unknown").await;
+    assert_eq!(proxy.lost(), 2);
+    let retried = eventually(Duration::from_secs(10), "batch answers again", || async {
+        let r = post_with_key(&app, &user.token, path, &batch_key, &batch).await;
+        (r.status() != 503).then_some(r)
+    })
+    .await;
+    assert_eq!(retried.status(), 200, "a full repeat enqueues nothing");
+    let repeat = body(retried).await;
+    let seqs: Vec<u64> = repeat["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![2, 3, 4], "the original jobs, in batch order");
+
+    let stored = jobs_of(&app, &user, "lossy").await;
+    assert_eq!(stored.len(), 4, "one job per idempotency key: {stored:?}");
+}
+
+#[actix_web::test]
+async fn a_claim_repeated_with_its_claim_id_and_an_ack_repeated_after_lost_replies_succeed() {
+    let proxy = LossyProxy::start(&redis_url()).await;
+    let app = spawn_app_with(|s| {
+        s.redis.url = proxy.url.clone();
+        s.redis.cluster_nodes.clear();
+    })
+    .await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "lossy", json!({"lease_ms": 60_000})).await;
+    for n in 0..2 {
+        app.publish_ok(&user.token, "lossy", &json!({"payload": n, "key": "k"}))
+            .await;
+    }
+
+    // The claim runs in Redis (the lane's head is leased) but its reply is
+    // lost: the repeat with the same claim_id answers that very lease, so the
+    // lane is not stranded until the lease expires.
+    let claim_id = unique("claim");
+    proxy.lose_reply_to(&claim_id);
+    let claim = json!({"claim_id": claim_id, "max_jobs": 1});
+    let lost = post(&app, &user.token, "/v1/queues/lossy/claim", claim.clone()).await;
+    assert_eq!(lost.status(), 503, "a lost claim reply is an error");
+    assert_eq!(proxy.lost(), 1);
+    let repeated = eventually(Duration::from_secs(10), "claim answers again", || async {
+        let r = post(&app, &user.token, "/v1/queues/lossy/claim", claim.clone()).await;
+        (r.status() == 200).then_some(r)
+    })
+    .await;
+    let jobs = body(repeated).await["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 1, "the repeat answers the lease taken");
+    let job = &jobs[0];
+    assert_eq!(job["seq"], 1);
+    assert_eq!(job["attempts"], 1, "the repeat took no second attempt");
+    let again = post(&app, &user.token, "/v1/queues/lossy/claim", claim.clone()).await;
+    let again = body(again).await;
+    assert_eq!(again["jobs"][0]["lease"], job["lease"], "same lease again");
+
+    // The ack runs, its reply is lost; the repeat answers 200 completed.
+    let id = job["id"].as_str().unwrap();
+    proxy.lose_reply_to(id);
+    let ack = json!({"lease": job["lease"], "result": {"ok": true}});
+    let lost = post(
+        &app,
+        &user.token,
+        &format!("/v1/jobs/{id}/ack"),
+        ack.clone(),
+    )
+    .await;
+    assert_eq!(lost.status(), 503);
+    assert_eq!(proxy.lost(), 2);
+    let repeated = eventually(Duration::from_secs(10), "ack answers again", || async {
+        let r = post(
+            &app,
+            &user.token,
+            &format!("/v1/jobs/{id}/ack"),
+            ack.clone(),
+        )
+        .await;
+        (r.status() != 503).then_some(r)
+    })
+    .await;
+    assert_eq!(repeated.status(), 200, "a repeated ack is idempotent");
+    let done = body(repeated).await;
+    assert_eq!(done["state"], "completed");
+    assert_eq!(done["attempts"], 1);
+
+    // The lane goes on with its next job.
+    let next = post(&app, &user.token, "/v1/queues/lossy/claim", json!({})).await;
+    assert_eq!(body(next).await["jobs"][0]["seq"], 2);
+}
+
+#[actix_web::test]
+async fn redis_connections_killed_during_push_delivery_never_overlap_a_lane_nor_lose_a_job() {
+    let redis = TestRedis::start().await;
+    let receiver = Receiver::start(|_| Reply::Hang(Duration::from_millis(120)));
+    let app = spawn_app_with(|s| {
+        s.redis.url = redis.url.clone();
+        s.worker.lease_ms = 1_500;
+    })
+    .await;
+    let user = app.signed_up_user().await;
+    app.push_queue(&user.token, "slow", &receiver.url, json!({}))
+        .await;
+    let lanes = ["a", "b", "c", "d"];
+    let jobs: Vec<Value> = (0..40)
+        .map(|n| json!({"payload": n, "key": lanes[n % lanes.len()]}))
+        .collect();
+    let published = post(
+        &app,
+        &user.token,
+        "/v1/queues/slow/jobs/batch",
+        json!({ "jobs": jobs }),
+    )
+    .await;
+    assert_eq!(published.status(), 202);
+
+    // Kill every client connection of Redis (Orderly's command and pub/sub
+    // connections) every 100 ms while the jobs are delivered.
+    let stop = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let (stop, kills, url) = (stop.clone(), kills.clone(), redis.url.clone());
+        actix_web::rt::spawn(async move {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                for kind in ["normal", "pubsub"] {
+                    let killed: Result<i64, _> = redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("TYPE")
+                        .arg(kind)
+                        .arg("SKIPME")
+                        .arg("yes")
+                        .query_async(&mut conn)
+                        .await;
+                    kills.fetch_add(killed.unwrap_or(0) as usize, Ordering::SeqCst);
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    eventually(Duration::from_secs(90), "every job delivered", || async {
+        let firsts: usize = first_deliveries(&receiver.seen())
+            .values()
+            .map(Vec::len)
+            .sum();
+        (firsts == 40).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    killer.await.unwrap();
+    app.wait_for_completed(&user.token, "slow", 40, Duration::from_secs(30))
+        .await;
+
+    let seen = receiver.seen();
+    let killed = kills.load(Ordering::SeqCst);
+    assert!(killed >= 10, "only {killed} connections were killed");
+    assert_eq!(
+        receiver.max_open_per_lane(),
+        1,
+        "two deliveries of one lane were in flight at once"
+    );
+    assert_lanes_in_order(&seen);
+    // Every push carries its lease number; a job delivered again carries a
+    // higher one.
+    let mut last_lease: HashMap<&str, u64> = HashMap::new();
+    for s in &seen {
+        assert!(s.lease >= 1, "no Orderly-Lease header");
+        if let Some(before) = last_lease.insert(&s.job_id, s.lease) {
+            assert!(s.lease > before, "lease numbers went back for {}", s.job_id);
+        }
+    }
+    let distinct: HashSet<&str> = seen.iter().map(|s| s.job_id.as_str()).collect();
+    assert_eq!(distinct.len(), 40);
+    eprintln!(
+        "{killed} connections killed; {} deliveries for 40 jobs",
+        seen.len()
+    );
+}
+
+/// The dead jobs of one lane: `n` jobs published to lane `a` of a pull queue
+/// with one attempt, each failed for good through the engine.
+async fn dead_lane(app: &TestApp, user: &TestUser, engine: &Engine, queue: &QueueRef, n: usize) {
+    pull_queue(app, &user.token, "big", json!({"max_attempts": 1})).await;
+    for chunk in 0..n / 1000 {
+        let jobs: Vec<Value> = (0..1000)
+            .map(|i| json!({"payload": chunk * 1000 + i, "key": "a"}))
+            .collect();
+        let response = post(
+            app,
+            &user.token,
+            "/v1/queues/big/jobs/batch",
+            json!({ "jobs": jobs }),
+        )
+        .await;
+        assert_eq!(response.status(), 202);
+    }
+    for _ in 0..n {
+        let claimed = engine.claim_queue(queue, 1, 60_000).await.unwrap();
+        let job = &claimed.jobs[0];
+        let failed = engine
+            .fail(queue, &job.job.id, &job.lease, "no", Failure::Permanent)
+            .await
+            .unwrap();
+        assert!(matches!(failed, Transition::Done(_)));
+    }
+}
+
+#[actix_web::test]
+async fn ten_thousand_dead_jobs_of_one_lane_are_redriven_in_order_in_short_scripts() {
+    const DEAD: usize = 10_000;
+    let redis = TestRedis::start().await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url.clone()).await;
+    let user = app.signed_up_user().await;
+    let other = app.signed_up_user().await;
+    let engine = Engine::connect(&app.settings.redis).unwrap();
+    let queue = QueueRef::new(&user.id, QueueName::parse("big").unwrap());
+    dead_lane(&app, &user, &engine, &queue, DEAD).await;
+    // Newer jobs wait behind them in the lane, and one in another lane.
+    for key in ["a", "a", "a", "b"] {
+        app.publish_ok(&user.token, "big", &json!({"payload": "new", "key": key}))
+            .await;
+    }
+
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(10_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // Another tenant publishes one job at a time meanwhile.
+    let done = Arc::new(AtomicBool::new(false));
+    let publishing = {
+        let (done, client, url, token) = (
+            done.clone(),
+            app.client.clone(),
+            app.url("/v1/queues/elsewhere/jobs"),
+            other.token.clone(),
+        );
+        actix_web::rt::spawn(async move {
+            let mut latencies = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"payload": 1}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                latencies.push(started.elapsed());
+            }
+            latencies
+        })
+    };
+    let started = Instant::now();
+    let redriven = post(&app, &user.token, "/v1/queues/big/dead/redrive", json!({})).await;
+    let took = started.elapsed();
+    done.store(true, Ordering::SeqCst);
+    let latencies = publishing.await.unwrap();
+    assert_eq!(body(redriven).await["redriven"], DEAD as u64);
+
+    let slow: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(20)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(slow.is_empty(), "commands over 10 ms: {slow:?}");
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "redrive of {DEAD} took {took:?}; {} publishes of another tenant meanwhile, slowest {worst:?}",
+        latencies.len()
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "another tenant's publish waited {worst:?}"
+    );
+
+    // Lane a: the redriven jobs in seq order, then the newer ones.
+    let mut order = Vec::new();
+    loop {
+        let claimed = engine.claim_queue(&queue, 1, 60_000).await.unwrap();
+        let Some(job) = claimed.jobs.into_iter().next() else {
+            break;
+        };
+        if job.job.key == "a" {
+            order.push(job.job.seq);
+        }
+        let acked = engine
+            .ack(&queue, &job.job.id, &job.lease, "null")
+            .await
+            .unwrap();
+        assert!(matches!(acked, Transition::Done(_)));
+    }
+    let expected: Vec<u64> = (1..=DEAD as u64 + 3).collect();
+    assert_eq!(order.len(), expected.len());
+    assert!(order == expected, "lane a out of order after the redrive");
+}
+
+#[actix_web::test]
+async fn a_delete_racing_publish_and_claim_of_another_process_leaves_no_hidden_job() {
+    let a = spawn_app().await;
+    let b = spawn_app_with(|s| *s = a.settings.clone()).await;
+    let user = a.signed_up_user().await;
+    pull_queue(&a, &user.token, "dq", json!({})).await;
+    // B knows the queue (its definition is cached there).
+    b.publish_ok(&user.token, "dq", &json!({"payload": "old", "key": "k"}))
+        .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (stop, client, url, token) = (
+            stop.clone(),
+            b.client.clone(),
+            b.url("/v1/queues/dq/jobs"),
+            user.token.clone(),
+        );
+        actix_web::rt::spawn(async move {
+            let mut sent = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"payload": n, "key": format!("k{}", n % 3)}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let job: Value = r.json().await.unwrap_or(Value::Null);
+                sent.push((at, Instant::now(), status, job));
+                n += 1;
+            }
+            sent
+        })
+    };
+    let claimer = {
+        let (stop, client, url, token) = (
+            stop.clone(),
+            b.client.clone(),
+            b.url("/v1/queues/dq/claim"),
+            user.token.clone(),
+        );
+        actix_web::rt::spawn(async move {
+            let mut claimed = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"max_jobs": 10}))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 200 {
+                    let reply: Value = r.json().await.unwrap();
+                    for job in reply["jobs"].as_array().cloned().unwrap_or_default() {
+                        claimed.push((at, job["id"].as_str().unwrap().to_owned()));
+                    }
+                }
+            }
+            claimed
+        })
+    };
+    eventually(Duration::from_secs(10), "publishes flow", || async {
+        (jobs_of(&a, &user, "dq").await.len() > 20).then_some(())
+    })
+    .await;
+    let delete_sent = Instant::now();
+    let deleted = a
+        .call(reqwest::Method::DELETE, "/v1/queues/dq", &user.token, None)
+        .await;
+    let delete_answered = Instant::now();
+    assert_eq!(deleted.status(), 204);
+    // Keep publishing and claiming through B for a while after the delete.
+    let after = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "publishes after the delete",
+        || async { (after.elapsed() > Duration::from_millis(500)).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let sent = publisher.await.unwrap();
+    let claimed = claimer.await.unwrap();
+
+    let old: HashSet<String> = sent
+        .iter()
+        .filter(|(_, answered, status, _)| *status == 202 && *answered < delete_sent)
+        .map(|(_, _, _, job)| job["id"].as_str().unwrap().to_owned())
+        .collect();
+    let new: Vec<&Value> = sent
+        .iter()
+        .filter(|(at, _, status, _)| *status == 202 && *at > delete_answered)
+        .map(|(_, _, _, job)| job)
+        .collect();
+    assert!(
+        !old.is_empty() && !new.is_empty(),
+        "the race did not happen"
+    );
+    // No claim sent after the delete answered got a job of the old queue.
+    for (at, id) in &claimed {
+        if *at > delete_answered {
+            assert!(
+                !old.contains(id),
+                "job {id} of the deleted queue was delivered"
+            );
+        }
+    }
+    // Every job accepted after the delete is visible, in a queue that
+    // exists, started afresh (seq from 1, no gap).
+    let queue = a.get_with_token("/v1/queues/dq", &user.token).await;
+    assert_eq!(queue.status(), 200, "publishing created the queue again");
+    let stored = jobs_of(&a, &user, "dq").await;
+    let stored_ids: HashSet<&str> = stored.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    for job in &new {
+        assert!(
+            stored_ids.contains(job["id"].as_str().unwrap()),
+            "an accepted job is hidden: {job}"
+        );
+    }
+    assert!(
+        stored
+            .iter()
+            .all(|j| !old.contains(j["id"].as_str().unwrap()))
+    );
+    let mut seqs: Vec<u64> = stored.iter().map(|j| j["seq"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
+
+#[actix_web::test]
+async fn an_older_settings_copy_never_overwrites_a_newer_one() {
+    let app = spawn_app().await;
+    let engine = Engine::connect(&app.settings.redis).unwrap();
+    let queue = QueueRef::new("owner", QueueName::parse("settings").unwrap());
+    let conf = |paused: bool, version: u64| EngineConf {
+        paused,
+        version,
+        ..pull_conf()
+    };
+    // Process A pauses (version 20); process B's refresh, which read the
+    // definition before the pause (version 10), arrives later.
+    assert!(engine.configure(&queue, &conf(true, 20)).await.unwrap());
+    assert!(!engine.configure(&queue, &conf(false, 10)).await.unwrap());
+    let job = orderly::queue::engine::NewJob {
+        queue: queue.clone(),
+        id: orderly::queue::model::JobId::generate(&queue.name).id,
+        key: "k".into(),
+        payload: "1".into(),
+        delay_ms: 0,
+        max_attempts: 3,
+        idempotency_key: None,
+    };
+    engine.publish(std::slice::from_ref(&job), 60).await;
+    let claimed = engine.claim_queue(&queue, 1, 60_000).await.unwrap();
+    assert!(claimed.jobs.is_empty(), "the older copy resumed the queue");
+    // A resume (version 30) applies.
+    assert!(engine.configure(&queue, &conf(false, 30)).await.unwrap());
+    let claimed = engine.claim_queue(&queue, 1, 60_000).await.unwrap();
+    assert_eq!(claimed.jobs.len(), 1);
+
+    // Through the API: pause and resume from one process while another
+    // reads the queue (refreshing its cached copy); the last word stays.
+    let b = spawn_app_with(|s| *s = app.settings.clone()).await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "flip", json!({})).await;
+    app.publish_ok(&user.token, "flip", &json!({"payload": 1}))
+        .await;
+    for round in 0..10 {
+        let action = if round % 2 == 0 { "pause" } else { "resume" };
+        let r = post(
+            &app,
+            &user.token,
+            &format!("/v1/queues/flip/{action}"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let seen = b.get_with_token("/v1/queues/flip", &user.token).await;
+        assert_eq!(seen.status(), 200);
+    }
+    let claimed = post(&b, &user.token, "/v1/queues/flip/claim", json!({})).await;
+    assert_eq!(
+        body(claimed).await["jobs"].as_array().map(Vec::len),
+        Some(1),
+        "the queue is resumed everywhere"
+    );
+}
+
+#[actix_web::test]
+async fn finished_jobs_of_a_quiet_queue_are_trimmed_after_their_retention() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "quiet", json!({"retention_s": 1})).await;
+    for n in 0..5 {
+        app.publish_ok(
+            &user.token,
+            "quiet",
+            &json!({"payload": n, "key": format!("k{n}")}),
+        )
+        .await;
+    }
+    let claimed = post(
+        &app,
+        &user.token,
+        "/v1/queues/quiet/claim",
+        json!({"max_jobs": 5}),
+    )
+    .await;
+    let jobs = body(claimed).await["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 5);
+    for job in &jobs {
+        let id = job["id"].as_str().unwrap();
+        let r = post(
+            &app,
+            &user.token,
+            &format!("/v1/jobs/{id}/ack"),
+            json!({"lease": job["lease"]}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    // Nothing else happens in the queue; the records go anyway.
+    let engine = Engine::connect(&app.settings.redis).unwrap();
+    let queue = QueueRef::new(&user.id, QueueName::parse("quiet").unwrap());
+    let records = format!("{}j", engine.queue_base(&queue));
+    let client = redis::Client::open(redis_url().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    assert_eq!(
+        redis::cmd("HLEN")
+            .arg(&records)
+            .query_async::<u64>(&mut conn)
+            .await
+            .unwrap(),
+        5
+    );
+    eventually(Duration::from_secs(15), "records trimmed", || async {
+        let left: u64 = redis::cmd("HLEN")
+            .arg(&records)
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    let gone = a_job_is_gone(&app, &user, jobs[0]["id"].as_str().unwrap()).await;
+    assert!(gone);
+}
+
+async fn a_job_is_gone(app: &TestApp, user: &TestUser, id: &str) -> bool {
+    let r = app
+        .get_with_token(&format!("/v1/jobs/{id}"), &user.token)
+        .await;
+    r.status() == 404
+}
