@@ -666,3 +666,61 @@ async fn a_job_is_gone(app: &TestApp, user: &TestUser, id: &str) -> bool {
         .await;
     r.status() == 404
 }
+
+#[actix_web::test]
+async fn a_delivery_whose_lease_is_lost_is_aborted_and_frees_its_slot() {
+    // One delivery slot; the receiver holds the first job for 20 s.
+    let receiver = Receiver::start(|seen| {
+        if seen.queue == "held" {
+            Reply::Hang(Duration::from_secs(20))
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let app = spawn_app_with(|s| {
+        s.worker.concurrency = 1;
+        s.worker.lease_ms = 900;
+    })
+    .await;
+    let user = app.signed_up_user().await;
+    let long = json!({"delivery": {"mode": "push", "url": receiver.url, "timeout_ms": 30_000}});
+    let r = app.put_queue(&user.token, "held", &long).await;
+    assert_eq!(r.status(), 201);
+    app.push_queue(&user.token, "next", &receiver.url, json!({}))
+        .await;
+    app.publish_ok(&user.token, "held", &json!({"payload": 1}))
+        .await;
+    eventually(Duration::from_secs(10), "the held job is delivered", || async {
+        (!receiver.seen().is_empty()).then_some(())
+    })
+    .await;
+    app.publish_ok(&user.token, "next", &json!({"payload": 2}))
+        .await;
+
+    // The held job's lease goes (its queue is deleted): the delivery is
+    // aborted at its next heartbeat and the slot takes the other queue's job
+    // long before the receiver would have answered.
+    let deleted = app
+        .call(reqwest::Method::DELETE, "/v1/queues/held", &user.token, None)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    let since = Instant::now();
+    eventually(Duration::from_secs(10), "the next job is delivered", || async {
+        receiver
+            .seen()
+            .iter()
+            .any(|s| s.queue == "next")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        since.elapsed() < Duration::from_secs(5),
+        "the slot stayed busy for {:?}",
+        since.elapsed()
+    );
+    assert_eq!(
+        receiver.seen().iter().filter(|s| s.queue == "held").count(),
+        1,
+        "a job of the deleted queue was delivered again"
+    );
+}
