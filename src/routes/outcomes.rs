@@ -1,23 +1,24 @@
 //! Batch outcomes (§7.3): one request completes or fails many leased jobs of
 //! a pull queue, and `claim` can carry the same `acks` / `nacks` before it
-//! leases more. Each item goes through the same lease-holder transitions as
-//! the single `ack` / `nack` routes ([`ack_job`] / [`nack_job`]); a stale lease or an unknown id is an item's
-//! status, never an error of the whole request. Items are validated before
-//! any is applied, so a `422` changes nothing.
+//! leases more. All items go to Redis in one script run (`outcomes.lua`),
+//! each through the same lease-holder transitions as the single `ack` /
+//! `nack` routes; a stale lease or an unknown id is an item's status, never
+//! an error of the whole request. Items are validated before any is applied,
+//! so a `422` changes nothing.
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::consumers::{ack_job, check_retry_in, nack_job, parse_lease, pull_queue};
+use super::consumers::{check_retry_in, parse_lease, pull_queue};
 use super::queues::{QueuePath, path_queue};
 use crate::auth::{Authorized, need};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
 use crate::http::json::integer;
 use crate::queue::Queues;
-use crate::queue::engine::{Lease, Transition};
+use crate::queue::engine::{Failure, Lease, Outcome as EngineOutcome, OutcomeKind, Reported};
 use crate::queue::model::{Job, JobId, JobState, QueueRef};
 
 /// Most outcomes (acks and nacks together) in one request.
@@ -166,48 +167,89 @@ fn parse(
     Ok(parsed)
 }
 
-fn status(transition: Transition) -> OutcomeStatus {
-    match transition {
-        Transition::Done(job) => match job.state {
-            JobState::Completed => OutcomeStatus::Completed,
-            JobState::Dead => OutcomeStatus::Dead,
-            JobState::Blocked => OutcomeStatus::Blocked,
-            // A failed attempt that may run again.
-            _ => OutcomeStatus::Retrying,
-        },
-        Transition::LeaseLost(Some(_)) => OutcomeStatus::LeaseLost,
-        Transition::LeaseLost(None) => OutcomeStatus::NotFound,
+fn status(reported: Reported) -> OutcomeStatus {
+    match reported {
+        Reported::Completed => OutcomeStatus::Completed,
+        Reported::Retrying => OutcomeStatus::Retrying,
+        Reported::Dead => OutcomeStatus::Dead,
+        Reported::Blocked => OutcomeStatus::Blocked,
+        Reported::LeaseLost => OutcomeStatus::LeaseLost,
+        Reported::NotFound => OutcomeStatus::NotFound,
     }
 }
 
-/// Applies the outcomes in order (acks, then nacks) and returns one status per item.
+/// Applies the outcomes in order (acks, then nacks) in one engine run and
+/// returns one status per item.
 pub async fn report(
     queues: &Queues,
     queue: &QueueRef,
     acks: Vec<AckItem>,
     nacks: Vec<NackItem>,
 ) -> Result<Vec<Outcome>, ApiError> {
-    let mut results = Vec::with_capacity(acks.len() + nacks.len());
-    for parsed in parse(queue, acks, nacks)? {
-        let Some(id) = parsed.job else {
-            results.push(Outcome {
-                id: parsed.raw_id,
-                status: OutcomeStatus::NotFound,
-            });
-            continue;
-        };
-        let transition = match parsed.item {
-            Item::Ack(result) => {
-                ack_job(queues, queue, &id, &parsed.lease, result.as_deref()).await?
+    let parsed = parse(queue, acks, nacks)?;
+    // The queue's backoff, for nacks without `retry_in_ms`.
+    let needs_backoff = parsed.iter().any(|p| {
+        matches!(
+            p.item,
+            Item::Nack {
+                retry_in_ms: None,
+                ..
             }
-            Item::Nack { error, retry_in_ms } => {
-                let error = error.as_deref();
-                nack_job(queues, queue, &id, &parsed.lease, error, retry_in_ms).await?
-            }
+        )
+    });
+    let backoff = if needs_backoff {
+        match queues.registry.get(queue).await? {
+            Some(definition) => Failure::Backoff {
+                initial_ms: definition.settings.backoff.initial_ms,
+                max_ms: definition.settings.backoff.max_ms,
+            },
+            None => Failure::Retry { in_ms: 1_000 },
+        }
+    } else {
+        Failure::Permanent
+    };
+    let mut items = Vec::with_capacity(parsed.len());
+    for p in &parsed {
+        let Some(id) = &p.job else { continue };
+        let kind = match &p.item {
+            Item::Ack(result) => OutcomeKind::Ack {
+                result: result.as_deref().map_or("null", RawValue::get).to_owned(),
+            },
+            Item::Nack { error, retry_in_ms } => OutcomeKind::Nack {
+                error: error
+                    .clone()
+                    .unwrap_or_else(|| "nacked by the consumer".into()),
+                failure: retry_in_ms.map_or(backoff, |in_ms| Failure::Retry { in_ms }),
+            },
         };
+        items.push(EngineOutcome {
+            id: id.clone(),
+            lease: p.lease.clone(),
+            kind,
+        });
+    }
+    let mut reported = if items.is_empty() {
+        Vec::new()
+    } else {
+        queues.engine.report_outcomes(queue, &items).await?
+    }
+    .into_iter();
+    let mut results = Vec::with_capacity(parsed.len());
+    for p in parsed {
+        let status = match p.job {
+            None => OutcomeStatus::NotFound,
+            Some(_) => status(reported.next().unwrap_or(Reported::NotFound)),
+        };
+        match status {
+            OutcomeStatus::Completed => queues.metrics.record(JobState::Completed),
+            OutcomeStatus::Retrying => queues.metrics.record(JobState::Retrying),
+            OutcomeStatus::Dead => queues.metrics.record(JobState::Dead),
+            OutcomeStatus::Blocked => queues.metrics.record(JobState::Blocked),
+            OutcomeStatus::LeaseLost | OutcomeStatus::NotFound => {}
+        }
         results.push(Outcome {
-            id: parsed.raw_id,
-            status: status(transition),
+            id: p.raw_id,
+            status,
         });
     }
     Ok(results)

@@ -32,15 +32,14 @@ if not r then
   end
   return { 'lease_lost', old and view(id, old, true) or {} }
 end
-drop_lease(id, r, wants_chain)
-settle_lease(r, token, 'completed')
-r[R_STATE], r[R_RESULT], r[R_FINISHED] = 'completed', result, now
-local lane = r[R_KEY]
-local nxt = lane_pop(lane, id, r)
-put(id, r)
+local lane, nxt = complete(id, r, token, result, now, wants_chain)
 local completed = redis.call('HINCRBY', K_META, 'completed', 1)
 rate_add('completed', now, 1)
 retire(id, r, now, completed)
+if not nxt then
+  -- (A next job in the lane is unfinished: the queue stays live.)
+  settle_live()
+end
 if not wants_chain then
   ready_next(lane, nxt, now)
   return { 'ok', view(id, r, true) }

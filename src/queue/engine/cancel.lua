@@ -17,7 +17,8 @@ local was_head, nxt = lane_remove(lane, id, r)
 r[R_STATE], r[R_FINISHED] = 'cancelled', now
 put(id, r)
 local cancelled = redis.call('HINCRBY', K_META, 'cancelled', 1)
-retire(id, r, now, cancelled)
+retire(id, r, now, cancelled, true)
+settle_live()
 if was_head then
   redis.call('ZREM', K_READY, lane)
   ready_next(lane, nxt, now)

@@ -1,11 +1,6 @@
--- fail: the live lease holder's attempt failed. With attempts left and a
--- retryable failure the job stays at the HEAD of its lane and the lane becomes
--- ready again after a delay; otherwise the queue's on_exhausted policy
--- applies (dead: lane continues; block: lane stops at the job).
--- The delay is `a` ms (mode 'retry'), or the queue's exponential backoff
--- from the job's attempts (mode 'backoff': initial `a`, cap `b`, "equal
--- jitter": half the step fixed, half `jitter` (0..1) of it) — the one place
--- backoff is computed, for the push worker and for nack alike.
+-- fail: the live lease holder's attempt failed (`fail_attempt` in lib.lua:
+-- retry after a delay at the head of the lane, or the queue's on_exhausted
+-- policy).
 -- ARGV: qid, id, lease_no, token, error, mode ('retry'|'backoff'|'permanent'),
 -- a, b, jitter.
 -- Returns { 'retrying'|'dead'|'blocked', job } or { 'lease_lost', job-or-empty };
@@ -19,22 +14,5 @@ if not r then
   local outcome, old = repeated(id, lease_no, token)
   return { outcome or 'lease_lost', old and view(id, old, true) or {} }
 end
-drop_lease(id, r)
-r[R_TOK] = token
-r[R_ERR] = err
-if mode ~= 'permanent' and r[R_ATT] < r[R_MAX] then
-  local retry_in = a
-  if mode == 'backoff' then
-    local step = math.max(1, math.min(a * 2 ^ math.min(math.max(r[R_ATT] - 1, 0), 32), b))
-    local fixed = math.floor(step / 2)
-    retry_in = fixed + math.floor((step - fixed) * jitter)
-  end
-  r[R_STATE] = 'retrying'
-  settle_lease(r, token, 'retrying')
-  put(id, r)
-  redis.call('HINCRBY', K_META, 'retried', 1)
-  ready_lane(r[R_KEY], now + retry_in, now)
-  return { 'retrying', view(id, r, true) }
-end
-local outcome = exhaust(id, r, r[R_KEY], now)
+local outcome = fail_attempt(id, r, token, err, mode, a, b, jitter, now, false)
 return { outcome, view(id, r, true) }

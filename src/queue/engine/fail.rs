@@ -17,6 +17,17 @@ pub enum Failure {
     Permanent,
 }
 
+impl Failure {
+    /// The script's (mode, a, b) arguments.
+    pub(super) fn mode(self) -> (&'static str, u64, u64) {
+        match self {
+            Failure::Retry { in_ms } => ("retry", in_ms, 0),
+            Failure::Backoff { initial_ms, max_ms } => ("backoff", initial_ms, max_ms),
+            Failure::Permanent => ("permanent", 0, 0),
+        }
+    }
+}
+
 impl Engine {
     /// Records a failed attempt of the job held under `lease`.
     pub async fn fail(
@@ -27,11 +38,7 @@ impl Engine {
         error: &str,
         failure: Failure,
     ) -> EngineResult<Transition> {
-        let (mode, a, b) = match failure {
-            Failure::Retry { in_ms } => ("retry", in_ms, 0),
-            Failure::Backoff { initial_ms, max_ms } => ("backoff", initial_ms, max_ms),
-            Failure::Permanent => ("permanent", 0, 0),
-        };
+        let (mode, a, b) = failure.mode();
         let mut invocation = self.lease_invocation(&SCRIPT, queue, id, lease);
         invocation
             .arg(error)

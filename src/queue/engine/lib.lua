@@ -285,9 +285,13 @@ end
 
 -- A job reached a terminal state: keep it `retention_s`, then forget it.
 -- Every 8th job finished (`finished_no`) also trims up to 128 expired ones.
-local function retire(id, r, now, finished_no)
+-- `maybe_delayed`: the job may still be in K_DELAYED (a leased job never is).
+-- The caller runs `settle_live` once after its retirements.
+local function retire(id, r, now, finished_no, maybe_delayed)
   redis.call('ZREM', K_PENDING, id)
-  redis.call('ZREM', K_DELAYED, id)
+  if maybe_delayed then
+    redis.call('ZREM', K_DELAYED, id)
+  end
   local retention = conf().retention_s
   redis.call('ZADD', K_EXPIRY, now + retention * 1000, id)
   -- Due for trimming even if nothing else happens in the queue (an entry
@@ -296,7 +300,6 @@ local function retire(id, r, now, finished_no)
   if finished_no % 8 == 0 then
     trim(now, 128)
   end
-  settle_live()
   announce_finished(now)
 end
 
@@ -403,7 +406,7 @@ end
 
 -- Steps the lane walks of one script run may take in all (each reads one
 -- record), so a redrive or retry into a long lane runs in bounded steps.
-local walk_budget = 2000
+local walk_budget = 500
 
 -- Is `h` (the record of the lane's hint) a place to start looking for where
 -- seq `seq` belongs: a job still in `lane` with a lower seq?
@@ -477,4 +480,48 @@ local function insert_in_order(lane, id, r)
   end
   lane_put(lane, { l[1], l[2], l[3] + 1, id })
   return false
+end
+
+-- The live lease holder (`token`) completed job `id` (record `r`): it leaves
+-- its lane; returns the lane and its next job id, which the caller readies or
+-- leases. `keep_index`: as in drop_lease. Counters and `retire` are the
+-- caller's (a batch counts once).
+local function complete(id, r, token, result, now, keep_index)
+  drop_lease(id, r, keep_index)
+  settle_lease(r, token, 'completed')
+  r[R_STATE], r[R_RESULT], r[R_FINISHED] = 'completed', result, now
+  local lane = r[R_KEY]
+  local nxt = lane_pop(lane, id, r)
+  put(id, r)
+  return lane, nxt
+end
+
+-- The live lease holder's attempt of job `id` (record `r`) failed. With
+-- attempts left and a retryable failure the job stays at the HEAD of its
+-- lane and the lane becomes ready again after a delay; otherwise the queue's
+-- on_exhausted policy applies (dead: lane continues; block: lane stops).
+-- The delay is `a` ms (mode 'retry'), or the queue's exponential backoff
+-- from the job's attempts (mode 'backoff': initial `a`, cap `b`, "equal
+-- jitter": half the step fixed, half `jitter` (0..1) of it) — the one place
+-- backoff is computed, for the push worker and for nack alike.
+-- Returns 'retrying', 'dead' or 'blocked'.
+local function fail_attempt(id, r, token, err, mode, a, b, jitter, now, keep_index)
+  drop_lease(id, r, keep_index)
+  r[R_TOK] = token
+  r[R_ERR] = err
+  if mode ~= 'permanent' and r[R_ATT] < r[R_MAX] then
+    local retry_in = a
+    if mode == 'backoff' then
+      local step = math.max(1, math.min(a * 2 ^ math.min(math.max(r[R_ATT] - 1, 0), 32), b))
+      local fixed = math.floor(step / 2)
+      retry_in = fixed + math.floor((step - fixed) * jitter)
+    end
+    r[R_STATE] = 'retrying'
+    settle_lease(r, token, 'retrying')
+    put(id, r)
+    redis.call('HINCRBY', K_META, 'retried', 1)
+    ready_lane(r[R_KEY], now + retry_in, now)
+    return 'retrying'
+  end
+  return exhaust(id, r, r[R_KEY], now)
 end

@@ -30,6 +30,7 @@
 //! | `Q:t` | zset | terminal job ids by when their retention ends (trimmed 128 at a time) |
 //! | `Q:s` | hash | per-second publish/complete counters, a 60-field ring per kind |
 //! | `Q:i:<idempotency key>` | string | job id, expires after the idempotency window |
+//! | `Q:c:<claim id>` | string | msgpack (id, lease number, token)… of the leases a claim with that `claim_id` took; expires with them |
 //! | `P:{g<n>}:g:due` | zset | push queues (qids) with a ready lane, score = earliest ready time |
 //! | `P:{g<n>}:g:leases` | zset | queues with leases, score = earliest lease expiry |
 //! | `P:{g<n>}:g:live` | zset | qids with unfinished jobs (the gauge sampler reads only these) |
@@ -50,6 +51,7 @@ mod due;
 mod extend;
 mod fail;
 mod list;
+mod outcomes;
 mod publish;
 mod recover;
 mod redrive;
@@ -66,6 +68,7 @@ pub use configure::EngineConf;
 pub use due::{DueIndex, GroupDue};
 pub use fail::Failure;
 pub use list::{JobPage, ListFilter};
+pub use outcomes::{Outcome, OutcomeKind, Reported};
 pub use publish::{NewJob, Published};
 pub use release::Release;
 pub use resolve::{Resolution, Resolve};

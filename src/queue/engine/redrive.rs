@@ -8,7 +8,7 @@ static SCRIPT: EngineScript = EngineScript::new(include_str!("redrive.lua"));
 /// Dead jobs one script run moves at most: with the lane-walk budget of
 /// `lib.lua`, a run stays within a few milliseconds of Redis time however
 /// many dead jobs there are, so other clients of Redis never wait long.
-pub const REDRIVE_STEP: usize = 256;
+pub const REDRIVE_STEP: usize = 64;
 
 impl Engine {
     /// Moves the queue's dead jobs back into their lanes, in seq order, in

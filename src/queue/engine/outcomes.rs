@@ -1,0 +1,87 @@
+//! `outcomes`: a pull consumer's acks and nacks of one queue, in one script
+//! run (`outcomes.lua`).
+
+use super::{Engine, EngineResult, EngineScript, Failure, Lease, string};
+use crate::queue::model::QueueRef;
+
+static SCRIPT: EngineScript = EngineScript::new(include_str!("outcomes.lua"));
+
+/// One outcome to report.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: String,
+    pub lease: Lease,
+    pub kind: OutcomeKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum OutcomeKind {
+    /// Completed, with this result (JSON text).
+    Ack { result: String },
+    /// The attempt failed.
+    Nack { error: String, failure: Failure },
+}
+
+/// What an outcome did (`ack` / `fail` would have answered the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    Completed,
+    Retrying,
+    Dead,
+    Blocked,
+    LeaseLost,
+    NotFound,
+}
+
+impl Engine {
+    /// Applies `outcomes` in order in one script run; one status each.
+    pub async fn report_outcomes(
+        &self,
+        queue: &QueueRef,
+        outcomes: &[Outcome],
+    ) -> EngineResult<Vec<Reported>> {
+        let mut invocation = self.invocation(&SCRIPT, queue);
+        invocation.arg(outcomes.len());
+        for outcome in outcomes {
+            let kind = match &outcome.kind {
+                OutcomeKind::Ack { .. } => "a",
+                OutcomeKind::Nack { .. } => "n",
+            };
+            invocation
+                .arg(kind)
+                .arg(&outcome.id)
+                .arg(outcome.lease.number)
+                .arg(&outcome.lease.token);
+            match &outcome.kind {
+                OutcomeKind::Ack { result } => {
+                    invocation.arg(result).arg("").arg(0).arg(0).arg(0);
+                }
+                OutcomeKind::Nack { error, failure } => {
+                    let (mode, a, b) = failure.mode();
+                    invocation
+                        .arg(error)
+                        .arg(mode)
+                        .arg(a)
+                        .arg(b)
+                        .arg(format!("{:.6}", fastrand::f64()));
+                }
+            }
+        }
+        let reply: Vec<redis::Value> = self.run(&invocation).await?;
+        let statuses = reply
+            .into_iter()
+            .map(|v| match string(v).as_deref() {
+                Some("completed") => Reported::Completed,
+                Some("retrying") => Reported::Retrying,
+                Some("dead") => Reported::Dead,
+                Some("blocked") => Reported::Blocked,
+                Some("lease_lost") => Reported::LeaseLost,
+                _ => Reported::NotFound,
+            })
+            .collect::<Vec<_>>();
+        if statuses.len() != outcomes.len() {
+            return Err(super::unexpected("outcomes reply is short"));
+        }
+        Ok(statuses)
+    }
+}
