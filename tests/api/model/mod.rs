@@ -388,6 +388,20 @@ impl Harness {
         (!seqs.is_empty()).then(|| seqs[pick % seqs.len()])
     }
 
+    /// The consumer-held lease `pick` names, if any.
+    fn pick_held(&self, pick: usize) -> Option<(u64, Held)> {
+        let seq = Self::pick(&self.model.held(), pick)?;
+        Some((seq, self.model.job(seq).lease.clone().unwrap()))
+    }
+
+    /// Sends a call the engine answers with a lease holder's transition.
+    async fn send_transition(&self, call: Call) -> (Transition, Window) {
+        match self.send(&call).await {
+            (Reply::Transition(t), w) => (t, w),
+            (other, _) => unreachable!("{other:?}"),
+        }
+    }
+
     fn id(&self, seq: u64) -> String {
         self.model.job(seq).id.clone()
     }
@@ -574,10 +588,9 @@ impl Harness {
     }
 
     async fn ack(&mut self, pick: usize, chain: bool) -> Effect {
-        let Some(seq) = Self::pick(&self.model.held(), pick) else {
+        let Some((seq, held)) = self.pick_held(pick) else {
             return Effect::Nothing;
         };
-        let held = self.model.job(seq).lease.clone().unwrap();
         let chain_ms = chain.then_some(held.lease_ms);
         let call = Call::Ack {
             id: self.id(seq),
@@ -644,10 +657,9 @@ impl Harness {
     }
 
     async fn nack(&mut self, pick: usize, how: Nack) -> Effect {
-        let Some(seq) = Self::pick(&self.model.held(), pick) else {
+        let Some((seq, held)) = self.pick_held(pick) else {
             return Effect::Nothing;
         };
-        let held = self.model.job(seq).lease.clone().unwrap();
         let (failure, delay) = match how {
             Nack::Now => (Failure::Retry { in_ms: 0 }, (0, 0)),
             Nack::Later => (Failure::Retry { in_ms: RETRY_MS }, (RETRY_MS, RETRY_MS)),
@@ -664,10 +676,7 @@ impl Harness {
             lease: held.lease.clone(),
             failure,
         };
-        let (reply, w) = self.send(&call).await;
-        let Reply::Transition(t) = reply else {
-            unreachable!()
-        };
+        let (t, w) = self.send_transition(call).await;
         let after = match t {
             Transition::Done(job) => Some(job.state),
             Transition::LeaseLost(_) => None,
@@ -691,20 +700,16 @@ impl Harness {
     }
 
     async fn extend(&mut self, pick: usize, short: bool) -> Effect {
-        let Some(seq) = Self::pick(&self.model.held(), pick) else {
+        let Some((seq, held)) = self.pick_held(pick) else {
             return Effect::Nothing;
         };
-        let held = self.model.job(seq).lease.clone().unwrap();
         let lease_ms = if short { SHORT_LEASE_MS } else { LONG_LEASE_MS };
         let call = Call::Extend {
             id: self.id(seq),
             lease: held.lease.clone(),
             lease_ms,
         };
-        let (reply, w) = self.send(&call).await;
-        let Reply::Transition(t) = reply else {
-            unreachable!()
-        };
+        let (t, w) = self.send_transition(call).await;
         let Transition::Done(job) = t else {
             self.accepted(seq, false, w);
             return Effect::Nothing;
@@ -716,22 +721,15 @@ impl Harness {
             .expect("an extended lease's expiry"));
         assert!(w.t0 + lease_ms <= expires_at && expires_at <= w.t1 + lease_ms);
         self.oracle.extended(seq, held.lease.number, expires_at);
-        let lease = self
-            .model
-            .jobs
-            .get_mut(&seq)
-            .unwrap()
-            .lease
-            .as_mut()
-            .unwrap();
+        let lease = self.model.held_mut(seq);
         lease.expires_at = expires_at;
         lease.lease_ms = lease_ms;
         Effect::Changed
     }
 
-    /// A consumer gives its leases back; when it `crashed`, only its long
-    /// leases (it released those on the way down) and the short ones are
-    /// left to expire.
+    /// A consumer gives all its leases back (a restart); one that `crashed`
+    /// gives back only its long leases, on the way down, and leaves its
+    /// short ones to expire.
     async fn restart(&mut self, consumer: usize, crashed: bool) -> Effect {
         let mut effect = Effect::Nothing;
         for seq in self.model.held() {
@@ -740,14 +738,7 @@ impl Harness {
                 continue;
             }
             if crashed && held.lease_ms == SHORT_LEASE_MS {
-                self.model
-                    .jobs
-                    .get_mut(&seq)
-                    .unwrap()
-                    .lease
-                    .as_mut()
-                    .unwrap()
-                    .consumer = None;
+                self.model.held_mut(seq).consumer = None;
                 continue;
             }
             let call = Call::Release {
@@ -765,14 +756,7 @@ impl Harness {
                 effect = Effect::Changed;
             } else {
                 // Expired: its job stays active until recovered.
-                self.model
-                    .jobs
-                    .get_mut(&seq)
-                    .unwrap()
-                    .lease
-                    .as_mut()
-                    .unwrap()
-                    .consumer = None;
+                self.model.held_mut(seq).consumer = None;
             }
         }
         effect

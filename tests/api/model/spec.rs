@@ -154,6 +154,11 @@ impl Model {
         &self.jobs[&seq]
     }
 
+    /// The lease job `seq` is held under.
+    pub fn held_mut(&mut self, seq: u64) -> &mut Held {
+        self.job_mut(seq).lease.as_mut().expect("a leased job")
+    }
+
     fn job_mut(&mut self, seq: u64) -> &mut MJob {
         self.jobs.get_mut(&seq).expect("a known job")
     }
