@@ -53,8 +53,6 @@ pub struct Oracle {
     lanes: HashMap<String, Lane>,
     jobs: HashMap<u64, Job>,
     paused: bool,
-    /// Every first start, in the order it happened: (lane, seq).
-    pub first_starts: Vec<(String, u64)>,
 }
 
 impl Oracle {
@@ -141,7 +139,6 @@ impl Oracle {
             }
             lane.last_first = Some(seq);
         }
-        self.first_starts.push((lane_key, seq));
     }
 
     fn lease_mut(&mut self, seq: u64, number: u64) -> &mut LaneLease {
