@@ -384,7 +384,10 @@ async fn ten_thousand_dead_jobs_of_one_lane_are_redriven_in_order_in_short_scrip
         .iter()
         .map(|(_, _, us, args)| (*us, args.first().map_or("?", String::as_str)))
         .collect();
-    assert!(over.is_empty(), "commands over 10 ms (µs, command): {over:?}");
+    assert!(
+        over.is_empty(),
+        "commands over 10 ms (µs, command): {over:?}"
+    );
     let worst = latencies.iter().max().copied().unwrap_or_default();
     eprintln!(
         "redrive of {DEAD} took {took:?}; {} publishes of another tenant meanwhile, slowest {worst:?}",

@@ -420,7 +420,9 @@ end
 
 -- Puts `id` (record `r`, not in any lane) into its lane where its seq
 -- belongs: before the first job with a higher seq, but never before a head
--- that has started (leased, blocked or attempted). Returns true if it became
+-- that has started (leased, blocked or attempted; a blocked head retried
+-- keeps its `started_at` and so stays first — jobs sent back behind it
+-- must not overtake it later. A job sent back from dead starts afresh). Returns true if it became
 -- the head, false if not; nil if this run's walk budget ran out first (then
 -- nothing of `r` was written, and the lane's hint remembers how far the walk
 -- got, so the next run goes on from there). Writes `r`.
@@ -437,7 +439,8 @@ local function insert_in_order(lane, id, r)
   end
   local seq = r[R_SEQ]
   local head = get(l[1])
-  local started = head and (head[R_STATE] == 'active' or head[R_STATE] == 'blocked' or (head[R_ATT] or 0) > 0)
+  local started = head and (head[R_STATE] == 'active' or head[R_STATE] == 'blocked'
+    or (head[R_ATT] or 0) > 0 or head[R_STARTED])
   if head and not started and head[R_SEQ] > seq then
     r[R_NEXT] = l[1]
     put(id, r)

@@ -493,6 +493,12 @@ impl Engine {
         QueueKeys { keys }
     }
 
+    /// The fixed keys of `queue` in the order every script gets them
+    /// (`lib.lua`'s header): for tests that audit the raw layout.
+    pub fn queue_keys(&self, queue: &QueueRef) -> [String; 17] {
+        self.keys(queue).keys
+    }
+
     /// An invocation of `script` on `queue`: its fixed keys, then the queue id.
     fn invocation<'a>(&self, script: &'a EngineScript, queue: &QueueRef) -> ScriptInvocation<'a> {
         let mut invocation = script.get(self.cluster).prepare_invoke();

@@ -15,7 +15,7 @@ for _, id in ipairs(ids) do
   if not r then
     redis.call('ZREM', K_DEAD, id)
   else
-    r[R_STATE], r[R_ATT], r[R_AVAIL], r[R_FINISHED] = 'queued', 0, now, false
+    r[R_STATE], r[R_ATT], r[R_AVAIL], r[R_FINISHED], r[R_STARTED] = 'queued', 0, now, false, false
     local head = insert_in_order(r[R_KEY], id, r)
     if head == nil then
       stopped = 1

@@ -11,6 +11,20 @@ static SCRIPT: EngineScript = EngineScript::new(include_str!("redrive.lua"));
 pub const REDRIVE_STEP: usize = 64;
 
 impl Engine {
+    /// One bounded run: up to `max` dead jobs back into their lanes. Returns
+    /// how many moved, how many are still dead, and whether the lane-walk
+    /// budget stopped the run early.
+    pub async fn redrive_step(
+        &self,
+        queue: &QueueRef,
+        max: usize,
+    ) -> EngineResult<(u64, u64, bool)> {
+        let mut invocation = self.invocation(&SCRIPT, queue);
+        invocation.arg(max);
+        let (moved, left, stopped): (u64, u64, u64) = self.run(&invocation).await?;
+        Ok((moved, left, stopped == 1))
+    }
+
     /// Moves the queue's dead jobs back into their lanes, in seq order, in
     /// bounded script runs; at most as many as were dead when it started (a
     /// job that dies again meanwhile stays dead). Returns how many moved.
@@ -22,12 +36,10 @@ impl Engine {
                 Some(limit) => (limit - moved_total).min(REDRIVE_STEP as u64),
                 None => REDRIVE_STEP as u64,
             };
-            let mut invocation = self.invocation(&SCRIPT, queue);
-            invocation.arg(step);
-            let (moved, left, stopped): (u64, u64, u64) = self.run(&invocation).await?;
+            let (moved, left, stopped) = self.redrive_step(queue, step as usize).await?;
             let limit = *limit.get_or_insert(moved + left);
             moved_total += moved;
-            if moved_total >= limit || (moved == 0 && stopped == 0) {
+            if moved_total >= limit || (moved == 0 && !stopped) {
                 return Ok(moved_total);
             }
         }

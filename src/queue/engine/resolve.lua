@@ -20,7 +20,7 @@ if action == 'retry' and state == 'blocked' then
   return { 'ok', view(id, r, true) }
 end
 if action == 'retry' and state == 'dead' then
-  r[R_STATE], r[R_ATT], r[R_AVAIL], r[R_FINISHED] = 'queued', 0, now, false
+  r[R_STATE], r[R_ATT], r[R_AVAIL], r[R_FINISHED], r[R_STARTED] = 'queued', 0, now, false, false
   local head = insert_in_order(lane, id, r)
   if head == nil then
     -- A long lane: the walk goes on in the next run (the caller repeats).
@@ -31,6 +31,9 @@ if action == 'retry' and state == 'dead' then
   redis.call('ZADD', K_LIVE, 'NX', now, QID)
   if head then
     ready_lane(lane, now, now)
+    -- The lane's ready time may have gone up (its old head was ready
+    -- earlier): the group's due entry follows.
+    reindex()
   end
   return { 'ok', view(id, r, true) }
 end
