@@ -955,8 +955,6 @@ impl Harness {
                 matches!(outcome, CancelOutcome::Cancelled(_)),
                 "seq {seq} ({state:?}): {outcome:?}"
             );
-            let lane = self.model.job(seq).lane;
-            if self.model.lanes[lane].jobs.front() == Some(&seq) {}
             self.oracle.cancelled(seq);
             self.model.cancel(seq, w);
             Effect::Changed
