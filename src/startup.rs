@@ -154,13 +154,18 @@ impl Application {
             metrics: metrics.jobs.clone(),
         });
         let schedules = Schedules::new(&mongo, redis.clone(), &settings.redis.key_prefix);
-        scheduler::start(schedules.clone(), queues.clone().into_inner());
+        let ticks = scheduler::TickMetrics::register(&metrics.registry)
+            .map_err(|e| StartupError::Other(e.to_string()))?;
+        scheduler::start(schedules.clone(), queues.clone().into_inner(), ticks);
         let schedules = web::Data::new(schedules);
-        let ingress = web::Data::new(IngressLimiter::new(
+        let ingress = IngressLimiter::new(
             redis.clone(),
             &settings.redis.key_prefix,
             &settings.limits,
-        ));
+            &metrics.registry,
+        )
+        .map_err(|e| StartupError::Other(e.to_string()))?;
+        let ingress = web::Data::new(ingress);
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
         let port = listener.local_addr()?.port();

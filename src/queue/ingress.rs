@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use prometheus::{IntCounter, Registry};
 use redis::Script;
 
 use super::engine::RedisConn;
@@ -31,6 +32,8 @@ pub enum Admission {
 #[derive(Clone)]
 pub struct IngressLimiter {
     bucket: Option<Arc<Bucket>>,
+    /// `orderly_jobs_rate_limited_total`: jobs refused by the limit.
+    refused: IntCounter,
 }
 
 struct Bucket {
@@ -42,7 +45,18 @@ struct Bucket {
 }
 
 impl IngressLimiter {
-    pub fn new(redis: RedisConn, key_prefix: &str, limits: &LimitSettings) -> Self {
+    /// A limiter for `limits`, its counter registered in `registry`.
+    pub fn new(
+        redis: RedisConn,
+        key_prefix: &str,
+        limits: &LimitSettings,
+        registry: &Registry,
+    ) -> Result<Self, prometheus::Error> {
+        let refused = IntCounter::new(
+            format!("{}_jobs_rate_limited_total", crate::metrics::NAMESPACE),
+            "Jobs refused (429/422) by the per-tenant publish limit",
+        )?;
+        registry.register(Box::new(refused.clone()))?;
         let bucket = (limits.publish_per_second > 0).then(|| {
             Arc::new(Bucket {
                 redis,
@@ -52,7 +66,7 @@ impl IngressLimiter {
                 script: Script::new(include_str!("ingress.lua")),
             })
         });
-        Self { bucket }
+        Ok(Self { bucket, refused })
     }
 
     /// The bucket's size: `publish_burst`, or one second's worth when 0.
@@ -76,6 +90,9 @@ impl IngressLimiter {
             .arg(jobs)
             .invoke_async(&mut bucket.redis.clone())
             .await?;
+        if wait_ms != 0 {
+            self.refused.inc_by(jobs as u64);
+        }
         Ok(match wait_ms {
             0 => Admission::Admitted,
             ms if ms < 0 => Admission::OverCapacity {

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
+use prometheus::{IntCounterVec, Opts, Registry};
 
 use super::Queues;
 use super::registry::RegistryError;
@@ -53,18 +54,49 @@ enum TickError {
     Publish(#[from] ServiceError),
 }
 
+/// `orderly_schedule_ticks_total{outcome}`: ticks handled, counted once
+/// over all processes (by the one that moved the schedule on): `published`
+/// on time, `caught_up` (one job for missed ticks) or `skipped` (missed,
+/// `catch_up = "none"`).
+#[derive(Clone)]
+pub struct TickMetrics(IntCounterVec);
+
+impl TickMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let ticks = IntCounterVec::new(
+            Opts::new(
+                format!("{}_schedule_ticks_total", crate::metrics::NAMESPACE),
+                "Schedule ticks handled, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(ticks.clone()))?;
+        // Every outcome shows from the start (at 0), not after its first tick.
+        for outcome in ["published", "caught_up", "skipped"] {
+            ticks.with_label_values(&[outcome]);
+        }
+        Ok(Self(ticks))
+    }
+}
+
 pub struct Scheduler {
     schedules: Schedules,
     queues: Arc<Queues>,
+    ticks: TickMetrics,
 }
 
 impl Scheduler {
-    pub fn new(schedules: Schedules, queues: Arc<Queues>) -> Self {
-        Self { schedules, queues }
+    pub fn new(schedules: Schedules, queues: Arc<Queues>, ticks: TickMetrics) -> Self {
+        Self {
+            schedules,
+            queues,
+            ticks,
+        }
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let (schedules, queues) = (self.schedules.clone(), self.queues.clone());
+        let ticks = self.ticks.clone();
         let run = async move {
             let now = Utc::now().timestamp_millis();
             let entries = schedules.earliest(BATCH).await?;
@@ -75,8 +107,10 @@ impl Scheduler {
                     wait = wait.min(Duration::from_millis((tick - now) as u64));
                     return Ok(wait);
                 }
-                if let Err(err) = handle_tick(&schedules, &queues, &id, tick, now).await {
-                    log::warn!("schedule {id}: tick {tick} not handled yet: {err}");
+                match handle_tick(&schedules, &queues, &id, tick, now).await {
+                    Ok(Some(outcome)) => ticks.0.with_label_values(&[outcome]).inc(),
+                    Ok(None) => {}
+                    Err(err) => log::warn!("schedule {id}: tick {tick} not handled yet: {err}"),
                 }
             }
             // A full page of due ticks: there may be more at once.
@@ -105,29 +139,31 @@ impl Scheduler {
     }
 }
 
-/// Publishes (or skips) schedule `id`'s tick `tick` and moves it on.
+/// Publishes (or skips) schedule `id`'s tick `tick` and moves it on; the
+/// tick's outcome when this call moved the schedule, `None` when another
+/// process had, or the schedule left the index.
 async fn handle_tick(
     schedules: &Schedules,
     queues: &Queues,
     id: &str,
     tick: i64,
     now: i64,
-) -> Result<(), TickError> {
+) -> Result<Option<&'static str>, TickError> {
     let drop_it = || schedules.advance(id, tick, None, None);
     let Some(schedule) = schedules.by_id(id).await? else {
         drop_it().await?;
-        return Ok(());
+        return Ok(None);
     };
     let queue = schedule.queue_ref();
     let calendar = Calendar::parse(&schedule.cron, &schedule.timezone);
     let (Some(queue), Ok(calendar)) = (queue, calendar) else {
         log::warn!("schedule {id} is unreadable; dropped from the tick index");
         drop_it().await?;
-        return Ok(());
+        return Ok(None);
     };
     if schedule.paused || queues.registry.get(&queue).await?.is_none() {
         drop_it().await?;
-        return Ok(());
+        return Ok(None);
     }
     let on_time = now - tick <= ON_TIME_MS;
     let publish = on_time || schedule.catch_up == CatchUp::One;
@@ -139,8 +175,12 @@ async fn handle_tick(
         None
     };
     let published = job_id.as_deref().map(|job| (tick, job));
-    schedules.advance(id, tick, next, published).await?;
-    Ok(())
+    let moved = schedules.advance(id, tick, next, published).await?;
+    Ok(moved.then_some(match (on_time, publish) {
+        (true, _) => "published",
+        (false, true) => "caught_up",
+        (false, false) => "skipped",
+    }))
 }
 
 /// Publishes the job of `tick`; its id (the original's on a repeat).
@@ -182,6 +222,6 @@ impl Actor for Scheduler {
 impl Supervised for Scheduler {}
 
 /// Starts the scheduler under a supervisor.
-pub fn start(schedules: Schedules, queues: Arc<Queues>) -> Addr<Scheduler> {
-    Supervisor::start(move |_| Scheduler::new(schedules.clone(), queues.clone()))
+pub fn start(schedules: Schedules, queues: Arc<Queues>, ticks: TickMetrics) -> Addr<Scheduler> {
+    Supervisor::start(move |_| Scheduler::new(schedules.clone(), queues.clone(), ticks.clone()))
 }

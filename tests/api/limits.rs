@@ -128,6 +128,10 @@ async fn a_tenant_over_its_limit_gets_429_while_another_keeps_its_latency() {
         "the flooder got far less than its rate: {accepted} in {elapsed:.2} s"
     );
     assert!(limited > 0, "the flood was never refused");
+    assert_eq!(
+        app.counter("orderly_jobs_rate_limited_total").await,
+        limited as f64
+    );
     // Generous bounds (a 2-core machine serving the flood too): the quiet
     // tenant is never refused and its typical latency stays near normal.
     let (before, now) = (percentile(&baseline, 0.5), percentile(&during, 0.5));

@@ -223,6 +223,10 @@ async fn a_schedule_lists_its_next_run_last_run_and_last_job() {
     assert_eq!(schedules.len(), 1);
     let listed = &schedules[0];
     assert!(millis(&listed["next_run_at"]) > millis(&listed["last_run_at"]));
+    let published = app
+        .counter("orderly_schedule_ticks_total{outcome=\"published\"}")
+        .await;
+    assert!(published >= 1.0, "ticks counted: {published}");
     let job = app
         .job(&user.token, listed["last_job_id"].as_str().unwrap())
         .await;
