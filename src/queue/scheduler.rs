@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
+use futures_util::StreamExt;
 use prometheus::{IntCounterVec, Opts, Registry};
 
 use super::Queues;
@@ -40,6 +41,8 @@ pub const POLL_AT_MOST: Duration = Duration::from_secs(1);
 pub const ON_TIME_MS: i64 = 3_000;
 /// Index entries read per look.
 const BATCH: usize = 100;
+/// Due ticks handled at once.
+const CONCURRENT_TICKS: usize = 16;
 /// The longest a sweep may take before it counts as failed.
 const SWEEP_LIMIT: Duration = Duration::from_secs(30);
 
@@ -83,6 +86,9 @@ pub struct Scheduler {
     schedules: Schedules,
     queues: Arc<Queues>,
     ticks: TickMetrics,
+    /// Set by a restart: the first sweep then waits, so a Redis outage
+    /// does not become a tight restart loop.
+    restarted: bool,
 }
 
 impl Scheduler {
@@ -91,6 +97,7 @@ impl Scheduler {
             schedules,
             queues,
             ticks,
+            restarted: false,
         }
     }
 
@@ -101,20 +108,46 @@ impl Scheduler {
             let now = Utc::now().timestamp_millis();
             let entries = schedules.earliest(BATCH).await?;
             let full = entries.len() == BATCH;
-            let mut wait = POLL_AT_MOST;
-            for (id, tick) in entries {
-                if tick > now {
-                    wait = wait.min(Duration::from_millis((tick - now) as u64));
-                    return Ok(wait);
+            let wait = match entries.iter().find(|(_, tick)| *tick > now) {
+                Some((_, tick)) => POLL_AT_MOST.min(Duration::from_millis((tick - now) as u64)),
+                // A full page of due ticks: there may be more at once.
+                None if full => Duration::ZERO,
+                None => POLL_AT_MOST,
+            };
+            let mut due: Vec<(String, i64)> = entries
+                .into_iter()
+                .filter(|(_, tick)| *tick <= now)
+                .collect();
+            // Processes take due ticks in different orders, so with many due
+            // at once they mostly handle different ones first.
+            fastrand::shuffle(&mut due);
+            let handled = due.into_iter().map(|(id, tick)| {
+                let (schedules, queues, ticks) = (&schedules, &queues, &ticks);
+                async move {
+                    match handle_tick(schedules, queues, &id, tick, now).await {
+                        Ok(outcome) => {
+                            if let Some(outcome) = outcome {
+                                ticks.0.with_label_values(&[outcome]).inc();
+                            }
+                            true
+                        }
+                        Err(err) => {
+                            log::warn!("schedule {id}: tick {tick} not handled yet: {err}");
+                            false
+                        }
+                    }
                 }
-                match handle_tick(&schedules, &queues, &id, tick, now).await {
-                    Ok(Some(outcome)) => ticks.0.with_label_values(&[outcome]).inc(),
-                    Ok(None) => {}
-                    Err(err) => log::warn!("schedule {id}: tick {tick} not handled yet: {err}"),
-                }
+            });
+            let handled: Vec<bool> = futures_util::stream::iter(handled)
+                .buffer_unordered(CONCURRENT_TICKS)
+                .collect()
+                .await;
+            if !handled.is_empty() && !handled.contains(&true) {
+                // Every due tick failed (MongoDB down?): retry, but not at once.
+                return Ok(POLL_AT_MOST);
             }
-            // A full page of due ticks: there may be more at once.
-            Ok(if full { Duration::ZERO } else { wait })
+            let spent = Utc::now().timestamp_millis().saturating_sub(now).max(0) as u64;
+            Ok(wait.saturating_sub(Duration::from_millis(spent)))
         };
         let run = async move {
             tokio::time::timeout(SWEEP_LIMIT, run)
@@ -214,12 +247,20 @@ impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // At once: ticks missed while no process ran are handled at start.
-        self.sweep(ctx);
+        if self.restarted {
+            ctx.run_later(POLL_AT_MOST, |act, ctx| act.sweep(ctx));
+        } else {
+            // At once: ticks missed while no process ran are handled at start.
+            self.sweep(ctx);
+        }
     }
 }
 
-impl Supervised for Scheduler {}
+impl Supervised for Scheduler {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.restarted = true;
+    }
+}
 
 /// Starts the scheduler under a supervisor.
 pub fn start(schedules: Schedules, queues: Arc<Queues>, ticks: TickMetrics) -> Addr<Scheduler> {

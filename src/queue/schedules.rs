@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -151,13 +151,6 @@ pub struct RunState {
     pub next_run_ms: Option<i64>,
     pub last_run_ms: Option<i64>,
     pub last_job_id: Option<String>,
-}
-
-/// An RFC 3339 time (ms precision, `Z`) of ms since the epoch.
-pub fn rfc3339(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Why a schedule could not be read or written.

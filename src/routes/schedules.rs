@@ -11,8 +11,9 @@ use crate::auth::{Authorized, Caller, need};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::ApiJson;
 use crate::queue::Queues;
+use crate::queue::model::rfc3339_ms;
 use crate::queue::model::{QueueName, QueueRef, parse_lane_key};
-use crate::queue::schedules::{Calendar, CatchUp, RunState, Schedule, Schedules, rfc3339};
+use crate::queue::schedules::{Calendar, CatchUp, RunState, Schedule, Schedules};
 
 /// The `{queue}` and `{name}` path parameters.
 #[derive(Deserialize, IntoParams)]
@@ -85,6 +86,7 @@ pub struct ScheduleView {
 
 impl ScheduleView {
     fn of(schedule: Schedule, state: RunState) -> Self {
+        let rfc3339 = |ms: i64| rfc3339_ms(ms.max(0) as u64);
         let time = |at: mongodb::bson::DateTime| rfc3339(at.timestamp_millis());
         Self {
             payload: RawValue::from_string(schedule.payload)

@@ -279,28 +279,20 @@ async fn a_deleted_schedule_publishes_nothing_more() {
         (job_count(&app, &user.token, "q").await > 0).then_some(())
     })
     .await;
-    let deleted = app
-        .call(
+    let delete = || {
+        app.call(
             Method::DELETE,
             "/v1/queues/q/schedules/s",
             &user.token,
             None,
         )
-        .await;
-    assert_eq!(deleted.status(), 204);
+    };
+    assert_eq!(delete().await.status(), 204);
     let response = app
         .get_with_token("/v1/queues/q/schedules/s", &user.token)
         .await;
     error_body(response, 404, "not_found").await;
-    let response = app
-        .call(
-            Method::DELETE,
-            "/v1/queues/q/schedules/s",
-            &user.token,
-            None,
-        )
-        .await;
-    error_body(response, 404, "not_found").await;
+    error_body(delete().await, 404, "not_found").await;
     // A tick being handled as the delete landed may still publish; after
     // that, three more ticks' worth of time must publish nothing.
     actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
