@@ -160,7 +160,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-/// Takes `jobs` publishes from the caller's ingress limit (§ limits): `429`
+/// Takes `jobs` publishes from the caller's ingress limit (PRODUCT §7.4): `429`
 /// with `Retry-After` while it is spent, `422` for a batch larger than the
 /// limit's burst (no wait would make it fit). Nothing is enqueued either way.
 async fn admit(limiter: &IngressLimiter, who: &Caller, jobs: usize) -> Result<(), ApiError> {
