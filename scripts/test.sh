@@ -32,13 +32,14 @@ cargo clippy --locked --all-targets -- -D warnings
 log "cargo test (one Redis)"
 cargo test --locked --all-targets -- --skip cluster:: "$@"
 
-# The same push, pull, job, batch-ack and crash scenarios again with every Orderly on a
-# local 3-master Redis Cluster, plus the cluster-only tests (spread over the
-# masters, a failover on a 6-node cluster of the test's own).
+# The same push, pull, job, batch-ack, crash, schedule and ingress-limit
+# scenarios again with every Orderly on a local 3-master Redis Cluster, plus
+# the cluster-only tests (spread over the masters, a failover on a 6-node
+# cluster of the test's own).
 log "cargo test (Redis Cluster)"
 start_cluster 3 0
 ORDERLY_TEST_CLUSTER_NODES="$REDIS_CLUSTER_NODES" \
-  cargo test --locked -p orderly --test api -- push:: pull:: jobs:: batch_ack:: crash:: cluster:: "$@"
+  cargo test --locked -p orderly --test api -- push:: pull:: jobs:: batch_ack:: crash:: cluster:: schedules:: limits:: "$@"
 if [ $# -eq 0 ] || [[ " $* " == *console* ]]; then "$ROOT/scripts/console_test.sh"; fi  # the console in headless Chromium
 if [ $# -eq 0 ] || [[ " $* " == *clients* ]]; then bash "$ROOT/scripts/clients_test.sh"; fi  # the Python, TypeScript and Rust clients against a live Orderly
 [ "$#" -gt 0 ] || "$ROOT/scripts/openapi_fuzz.sh" # schemathesis vs a live Orderly (full runs only)

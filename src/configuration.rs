@@ -76,6 +76,9 @@ pub struct Settings {
     pub mongodb: MongoSettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
+    /// Per-tenant ingress limits; the section may be omitted (unlimited).
+    #[serde(default)]
+    pub limits: LimitSettings,
     pub worker: WorkerSettings,
     pub queues: QueueDefaults,
     pub delivery: DeliverySettings,
@@ -180,6 +183,18 @@ pub struct RateLimitSettings {
     pub login_failures_per_email: u32,
     pub login_failures_per_ip: u32,
     pub login_window_s: u64,
+}
+
+/// How fast one tenant (a user, with all their API keys) may publish, over
+/// all processes: a token bucket of `publish_burst` jobs (`0`: one second's
+/// worth) refilled at `publish_per_second`. `publish_per_second = 0` (the
+/// default) means unlimited and costs nothing.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LimitSettings {
+    #[serde(default)]
+    pub publish_per_second: u32,
+    #[serde(default)]
+    pub publish_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

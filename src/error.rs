@@ -73,7 +73,8 @@ error_codes! {
     PayloadTooLarge = "payload_too_large",
     /// `415`: the body is not `application/json`.
     UnsupportedMediaType = "unsupported_media_type",
-    /// `429`: too many failed logins; see `Retry-After`.
+    /// `429`: too many failed logins, or publishes over the tenant's
+    /// ingress limit; see `Retry-After`.
     RateLimited = "rate_limited",
     /// `503`: a dependency is down or a bounded pool is full; see `Retry-After`.
     Unavailable = "unavailable",
@@ -217,10 +218,15 @@ impl ApiError {
     }
 
     pub fn rate_limited(retry_after_s: u64) -> Self {
+        Self::limited("too many failed attempts; retry later", retry_after_s)
+    }
+
+    /// `429 rate_limited` saying why, with `Retry-After` (at least 1 s).
+    pub fn limited(message: impl Into<String>, retry_after_s: u64) -> Self {
         let mut err = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
-            "too many failed attempts; retry later",
+            message,
         );
         err.retry_after_s = Some(retry_after_s.max(1));
         err
@@ -426,6 +432,19 @@ impl From<crate::queue::engine::EngineError> for ApiError {
             EngineError::Unexpected(what) => {
                 Self::internal(format!("unexpected redis reply: {what}"))
             }
+        }
+    }
+}
+
+impl From<crate::queue::schedules::ScheduleError> for ApiError {
+    fn from(err: crate::queue::schedules::ScheduleError) -> Self {
+        use crate::queue::schedules::ScheduleError;
+        match err {
+            ScheduleError::Mongo(err) => {
+                log::warn!("mongodb error: {err}");
+                Self::unavailable("mongodb is unavailable")
+            }
+            ScheduleError::Redis(err) => err.into(),
         }
     }
 }

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    auth, console, consumers, dead, docs, health, jobs, metrics, outcomes, queues,
+    auth, console, consumers, dead, docs, health, jobs, metrics, outcomes, queues, schedules,
 };
 
 #[derive(OpenApi)]
@@ -47,6 +47,10 @@ use crate::routes::{
         outcomes::outcomes,
         dead::list,
         dead::redrive,
+        schedules::list,
+        schedules::put,
+        schedules::get,
+        schedules::delete,
         jobs::get,
         jobs::cancel,
         consumers::ack,
@@ -62,6 +66,7 @@ use crate::routes::{
         (name = "jobs", description = "Publishing, reading, listing and cancelling jobs"),
         (name = "consumers", description = "Pull delivery: claim, then ack / nack / extend under a fenced lease"),
         (name = "dead letters", description = "Dead and blocked jobs: list, redrive, retry, skip"),
+        (name = "schedules", description = "Cron schedules: a job published to the queue at every tick, exactly once across processes"),
         (name = "operations", description = "Health, readiness, metrics, this documentation and the operators' console"),
     )
 )]

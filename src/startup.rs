@@ -25,11 +25,13 @@ use crate::metrics::Metrics;
 use crate::queue::Queues;
 use crate::queue::delivery::Pusher;
 use crate::queue::engine::{Engine, RedisConn};
+use crate::queue::ingress::IngressLimiter;
 use crate::queue::notify::WakeHub;
 use crate::queue::producer::Producer;
 use crate::queue::registry::QueueRegistry;
+use crate::queue::schedules::Schedules;
 use crate::queue::worker::{Drain, Worker, WorkerDeps};
-use crate::queue::{reaper, sampler};
+use crate::queue::{reaper, sampler, scheduler};
 use crate::{routes, storage};
 
 /// One access-log line per request, tagged with the request id.
@@ -151,6 +153,19 @@ impl Application {
             default_push_timeout_ms: settings.delivery.timeout_ms,
             metrics: metrics.jobs.clone(),
         });
+        let schedules = Schedules::new(&mongo, redis.clone(), &settings.redis.key_prefix);
+        let ticks = scheduler::TickMetrics::register(&metrics.registry)
+            .map_err(|e| StartupError::Other(e.to_string()))?;
+        scheduler::start(schedules.clone(), queues.clone().into_inner(), ticks);
+        let schedules = web::Data::new(schedules);
+        let ingress = IngressLimiter::new(
+            redis.clone(),
+            &settings.redis.key_prefix,
+            &settings.limits,
+            &metrics.registry,
+        )
+        .map_err(|e| StartupError::Other(e.to_string()))?;
+        let ingress = web::Data::new(ingress);
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
         let port = listener.local_addr()?.port();
@@ -179,6 +194,8 @@ impl Application {
                 .app_data(in_flight_gauge.clone())
                 .app_data(metrics_data.clone())
                 .app_data(queues.clone())
+                .app_data(schedules.clone())
+                .app_data(ingress.clone())
                 .configure(|cfg| routes::configure(cfg, expose_metrics))
                 .default_service(web::to(routes::not_found))
         })

@@ -144,7 +144,7 @@ pub mod need {
         Publish = [Publish];
         /// Claim, ack, nack, extend.
         Consume = [Consume];
-        /// Queue settings, pause/resume, job listings, dead letters.
+        /// Queue settings, pause/resume, job listings, dead letters, schedules.
         Manage = [Manage];
         /// Reading one job: producers and consumers both may.
         ReadJob = [Publish, Consume];

@@ -6,6 +6,9 @@
 //! - [`worker`]: the supervised worker actor (push delivery, retries).
 //! - [`reaper`]: the supervised lease reaper (expired leases back to lane heads).
 //! - [`sampler`]: the supervised gauge sampler (live queues only).
+//! - [`ingress`]: the per-tenant publish limit (a token bucket in Redis).
+//! - [`schedules`]: cron schedules (definitions in MongoDB, due ticks in
+//!   Redis); [`scheduler`]: the supervised actor that publishes their ticks.
 //! - [`delivery`]: one signed push attempt and the SSRF guard.
 //! - [`registry`]: queue definitions in MongoDB, cached in-process.
 //! - [`notify`]: the process-wide wake subscription (pub/sub or sharded pub/sub).
@@ -15,12 +18,15 @@
 
 pub mod delivery;
 pub mod engine;
+pub mod ingress;
 pub mod model;
 pub mod notify;
 pub mod producer;
 pub mod reaper;
 pub mod registry;
 pub mod sampler;
+pub mod scheduler;
+pub mod schedules;
 pub mod service;
 pub mod worker;
 

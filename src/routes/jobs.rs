@@ -14,6 +14,7 @@ use crate::http::ApiJson;
 use crate::http::json::{integer, parse_item};
 use crate::queue::Queues;
 use crate::queue::engine::{CancelOutcome, ListFilter};
+use crate::queue::ingress::{Admission, IngressLimiter};
 use crate::queue::model::{Job, JobId, JobState, MAX_DELAY_MS, QueueRef, parse_lane_key};
 use crate::queue::service::{Draft, Publication};
 
@@ -175,6 +176,23 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// Takes `jobs` publishes from the caller's ingress limit (PRODUCT §7.4): `429`
+/// with `Retry-After` while it is spent, `422` for a batch larger than the
+/// limit's burst (no wait would make it fit). Nothing is enqueued either way.
+async fn admit(limiter: &IngressLimiter, who: &Caller, jobs: usize) -> Result<(), ApiError> {
+    match limiter.admit(&who.user_id, jobs).await? {
+        Admission::Admitted => Ok(()),
+        Admission::Wait { retry_after_s } => Err(ApiError::limited(
+            "over this account's publish rate limit; retry after Retry-After seconds",
+            retry_after_s,
+        )),
+        Admission::OverCapacity { capacity } => Err(ApiError::invalid_field(
+            "jobs",
+            format!("a batch may hold at most {capacity} jobs under this account's publish limit"),
+        )),
+    }
+}
+
 /// Publish one job.
 #[utoipa::path(post, path = "/v1/queues/{queue}/jobs", operation_id = "publish_job", tag = "jobs", security(("bearer" = [])),
     params(QueuePath,
@@ -195,11 +213,14 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Invalid `key`, `delay_ms` or `Idempotency-Key`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over the account's publish limit (`limits.publish_per_second`); retry after `Retry-After` seconds. Nothing was enqueued", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds (≥ 1) until the publish fits the limit"))),
         (status = 503, description = "`unavailable`: Redis or MongoDB down, nothing was enqueued; `outcome_unknown`: Redis took the request but its reply was lost, so the job(s) may have been enqueued — retry with the same idempotency key(s)", body = ErrorBody),
     ))]
 pub async fn publish(
     req: HttpRequest,
     queues: web::Data<Queues>,
+    limiter: web::Data<IngressLimiter>,
     who: Authorized<need::Publish>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<PublishBody>,
@@ -208,6 +229,7 @@ pub async fn publish(
     let idempotency_key = idempotency_key(&req)?;
     let draft = draft(body, idempotency_key)
         .map_err(|(field, reason)| ApiError::invalid_field(field, reason))?;
+    admit(&limiter, &who, 1).await?;
     match queues.publish(&queue, vec![draft]).await?.pop() {
         Some(Publication::Enqueued(job)) => Ok(HttpResponse::Accepted().json(job)),
         Some(Publication::Repeat {
@@ -254,12 +276,15 @@ pub struct BatchBody {
         (status = 404, description = "Impossible queue name", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
-        (status = 422, description = "Empty or over 1000 jobs, or `jobs[i].field` invalid; nothing was enqueued", body = ErrorBody),
+        (status = 422, description = "Empty or over 1000 jobs, more jobs than the account's publish burst, or `jobs[i].field` invalid; nothing was enqueued", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the batch's jobs are over the account's publish limit (a batch counts its jobs); retry after `Retry-After` seconds. Nothing was enqueued", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds (≥ 1) until the batch fits the limit"))),
         (status = 503, description = "`unavailable`: Redis or MongoDB down, nothing was enqueued; `outcome_unknown`: Redis took the request but its reply was lost, so the job(s) may have been enqueued — retry with the same idempotency key(s)", body = ErrorBody),
     ))]
 pub async fn publish_batch(
     req: HttpRequest,
     queues: web::Data<Queues>,
+    limiter: web::Data<IngressLimiter>,
     who: Authorized<need::Publish>,
     path: web::Path<QueuePath>,
     ApiJson(body): ApiJson<BatchBody>,
@@ -288,6 +313,7 @@ pub async fn publish_batch(
             Ok(draft)
         })
         .collect::<Result<Vec<Draft>, ApiError>>()?;
+    admit(&limiter, &who, drafts.len()).await?;
     let mut enqueued = 0;
     let jobs: Vec<Job> = queues
         .publish(&queue, drafts)

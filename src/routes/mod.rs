@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod outcomes;
 pub mod queues;
+pub mod schedules;
 
 use actix_web::{HttpResponse, web};
 
@@ -82,6 +83,8 @@ route_table! {
     "/v1/queues/{queue}/ack" => { post: outcomes::outcomes },
     "/v1/queues/{queue}/dead" => { get: dead::list },
     "/v1/queues/{queue}/dead/redrive" => { post: dead::redrive },
+    "/v1/queues/{queue}/schedules" => { get: schedules::list },
+    "/v1/queues/{queue}/schedules/{name}" => { put: schedules::put, get: schedules::get, delete: schedules::delete },
     "/v1/jobs/{id}" => { get: jobs::get, delete: jobs::cancel },
     "/v1/jobs/{id}/ack" => { post: consumers::ack },
     "/v1/jobs/{id}/nack" => { post: consumers::nack },

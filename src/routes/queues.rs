@@ -17,6 +17,7 @@ use crate::queue::model::{
     Backoff, Delivery, OnExhausted, PUSH_TIMEOUT_MS_RANGE, QueueRef, QueueSettings,
 };
 use crate::queue::registry::{QueueDefinition, queue_ref};
+use crate::queue::schedules::Schedules;
 
 /// The `{queue}` path parameter.
 #[derive(Deserialize, IntoParams)]
@@ -25,6 +26,15 @@ pub struct QueuePath {
     /// Queue name: 1–64 of `a-z 0-9 . _ -`, starting with a letter or digit.
     #[param(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
     queue: String,
+}
+
+impl QueuePath {
+    /// The path parameter of a route that names the queue among others.
+    pub fn named(queue: &str) -> Self {
+        Self {
+            queue: queue.to_owned(),
+        }
+    }
 }
 
 /// The caller's queue named in the path; `404` for a name that cannot exist.
@@ -399,7 +409,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view))
 }
 
-/// Delete a queue and its jobs.
+/// Delete a queue, its jobs and its schedules.
 #[utoipa::path(delete, path = "/v1/queues/{queue}", operation_id = "delete_queue", tag = "queues", security(("bearer" = [])),
     params(QueuePath),
     responses(
@@ -411,10 +421,14 @@ pub async fn get(
     ))]
 pub async fn delete(
     queues: web::Data<Queues>,
+    schedules: web::Data<Schedules>,
     who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
+    // Schedules first: none can publish into (and so re-create) the queue
+    // once it is gone.
+    schedules.delete_queue(&queue).await?;
     if !queues.registry.delete(&queue).await? {
         return Err(ApiError::not_found("no such queue"));
     }

@@ -350,6 +350,34 @@ async fn the_document_is_valid_and_real_responses_match_it() {
     )
     .await;
 
+    let schedule = "/v1/queues/{queue}/schedules/{name}";
+    let daily = json!({"cron": "0 9 * * MON-FRI", "timezone": "Europe/Berlin",
+        "payload": {"report": true}, "key": "reports", "catch_up": "one"});
+    r.call(
+        M::PUT,
+        schedule,
+        "/v1/queues/work/schedules/daily",
+        Some(daily.clone()),
+    )
+    .await;
+    r.call(
+        M::PUT,
+        schedule,
+        "/v1/queues/work/schedules/daily",
+        Some(daily),
+    )
+    .await;
+    let bad = json!({"cron": "0 25 * * *", "timezone": "Nowhere/Else", "payload": 1});
+    r.call(M::PUT, schedule, "/v1/queues/work/schedules/bad", Some(bad))
+        .await;
+    r.call(M::GET, schedule, "/v1/queues/work/schedules/daily", None)
+        .await;
+    r.call(M::GET, schedule, "/v1/queues/work/schedules/missing", None)
+        .await;
+    let schedules = "/v1/queues/{queue}/schedules";
+    r.call(M::GET, schedules, "/v1/queues/work/schedules", None)
+        .await;
+
     let statuses: Vec<u64> = r
         .samples
         .iter()
