@@ -791,7 +791,15 @@ async fn main() {
         let before = probe.sample();
         let started = Instant::now();
         let mut consumers = Vec::new();
-        for _ in 0..16 {
+        let consumers_n: usize = std::env::var("PULL_CONSUMERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
+        let max_jobs: usize = std::env::var("PULL_MAX_JOBS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
+        for _ in 0..consumers_n {
             let (c, acked, order, disorder, done_at) = (
                 ctx.clone(),
                 acked.clone(),
@@ -814,7 +822,7 @@ async fn main() {
                 // jobs the previous one returned — one request per batch.
                 let mut pending: Vec<Value> = Vec::new();
                 while acked.load(Ordering::Relaxed) < total {
-                    let body = json!({"wait_ms": 1000, "max_jobs": 16, "acks": pending});
+                    let body = json!({"wait_ms": 1000, "max_jobs": max_jobs, "acks": pending});
                     let r: Value = c
                         .post("/v1/queues/bench-pull/claim", &body)
                         .await
