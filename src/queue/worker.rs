@@ -562,6 +562,15 @@ async fn deliver_one(
                 .fail(&queue, &job.id, &lease, &error, failure)
                 .await?
         }
+        // The receiver named when to come back: the lane waits that long
+        // (at most `backoff.max_ms`), its head first; the attempt counts.
+        PushOutcome::RetryAfter { error, after } => {
+            let in_ms = (after.as_millis() as u64).min(definition.settings.backoff.max_ms);
+            let failure = Failure::Retry { in_ms };
+            deps.engine
+                .fail(&queue, &job.id, &lease, &error, failure)
+                .await?
+        }
         PushOutcome::Permanent { error } => {
             let failure = Failure::Permanent;
             deps.engine

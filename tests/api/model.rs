@@ -195,6 +195,7 @@ impl Harness {
                     delay_ms: 0,
                     max_attempts: MAX_ATTEMPTS,
                     idempotency_key: None,
+                    priority: 0,
                 };
                 let Published::New { seq, .. } = self
                     .engine
@@ -395,6 +396,8 @@ async fn run_case(ops: Vec<Op>) {
         paused: false,
         on_exhausted: "dead_letter",
         retention_s: 600,
+        rate_limit: None,
+        max_active: None,
         version: 1,
     };
     engine.configure(&queue, &conf).await.unwrap();

@@ -525,6 +525,7 @@ async fn publish_keys(engine: &Engine, queue: &QueueRef, keys: &[&str]) -> Vec<S
             delay_ms: 0,
             max_attempts: 3,
             idempotency_key: None,
+            priority: 0,
         })
         .collect();
     engine.publish(&jobs, 60).await.unwrap();
@@ -544,6 +545,8 @@ async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
         paused: false,
         on_exhausted: "dead_letter",
         retention_s: 60,
+        rate_limit: None,
+        max_active: None,
         version: 1,
     };
     engine.configure(&queue, &conf).await.unwrap();

@@ -1,7 +1,8 @@
 -- configure: mirror a queue definition's engine settings into K_META and
 -- re-index the queue (after pause/resume or a mode change). A version older
 -- than the one stored is ignored, so the copy never goes back in time.
--- ARGV: qid, push (1/0), paused (1/0), on_exhausted, retention_s, version.
+-- ARGV: qid, push (1/0), paused (1/0), on_exhausted, retention_s, version,
+-- then flow control: rate_per_s, rate_burst, max_active (0 = off).
 -- Returns 1 if applied (an equal version is applied again), 0 if a newer
 -- version was already there.
 local now = clock()
@@ -11,7 +12,8 @@ if version < stored then
   return 0
 end
 redis.call('HSET', K_META, 'push', ARGV[2], 'paused', ARGV[3],
-  'on_exhausted', ARGV[4], 'retention_s', ARGV[5], 'conf_v', version)
+  'on_exhausted', ARGV[4], 'retention_s', ARGV[5], 'conf_v', version,
+  'rate_per_s', ARGV[7] or '0', 'rate_burst', ARGV[8] or '0', 'max_active', ARGV[9] or '0')
 conf_cache = nil
 reindex()
 if ARGV[3] ~= '1' and redis.call('ZRANGEBYSCORE', K_READY, '-inf', now, 'LIMIT', 0, 1)[1] then

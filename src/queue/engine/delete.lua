@@ -5,7 +5,8 @@
 -- job that no longer exists.
 -- ARGV: qid.
 redis.call('UNLINK', K_META, K_JOBS, K_BODY, K_LANES, K_READY, K_LEASES, K_ORDER,
-  K_PENDING, K_DELAYED, K_DEAD, K_BLOCKED, K_EXPIRY, K_RATE)
+  K_PENDING, K_DELAYED, K_DEAD, K_BLOCKED, K_EXPIRY, K_RATE,
+  K_LANE_INDEX, K_LANE_PAUSED, K_HOT, K_PRIO)
 redis.call('ZREM', K_DUE, QID)
 redis.call('ZREM', K_LEASE_DUE, QID)
 redis.call('ZREM', K_LIVE, QID)

@@ -29,6 +29,10 @@
 //! | `Q:x`, `Q:k` | zset | dead / blocked job ids by seq |
 //! | `Q:t` | zset | terminal job ids by when their retention ends (trimmed 128 at a time) |
 //! | `Q:s` | hash | per-second publish/complete counters, a 60-field ring per kind |
+//! | `Q:n` | zset | lanes with unfinished jobs for the lanes listing, stuck first: score = head seq, plus 10^15 unless the head is blocked |
+//! | `Q:u` | hash | paused lanes: lane key → ms when its head may start (`''`: not yet); a paused lane is not in `Q:r` |
+//! | `Q:h` | zset | ready lanes whose head has a priority, score = (9 − priority) × 2^42 + ready ms; claim looks here first (may keep stale entries; `Q:r` decides) |
+//! | `Q:y` | hash | job id → priority (1–9), for jobs published with one |
 //! | `Q:i:<idempotency key>` | string | job id, expires after the idempotency window |
 //! | `P:{g<n>}:g:due` | zset | push queues (qids) with a ready lane, score = earliest ready time |
 //! | `P:{g<n>}:g:leases` | zset | queues with leases, score = earliest lease expiry |
@@ -49,6 +53,8 @@ mod delete;
 mod due;
 mod extend;
 mod fail;
+mod lane_pause;
+mod lanes;
 mod list;
 mod publish;
 mod recover;
@@ -65,6 +71,7 @@ pub use claim::{ClaimBatch, Claimed, Mode};
 pub use configure::EngineConf;
 pub use due::{DueIndex, GroupDue};
 pub use fail::Failure;
+pub use lanes::{LaneFilter, LanePage};
 pub use list::{JobPage, ListFilter};
 pub use publish::{NewJob, Published};
 pub use release::Release;
@@ -316,15 +323,20 @@ impl EngineScript {
 /// The fixed keys of one queue and its slot group, in the order every
 /// script expects them in `KEYS` (see `lib.lua`).
 struct QueueKeys {
-    keys: [String; 17],
+    keys: [String; 21],
 }
 
 /// `KEYS` index (1-based, as Lua counts) of a script's first extra key.
-const FIRST_EXTRA_KEY: usize = 18;
+const FIRST_EXTRA_KEY: usize = 22;
 
 const QUEUE_KEY_SUFFIXES: [&str; 13] = [
     "m", "j", "b", "l", "r", "e", "o", "p", "d", "x", "k", "t", "s",
 ];
+
+/// Queue keys of lanes, flow control and priority (`KEYS[18..=21]`, after
+/// the group keys): lane index, paused lanes, prioritised ready lanes, job
+/// priorities.
+const LANE_KEY_SUFFIXES: [&str; 4] = ["n", "u", "h", "y"];
 
 /// How publishes wait for replicas (`redis.wait_replicas`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -439,7 +451,8 @@ impl Engine {
             13 => format!("{group}due"),
             14 => format!("{group}leases"),
             15 => format!("{group}live"),
-            _ => format!("{group}wake"),
+            16 => format!("{group}wake"),
+            _ => format!("{base}{}", LANE_KEY_SUFFIXES[i - 17]),
         });
         QueueKeys { keys }
     }
