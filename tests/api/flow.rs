@@ -1,0 +1,187 @@
+//! Flow control (PRODUCT.md §7.4): a queue's `rate_limit` shared by every
+//! process, `max_active_lanes`, and a push receiver's `Retry-After`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, body, error_body, eventually, spawn_app, test_settings};
+use crate::process::OrderlyProcess;
+use crate::pull::{claim, pull_queue};
+use crate::receiver::{Receiver, Reply, assert_lanes_in_order, seqs_by_lane};
+
+/// Publishes `total` jobs round-robin over `lanes` lanes in one batch.
+async fn publish_spread(app: &TestApp, token: &str, queue: &str, total: usize, lanes: usize) {
+    let jobs: Vec<Value> = (0..total)
+        .map(|n| json!({"payload": {"n": n}, "key": format!("lane-{}", n % lanes)}))
+        .collect();
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/queues/{queue}/jobs/batch"),
+            token,
+            Some(&json!({"jobs": jobs})),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+}
+
+#[actix_web::test]
+async fn a_rate_limit_shared_by_two_processes_starts_at_most_rate_times_seconds_plus_burst() {
+    let settings = test_settings();
+    let receiver = Receiver::ok();
+    let first = OrderlyProcess::start(&settings).await;
+    let second = OrderlyProcess::start(&settings).await;
+    let api = first.client(&settings).await;
+    let user = api.signed_up_user().await;
+    let limit = json!({"rate_limit": {"per_second": 20, "burst": 5}});
+    let queue = api.push_queue(&user.token, "q", &receiver.url, limit).await;
+    assert_eq!(queue["rate_limit"], json!({"per_second": 20, "burst": 5}));
+    publish_spread(&api, &user.token, "q", 400, 200).await;
+
+    let window = Duration::from_secs(3);
+    eventually(
+        Duration::from_secs(20),
+        "deliveries past the window",
+        || async {
+            let seen = receiver.seen();
+            let start = seen.first()?.at;
+            seen.iter().any(|s| s.at > start + window).then_some(())
+        },
+    )
+    .await;
+    let seen = receiver.seen();
+    let start = seen[0].at;
+    let in_window = seen.iter().filter(|s| s.at <= start + window).count();
+    eprintln!("rate 20/s, burst 5: {in_window} heads started in the first 3 s");
+    assert!(in_window <= 20 * 3 + 5, "{in_window} started in 3 s");
+    assert!(in_window >= 20 * 2, "only {in_window} started in 3 s");
+    drop(second);
+}
+
+#[actix_web::test]
+async fn a_pull_queue_over_its_rate_answers_claims_when_the_next_token_is_due() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let settings = json!({"rate_limit": {"per_second": 2, "burst": 1}});
+    pull_queue(&app, &user.token, "q", settings).await;
+    publish_spread(&app, &user.token, "q", 4, 4).await;
+    assert_eq!(claim(&app, &user.token, "q", 0, 4).await.len(), 1);
+    // The bucket is empty: a long-poll gets the next head at the refill
+    // (500 ms at 2/s), not at once and not at the end of its wait.
+    let started = Instant::now();
+    let next = claim(&app, &user.token, "q", 5_000, 4).await;
+    let waited = started.elapsed();
+    assert_eq!(next.len(), 1);
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(1_500),
+        "waited {waited:?}"
+    );
+}
+
+#[actix_web::test]
+async fn max_active_lanes_never_has_more_leases_out_than_allowed() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let receiver = Receiver::start(|_| Reply::Hang(Duration::from_millis(30)));
+    let limit = json!({"max_active_lanes": 2});
+    app.push_queue(&user.token, "q", &receiver.url, limit).await;
+    publish_spread(&app, &user.token, "q", 60, 12).await;
+    app.wait_for_completed(&user.token, "q", 60, Duration::from_secs(30))
+        .await;
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 60);
+    assert_lanes_in_order(&seen);
+    assert_eq!(receiver.max_open(), 2, "deliveries open at once");
+}
+
+#[actix_web::test]
+async fn a_pull_claim_gets_no_more_heads_than_max_active_lanes_and_more_after_an_ack() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({"max_active_lanes": 2})).await;
+    publish_spread(&app, &user.token, "q", 6, 6).await;
+    let held = claim(&app, &user.token, "q", 0, 6).await;
+    assert_eq!(held.len(), 2);
+    assert!(claim(&app, &user.token, "q", 0, 6).await.is_empty());
+    // A waiting consumer is woken by the ack that frees a slot.
+    let waiting = claim(&app, &user.token, "q", 5_000, 6);
+    let ack = async {
+        crate::pull::ack(&app, &user.token, &held[0]).await;
+        Instant::now()
+    };
+    let (more, acked_at) = futures_util::join!(waiting, ack);
+    assert_eq!(more.len(), 1);
+    assert!(acked_at.elapsed() < Duration::from_millis(900), "not woken");
+}
+
+#[actix_web::test]
+async fn flow_settings_are_validated_per_field() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    for (settings, field) in [
+        (
+            json!({"rate_limit": {"per_second": 0}}),
+            "rate_limit.per_second",
+        ),
+        (
+            json!({"rate_limit": {"per_second": 5, "burst": 0}}),
+            "rate_limit.burst",
+        ),
+        (json!({"max_active_lanes": 0}), "max_active_lanes"),
+    ] {
+        let response = app.put_queue(&user.token, "q", &settings).await;
+        let error = error_body(response, 422, "validation_failed").await;
+        assert!(error["fields"][field].is_string(), "{error}");
+    }
+    let response = app
+        .put_queue(&user.token, "q", &json!({"rate_limit": {"per_second": 7}}))
+        .await;
+    assert_eq!(response.status(), 201);
+    let queue = body(response).await;
+    assert_eq!(queue["rate_limit"], json!({"per_second": 7, "burst": 7}));
+    assert_eq!(queue["max_active_lanes"], Value::Null);
+}
+
+#[actix_web::test]
+async fn a_429_with_retry_after_delays_its_lane_that_long_and_keeps_its_order() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let refused = Arc::new(Mutex::new(false));
+    let once = refused.clone();
+    let receiver = Receiver::start(move |seen| {
+        let mut refused = once.lock().unwrap();
+        if seen.key == "a" && !*refused {
+            *refused = true;
+            return Reply::RetryAfter(429, "2".into());
+        }
+        Reply::Status(200)
+    });
+    // backoff.max_ms caps Retry-After: leave room for 2 s.
+    let settings = json!({"backoff": {"initial_ms": 20, "max_ms": 10_000}});
+    app.push_queue(&user.token, "q", &receiver.url, settings)
+        .await;
+    for key in ["a", "a", "b"] {
+        app.publish_ok(&user.token, "q", &json!({"payload": {}, "key": key}))
+            .await;
+    }
+    app.wait_for_completed(&user.token, "q", 3, Duration::from_secs(15))
+        .await;
+    let seen = receiver.seen();
+    let a: Vec<_> = seen.iter().filter(|s| s.key == "a").collect();
+    assert_eq!(a.len(), 3, "a's head twice, then its second job");
+    assert_eq!(a[0].seq, a[1].seq);
+    assert_eq!(a[1].attempt, 2, "the refused delivery counts as an attempt");
+    let delay = a[1].at - a[0].at;
+    assert!(
+        delay >= Duration::from_millis(1_900) && delay < Duration::from_millis(3_500),
+        "lane a waited {delay:?}"
+    );
+    assert!(a[2].seq > a[1].seq);
+    // Lane b was not held up by a's wait.
+    let b = seen.iter().find(|s| s.key == "b").unwrap();
+    assert!(b.at < a[1].at);
+    assert_eq!(seqs_by_lane(&seen)["b"].len(), 1);
+    assert_lanes_in_order(&seen);
+}
