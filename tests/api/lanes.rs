@@ -72,6 +72,16 @@ async fn a_blocked_lane_is_listed_first_with_its_heads_last_error_and_retry_or_s
     assert_eq!(listing["lanes"][1]["state"], "ready");
     let blocked_only = lanes(&app, &user.token, "q", "?state=blocked").await;
     assert_eq!(keys(&blocked_only), ["stuck"]);
+    eventually(
+        Duration::from_secs(10),
+        "the blocked-lanes gauge",
+        || async {
+            let blocked = app.counter("orderly_lanes_blocked").await;
+            let oldest = app.counter("orderly_oldest_lane_head_age_seconds").await;
+            (blocked == 1.0 && oldest > 0.0).then_some(())
+        },
+    )
+    .await;
 
     // Retry from the listing: the head may start again, then blocks again.
     let head_id = first["head"]["id"].as_str().unwrap();
@@ -174,6 +184,12 @@ async fn a_paused_lane_starts_nothing_while_the_others_flow_and_resumed_continue
     assert_eq!(p["length"], 4);
     let listing = lanes(&app, &user.token, "q", "?state=paused").await;
     assert_eq!(keys(&listing), ["p"]);
+    eventually(
+        Duration::from_secs(10),
+        "the paused-lanes gauge",
+        || async { (app.counter("orderly_lanes_paused").await == 1.0).then_some(()) },
+    )
+    .await;
 
     let resumed = lane_call(&app, &user.token, "q", "p", "resume").await;
     assert_eq!(resumed["paused"], false);
