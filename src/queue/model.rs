@@ -404,6 +404,9 @@ pub struct LaneHead {
     /// When the head may start (`null` while it is leased or blocked).
     #[schema(format = DateTime)]
     pub available_at: Option<String>,
+    /// The head's publish `priority` (0–9), which is the lane's.
+    #[schema(minimum = 0, maximum = 9)]
+    pub priority: u8,
 }
 
 /// A lane with unfinished jobs.

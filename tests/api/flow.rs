@@ -4,11 +4,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use orderly::queue::engine::{DueIndex, Engine, EngineConf, Mode};
+use orderly::queue::model::{QueueName, QueueRef};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, body, error_body, eventually, spawn_app, test_settings};
 use crate::process::OrderlyProcess;
 use crate::pull::{claim, pull_queue};
+use crate::push::publish_keys_with;
 use crate::receiver::{Receiver, Reply, assert_lanes_in_order, seqs_by_lane};
 
 /// Publishes `total` jobs round-robin over `lanes` lanes in one batch.
@@ -144,6 +147,49 @@ async fn a_pull_claim_gets_no_more_heads_than_max_active_lanes_and_more_after_an
         late < Duration::from_millis(900),
         "woken {late:?} after the ack"
     );
+}
+
+#[actix_web::test]
+async fn a_push_queue_held_at_max_active_lanes_is_due_again_when_an_expired_lease_frees_a_slot() {
+    let app = spawn_app().await;
+    // An engine of its own key prefix: the app's worker never sees these keys.
+    let mut own = app.settings.redis.clone();
+    own.key_prefix = format!("{}-engine", own.key_prefix);
+    let engine = Engine::connect(&own).unwrap();
+    let queue = QueueRef::new("owner", QueueName::parse("q").unwrap());
+    let conf = EngineConf {
+        push: true,
+        paused: false,
+        on_exhausted: "block",
+        retention_s: 60,
+        rate_limit: None,
+        max_active: Some(1),
+        version: 1,
+    };
+    engine.configure(&queue, &conf).await.unwrap();
+    publish_keys_with(&engine, &queue, &["a", "b"], 1).await;
+    let due = || async { engine.due_everywhere(DueIndex::Push).await.unwrap().queues };
+
+    let held = engine.claim(&queue, 10, 300, Mode::Push).await.unwrap();
+    assert_eq!(held.jobs.len(), 1);
+    let throttled = engine.claim(&queue, 10, 300, Mode::Push).await.unwrap();
+    assert!(throttled.jobs.is_empty());
+    assert_eq!(
+        throttled.next_due_in_ms, None,
+        "full: wait for a lease to end"
+    );
+    assert!(!due().await.contains(&queue), "a full queue is not polled");
+
+    // The lease expires on the job's last attempt: it blocks its lane, and
+    // the freed slot puts the queue back in the due index for the other.
+    eventually(Duration::from_secs(5), "the lease recovered", || async {
+        (engine.recover(&queue, 10).await.unwrap() == 1).then_some(())
+    })
+    .await;
+    assert!(due().await.contains(&queue));
+    let next = engine.claim(&queue, 10, 300, Mode::Push).await.unwrap();
+    assert_eq!(next.jobs.len(), 1);
+    assert_ne!(next.jobs[0].job.key, held.jobs[0].job.key);
 }
 
 #[actix_web::test]

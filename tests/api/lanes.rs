@@ -259,6 +259,12 @@ async fn among_ready_lanes_the_higher_priority_head_starts_first_and_a_lane_keep
         order
     };
     assert_eq!(order, ["high", "mid", "low-1", "low-2", "low-3"]);
+    let lane = body(
+        app.get_with_token("/v1/queues/q/lanes/high", &user.token)
+            .await,
+    )
+    .await;
+    assert_eq!(lane["head"]["priority"], 9, "{lane}");
 
     for priority in [json!(10), json!(-1), json!("high")] {
         let job = json!({"payload": {}, "priority": priority});

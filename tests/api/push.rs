@@ -515,6 +515,16 @@ async fn a_paused_queue_accepts_jobs_but_starts_none_until_resumed() {
 
 /// Publishes one job per key, in order, straight through the engine.
 async fn publish_keys(engine: &Engine, queue: &QueueRef, keys: &[&str]) -> Vec<String> {
+    publish_keys_with(engine, queue, keys, 3).await
+}
+
+/// [`publish_keys`] with `max_attempts` per job.
+pub(crate) async fn publish_keys_with(
+    engine: &Engine,
+    queue: &QueueRef,
+    keys: &[&str],
+    max_attempts: u32,
+) -> Vec<String> {
     let jobs: Vec<NewJob> = keys
         .iter()
         .map(|key| NewJob {
@@ -523,7 +533,7 @@ async fn publish_keys(engine: &Engine, queue: &QueueRef, keys: &[&str]) -> Vec<S
             key: (*key).to_owned(),
             payload: "1".to_owned(),
             delay_ms: 0,
-            max_attempts: 3,
+            max_attempts,
             idempotency_key: None,
             priority: 0,
         })

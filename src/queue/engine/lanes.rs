@@ -38,7 +38,7 @@ pub(super) fn lane_page(reply: Vec<Value>) -> (Option<u64>, Vec<Lane>) {
 }
 
 /// `{ key, state, length, head id, seq, attempts, last_error, created_at,
-/// available_at }` → a [`Lane`].
+/// available_at, priority }` → a [`Lane`].
 fn lane_view(value: Value, now: u64) -> Option<Lane> {
     let Value::Array(items) = value else {
         return None;
@@ -55,6 +55,7 @@ fn lane_view(value: Value, now: u64) -> Option<Lane> {
     let created_at = int(&next())?;
     let available_at =
         int(&next()).filter(|_| !matches!(state, LaneState::Active | LaneState::Blocked));
+    let priority = int(&next()).unwrap_or(0).min(9) as u8;
     Some(Lane {
         key,
         state,
@@ -66,6 +67,7 @@ fn lane_view(value: Value, now: u64) -> Option<Lane> {
             last_error,
             created_at: rfc3339_ms(created_at),
             available_at: available_at.map(rfc3339_ms),
+            priority,
         },
         head_age_ms: now.saturating_sub(created_at),
     })

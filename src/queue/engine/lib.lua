@@ -562,7 +562,7 @@ end
 
 -- One lane as the lanes listing shows it, or nil if its head is gone:
 -- { key, state, length, head id, seq, attempts, last_error, created_at,
---   available_at (when the head may start, if known) }.
+--   available_at (when the head may start, if known), head priority }.
 local function lane_view(lane, l, now)
   local id = l[1]
   local r = get(id)
@@ -585,5 +585,7 @@ local function lane_view(lane, l, now)
   else
     state = 'ready'
   end
-  return { lane, state, l[3], id, r[R_SEQ], r[R_ATT] or 0, r[R_ERR] or false, r[R_CREATED], at or false }
+  local priority = tonumber(redis.call('HGET', K_PRIO, id) or '0')
+  return { lane, state, l[3], id, r[R_SEQ], r[R_ATT] or 0, r[R_ERR] or false, r[R_CREATED], at or false,
+    priority }
 end

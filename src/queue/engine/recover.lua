@@ -24,4 +24,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 
 end
 reindex_leases()
 settle_live()
+if recovered > 0 then
+  -- Expired leases freed slots (`max_active_lanes`), even where no lane was
+  -- readied (the job blocked, or its lane is empty now).
+  flow_slot_freed()
+end
 return recovered
