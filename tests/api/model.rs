@@ -1,19 +1,24 @@
 //! Property test of the queue engine against an in-memory model, on real
-//! Redis: random interleavings of publish / claim / ack / nack / lease expiry /
-//! cancel / redrive / worker restart over three lanes of one pull queue.
+//! Redis: random interleavings of publish (with random priorities) / claim /
+//! ack / nack / lease expiry / cancel / redrive / worker restart / lane pause
+//! and resume over three lanes of one pull queue.
 //!
 //! Checked after every step: a claimed job is exactly the model's head of its
-//! lane (so lane order is seq order), at most one live lease per lane, stale
-//! leases change nothing, no job completes twice, and the queue's stats equal
-//! the model's counts. At the end everything is drained: every job that was
-//! not cancelled completes exactly once.
+//! lane (so lane order is seq order), at most one live lease per lane, no
+//! paused lane starts, no startable head left behind has a higher priority
+//! than one claimed, stale leases change nothing, no job completes twice, the
+//! queue's stats equal the model's counts, and the lanes listing shows the
+//! model's lanes (oldest head first, length, head, paused). At the end
+//! everything is resumed and drained: every job that was not cancelled
+//! completes exactly once.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use orderly::queue::engine::{
-    CancelOutcome, Engine, EngineConf, Failure, Lease, NewJob, Published, Release, Transition,
+    CancelOutcome, Engine, EngineConf, Failure, LaneFilter, Lease, NewJob, Published, Release,
+    Transition,
 };
-use orderly::queue::model::{JobState, QueueName, QueueRef};
+use orderly::queue::model::{JobState, LaneState, QueueName, QueueRef};
 use proptest::prelude::*;
 
 use crate::helpers::test_settings;
@@ -23,7 +28,8 @@ const MAX_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Publish(usize),
+    /// A job on lane `.0` with priority `.1`.
+    Publish(usize, u8),
     Claim(usize),
     Ack(usize),
     Nack(usize),
@@ -32,11 +38,14 @@ enum Op {
     Cancel(usize),
     Redrive,
     Restart,
+    PauseLane(usize),
+    ResumeLane(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..LANES.len()).prop_map(Op::Publish),
+        4 => (0..LANES.len(), prop_oneof![3 => Just(0u8), 1 => 1..10u8])
+            .prop_map(|(lane, priority)| Op::Publish(lane, priority)),
         4 => (1..4usize).prop_map(Op::Claim),
         3 => any::<usize>().prop_map(Op::Ack),
         2 => any::<usize>().prop_map(Op::Nack),
@@ -45,6 +54,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Cancel),
         1 => Just(Op::Redrive),
         1 => Just(Op::Restart),
+        1 => (0..LANES.len()).prop_map(Op::PauseLane),
+        1 => (0..LANES.len()).prop_map(Op::ResumeLane),
     ]
 }
 
@@ -63,6 +74,7 @@ struct MJob {
     lane: usize,
     state: St,
     attempts: u32,
+    priority: u8,
 }
 
 /// The model: lanes of seqs, jobs by seq, held leases.
@@ -74,11 +86,15 @@ struct Model {
     stale: Vec<(u64, Lease)>,
     completed: u64,
     cancelled: u64,
+    paused: [bool; 3],
 }
 
 impl Model {
     /// The lane's head, if it may be claimed.
     fn startable(&self, lane: usize) -> Option<u64> {
+        if self.paused[lane] {
+            return None;
+        }
         let head = *self.lanes[lane].front()?;
         (self.jobs[&head].state == St::Waiting).then_some(head)
     }
@@ -132,6 +148,15 @@ impl Harness {
             got.len() == expected.len().min(max),
             "claimed {got:?}, startable {expected:?}"
         );
+        // Priority first: no startable head left behind outranks one claimed.
+        let least_claimed = got.iter().map(|s| self.model.jobs[s].priority).min();
+        for left in expected.iter().filter(|s| !got.contains(s)) {
+            let priority = self.model.jobs[left].priority;
+            assert!(
+                least_claimed.is_none_or(|least| priority <= least),
+                "seq {left} (priority {priority}) left behind for {got:?}"
+            );
+        }
         for claimed in batch.jobs {
             let seq = claimed.job.seq;
             let lane = self.model.jobs.get(&seq).expect("claimed a known job").lane;
@@ -186,7 +211,7 @@ impl Harness {
 
     async fn step(&mut self, op: Op) {
         match op {
-            Op::Publish(lane) => {
+            Op::Publish(lane, priority) => {
                 let job = NewJob {
                     queue: self.queue.clone(),
                     id: orderly::queue::model::JobId::generate(&self.queue.name).id,
@@ -195,7 +220,7 @@ impl Harness {
                     delay_ms: 0,
                     max_attempts: MAX_ATTEMPTS,
                     idempotency_key: None,
-                    priority: 0,
+                    priority,
                 };
                 let Published::New { seq, .. } = self
                     .engine
@@ -214,6 +239,7 @@ impl Harness {
                         lane,
                         state: St::Waiting,
                         attempts: 0,
+                        priority,
                     },
                 );
             }
@@ -336,8 +362,45 @@ impl Harness {
                     self.model.stale.push((seq, lease));
                 }
             }
+            Op::PauseLane(lane) | Op::ResumeLane(lane) => {
+                let pause = matches!(op, Op::PauseLane(_));
+                self.engine
+                    .pause_lane(&self.queue, LANES[lane], pause)
+                    .await
+                    .unwrap();
+                self.model.paused[lane] = pause;
+            }
         }
         self.check_stats().await;
+        self.check_lanes().await;
+    }
+
+    /// The lanes listing is the model's lanes: oldest head first (nothing
+    /// blocks here), with their lengths, heads and pauses.
+    async fn check_lanes(&self) {
+        let filter = LaneFilter {
+            limit: 100,
+            ..LaneFilter::default()
+        };
+        let page = self.engine.lanes(&self.queue, &filter).await.unwrap();
+        let got: Vec<(String, u64, u64, bool)> = page
+            .lanes
+            .iter()
+            .map(|l| {
+                let paused = l.state == LaneState::Paused;
+                (l.key.clone(), l.length, l.head.seq, paused)
+            })
+            .collect();
+        let mut expected: Vec<(String, u64, u64, bool)> = (0..LANES.len())
+            .filter_map(|lane| {
+                let head = *self.model.lanes[lane].front()?;
+                let length = self.model.lanes[lane].len() as u64;
+                Some((LANES[lane].into(), length, head, self.model.paused[lane]))
+            })
+            .collect();
+        expected.sort_by_key(|(_, _, head, _)| *head);
+        assert_eq!(got, expected, "lanes listing");
+        assert_eq!(page.next, None);
     }
 
     async fn check_stats(&self) {
@@ -357,6 +420,9 @@ impl Harness {
     /// Redrives and drains everything; every non-cancelled job completes once.
     async fn drain(&mut self) {
         self.step(Op::Restart).await;
+        for lane in 0..LANES.len() {
+            self.step(Op::ResumeLane(lane)).await;
+        }
         for _ in 0..200 {
             self.step(Op::Redrive).await;
             self.claim(3).await;
