@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, body, error_body, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestRedis, body, error_body, eventually, spawn_app, spawn_app_with};
 use crate::pull::{ack, claim, id, job_call, lease, pull_queue};
 use crate::receiver::{Receiver, Reply, assert_lanes_in_order, seqs_by_lane};
 
@@ -316,4 +316,103 @@ async fn a_push_receiver_sees_the_higher_priority_lane_first_when_both_wait() {
         .await;
     let keys: Vec<String> = receiver.seen().iter().map(|s| s.key.clone()).collect();
     assert_eq!(keys, ["high", "low"]);
+}
+
+#[actix_web::test]
+async fn listing_twenty_thousand_lanes_runs_in_bounded_steps_of_a_few_milliseconds() {
+    let redis = TestRedis::start().await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url.clone()).await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    let lanes_total = 20_000;
+    for chunk in 0..lanes_total / 1000 {
+        let jobs: Vec<Value> = (0..1000)
+            .map(|n| json!({"payload": {}, "key": format!("k{}", chunk * 1000 + n)}))
+            .collect();
+        let response = app
+            .call(
+                reqwest::Method::POST,
+                "/v1/queues/q/jobs/batch",
+                &user.token,
+                Some(&json!({"jobs": jobs})),
+            )
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let patient = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(30)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&patient)
+        .await
+        .unwrap();
+    let config = |name: &'static str, value: &'static str| {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg(name).arg(value);
+        cmd
+    };
+    let _: () = config("slowlog-log-slower-than", "0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = config("slowlog-max-len", "100000")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // No lane is blocked: every call examines its share and hands on a cursor.
+    let (mut calls, mut query) = (0, "?state=blocked".to_owned());
+    loop {
+        let page = lanes(&app, &user.token, "q", &query).await;
+        calls += 1;
+        assert!(page["lanes"].as_array().unwrap().is_empty());
+        match page["next"].as_u64() {
+            Some(next) => query = format!("?state=blocked&after={next}"),
+            None => break,
+        }
+    }
+    assert!(
+        calls >= lanes_total / 500,
+        "{calls} calls walked {lanes_total} lanes"
+    );
+
+    let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(100_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let slowest_script_us = log
+        .iter()
+        .filter_map(|entry| {
+            let redis::Value::Array(fields) = entry else {
+                return None;
+            };
+            let micros = match fields.get(2)? {
+                redis::Value::Int(us) => *us,
+                _ => return None,
+            };
+            let redis::Value::Array(args) = fields.get(3)? else {
+                return None;
+            };
+            let command = match args.first()? {
+                redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).to_lowercase(),
+                _ => return None,
+            };
+            command.starts_with("eval").then_some(micros)
+        })
+        .max()
+        .unwrap();
+    eprintln!(
+        "lanes listing: {calls} calls over {lanes_total} lanes, slowest script {slowest_script_us} µs"
+    );
+    assert!(
+        slowest_script_us < 10_000,
+        "a script ran {slowest_script_us} µs"
+    );
 }

@@ -9,7 +9,7 @@ static SCRIPT: EngineScript = EngineScript::new(include_str!("lanes.lua"));
 
 /// Lane index entries one listing call examines at most (each costs a few
 /// reads): bounds the script's run time at any number of lanes.
-const LANE_BUDGET: usize = 500;
+const LANE_BUDGET: usize = 200;
 
 /// Filters of a lanes listing.
 #[derive(Debug, Clone, Default)]
