@@ -4,31 +4,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use orderly::queue::engine::{DueIndex, Engine, EngineConf, Mode};
+use orderly::queue::engine::{DueIndex, EngineConf, Mode};
 use orderly::queue::model::{QueueName, QueueRef};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, body, error_body, eventually, spawn_app, test_settings};
+use crate::crash::publish_spread;
+use crate::helpers::{TestApp, body, error_body, eventually, own_engine, spawn_app, test_settings};
 use crate::process::OrderlyProcess;
 use crate::pull::{claim, pull_queue};
 use crate::push::publish_keys_with;
 use crate::receiver::{Receiver, Reply, assert_lanes_in_order, seqs_by_lane};
-
-/// Publishes `total` jobs round-robin over `lanes` lanes in one batch.
-async fn publish_spread(app: &TestApp, token: &str, queue: &str, total: usize, lanes: usize) {
-    let jobs: Vec<Value> = (0..total)
-        .map(|n| json!({"payload": {"n": n}, "key": format!("lane-{}", n % lanes)}))
-        .collect();
-    let response = app
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/queues/{queue}/jobs/batch"),
-            token,
-            Some(&json!({"jobs": jobs})),
-        )
-        .await;
-    assert_eq!(response.status(), 202);
-}
 
 /// Waits until a long-poll on `queue` is woken by a publish (the process's
 /// wake subscription is live: on a cluster it is made after start), then
@@ -152,10 +137,7 @@ async fn a_pull_claim_gets_no_more_heads_than_max_active_lanes_and_more_after_an
 #[actix_web::test]
 async fn a_push_queue_held_at_max_active_lanes_is_due_again_when_an_expired_lease_frees_a_slot() {
     let app = spawn_app().await;
-    // An engine of its own key prefix: the app's worker never sees these keys.
-    let mut own = app.settings.redis.clone();
-    own.key_prefix = format!("{}-engine", own.key_prefix);
-    let engine = Engine::connect(&own).unwrap();
+    let engine = own_engine(&app);
     let queue = QueueRef::new("owner", QueueName::parse("q").unwrap());
     let conf = EngineConf {
         push: true,

