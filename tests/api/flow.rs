@@ -9,7 +9,10 @@ use orderly::queue::model::{QueueName, QueueRef};
 use serde_json::{Value, json};
 
 use crate::crash::publish_spread;
-use crate::helpers::{TestApp, body, error_body, eventually, own_engine, spawn_app, test_settings};
+use crate::helpers::{
+    TestApp, TestRedis, body, error_body, eventually, own_engine, spawn_app, spawn_app_with,
+    test_settings,
+};
 use crate::process::OrderlyProcess;
 use crate::pull::{claim, pull_queue};
 use crate::push::publish_keys_with;
@@ -242,4 +245,37 @@ async fn a_429_with_retry_after_delays_its_lane_that_long_and_keeps_its_order() 
     assert!(b.at < a[1].at);
     assert_eq!(seqs_by_lane(&seen)["b"].len(), 1);
     assert_lanes_in_order(&seen);
+}
+
+#[actix_web::test]
+async fn a_throttled_push_queue_is_claimed_when_tokens_are_due_not_in_a_loop() {
+    let redis = TestRedis::start().await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url.clone()).await;
+    let user = app.signed_up_user().await;
+    let receiver = Receiver::ok();
+    let limit = json!({"rate_limit": {"per_second": 5, "burst": 1}});
+    app.push_queue(&user.token, "q", &receiver.url, limit).await;
+    publish_spread(&app, &user.token, "q", 100, 100).await;
+    eventually(Duration::from_secs(10), "the first delivery", || async {
+        (!receiver.seen().is_empty()).then_some(())
+    })
+    .await;
+    let before = redis.command_calls().await;
+    let started = Instant::now();
+    eventually(Duration::from_secs(10), "ten more deliveries", || async {
+        (receiver.seen().len() >= 11).then_some(())
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let after = redis.command_calls().await;
+    let scripts = ["evalsha", "eval"]
+        .iter()
+        .map(|c| after.get(*c).unwrap_or(&0) - before.get(*c).unwrap_or(&0))
+        .sum::<u64>();
+    eprintln!("10 throttled deliveries in {elapsed:?}: {scripts} script calls");
+    // 5/s: ten starts take about 2 s.
+    assert!(elapsed >= Duration::from_millis(1_700), "{elapsed:?}");
+    // Per start a claim, an ack and a claim that finds the bucket empty,
+    // plus the once-a-second polls, reaper and sampler: tens, not thousands.
+    assert!(scripts <= 150, "{scripts} script calls for 10 deliveries");
 }
