@@ -3,11 +3,16 @@
 
 use std::time::Duration;
 
+use orderly::queue::engine::LaneFilter;
+use orderly::queue::model::{QueueName, QueueRef};
 use serde_json::{Value, json};
 
 use crate::crash::publish_spread;
-use crate::helpers::{TestApp, TestRedis, body, error_body, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestRedis, body, error_body, eventually, own_engine, spawn_app, spawn_app_with,
+};
 use crate::pull::{ack, claim, id, job_call, lease, pull_queue};
+use crate::push::publish_keys_with;
 use crate::receiver::{Receiver, Reply, assert_lanes_in_order, seqs_by_lane};
 
 async fn lanes(app: &TestApp, token: &str, queue: &str, query: &str) -> Value {
@@ -404,4 +409,47 @@ async fn listing_twenty_thousand_lanes_runs_in_bounded_steps_of_a_few_millisecon
     // The work per call is bounded (the page count above); its time is
     // judged by the median, as a loaded machine can pause Redis mid-script.
     assert!(median < 5_000, "listing scripts took {median} µs (median)");
+}
+
+#[actix_web::test]
+async fn lanes_made_before_the_lane_index_existed_are_listed_after_a_few_listings() {
+    let app = spawn_app().await;
+    let engine = own_engine(&app);
+    let queue = QueueRef::new("owner", QueueName::parse("q").unwrap());
+    let total = 500;
+    let keys: Vec<String> = (0..total).map(|n| format!("old-{n}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    publish_keys_with(&engine, &queue, &keys, 3).await;
+    // Data as an Orderly without the lane index left it.
+    let mut del = redis::cmd("DEL");
+    del.arg(format!("{}n", engine.queue_base(&queue)));
+    let nodes = &app.settings.redis.cluster_nodes;
+    if nodes.is_empty() {
+        let client = redis::Client::open(app.settings.redis.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        del.query_async::<()>(&mut conn).await.unwrap();
+    } else {
+        let client = redis::cluster::ClusterClient::new(nodes.clone()).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        del.query_async::<()>(&mut conn).await.unwrap();
+    }
+
+    let listed = eventually(Duration::from_secs(10), "every old lane listed", || async {
+        let mut listed = Vec::new();
+        let mut filter = LaneFilter {
+            limit: 1000,
+            ..LaneFilter::default()
+        };
+        loop {
+            let page = engine.lanes(&queue, &filter).await.unwrap();
+            listed.extend(page.lanes.into_iter().map(|l| l.key));
+            match page.next {
+                Some(next) => filter.after = Some(next),
+                None => break,
+            }
+        }
+        (listed.len() == total).then_some(listed)
+    })
+    .await;
+    assert_eq!(listed, keys, "oldest head first");
 }

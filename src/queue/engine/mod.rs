@@ -17,7 +17,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `Q:m` | hash | `seq` counter; `completed`, `cancelled`, `retried` totals; the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v`; `watched_until` (ms until which finished jobs are announced to waiting reads) |
+//! | `Q:m` | hash | `seq` counter; flow control: the mirrored `rate_per_s`, `rate_burst`, `max_active` and the token bucket `tb_tokens`, `tb_at`; `lane_scan` (the lanes listing's scan for lanes older than `Q:n`: cursor, then `done`); `completed`, `cancelled`, `retried` totals; the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v`; `watched_until` (ms until which finished jobs are announced to waiting reads) |
 //! | `Q:j` | hash | job id → msgpack record: key, seq, state, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, last_error, result, next (the lane's next job id) |
 //! | `Q:b` | hash | job id → payload (written once, at publish) |
 //! | `Q:l` | hash | lane key → msgpack {head id, tail id, length}; lanes are chained through `next`, in seq order; the head stays until it is terminal |
