@@ -1,8 +1,9 @@
 -- claim: lease up to `max` startable lane heads of one queue (distinct
--- lanes), higher head priority first, then oldest-ready first, as far as
--- the queue's flow control allows (`flow_allow`; a throttled queue answers
--- when its next token is due, or -1 while `max_active_lanes` leases are out:
--- a lease that ends wakes the claimers). Paused lanes are not in K_READY. A lane leaves K_READY while its head is leased,
+-- lanes), higher head priority first, then oldest-ready first (`due_lanes`),
+-- as far as the queue's flow control allows (`flow_allow`: a throttled queue
+-- answers when its next token is due, or -1 while `max_active_lanes` leases
+-- are out, as the script that ends a lease wakes the claimers). Paused lanes
+-- are not in K_READY. A lane leaves K_READY while its head is leased,
 -- so no lane is ever leased twice. A paused queue, or one of the other mode
 -- (`mode` is 'push' for the worker, 'pull' for consumers), has nothing.
 -- ARGV: qid, max, lease_ms, token base (the i-th lease gets '<base>-<i>'), mode.

@@ -46,7 +46,7 @@ if fresh > 0 then
 end
 
 -- Pass 2: records chained per lane, then lanes and indexes.
-local out, records, bodies, members, delayed = {}, {}, {}, {}, {}
+local out, records, bodies, members, delayed, priorities = {}, {}, {}, {}, {}, {}
 local lanes, last = {}, {}
 for i = 0, n - 1 do
   local o = 4 + i * 6
@@ -67,7 +67,8 @@ for i = 0, n - 1 do
     records[id] = r
     local priority = tonumber(ARGV[4 + n * 6 + i] or '0')
     if priority > 0 then
-      redis.call('HSET', K_PRIO, id, priority)
+      priorities[#priorities + 1] = id
+      priorities[#priorities + 1] = priority
     end
     records[#records + 1] = id
     bodies[#bodies + 1] = id
@@ -97,6 +98,10 @@ for _, id in ipairs(records) do
 end
 variadic('HSET', K_JOBS, packed)
 variadic('HSET', K_BODY, bodies)
+-- Before the lanes are readied: `ready_lane` ranks a lane by its head's.
+if #priorities > 0 then
+  variadic('HSET', K_PRIO, priorities)
+end
 for _, lane in ipairs(lanes) do
   local run = lanes[lane]
   local l = lane_get(lane)
