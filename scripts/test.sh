@@ -39,7 +39,7 @@ cargo test --locked --all-targets -- --skip cluster:: "$@"
 log "cargo test (Redis Cluster)"
 start_cluster 3 0
 ORDERLY_TEST_CLUSTER_NODES="$REDIS_CLUSTER_NODES" \
-  cargo test --locked -p orderly --test api -- push:: pull:: jobs:: batch_ack:: crash:: cluster:: schedules:: limits:: "$@"
+  cargo test --locked -p orderly --test api -- push:: pull:: jobs:: batch_ack:: crash:: lanes:: flow:: cluster:: schedules:: limits:: "$@"
 if [ $# -eq 0 ] || [[ " $* " == *console* ]]; then "$ROOT/scripts/console_test.sh"; fi  # the console in headless Chromium
 if [ $# -eq 0 ] || [[ " $* " == *clients* ]]; then bash "$ROOT/scripts/clients_test.sh"; fi  # the Python, TypeScript and Rust clients against a live Orderly
 [ "$#" -gt 0 ] || "$ROOT/scripts/openapi_fuzz.sh" # schemathesis vs a live Orderly (full runs only)

@@ -40,6 +40,12 @@ pub struct JobMetrics {
     pub oldest_waiting_age: Gauge,
     /// Jobs currently leased (sampled).
     pub active_leases: IntGauge,
+    /// Lanes stopped at a blocked head, across all queues (sampled).
+    pub blocked_lanes: IntGauge,
+    /// Lanes paused by their owners, across all queues (sampled).
+    pub paused_lanes: IntGauge,
+    /// Age of the oldest lane head, the largest over all queues (sampled).
+    pub oldest_lane_head_age: Gauge,
     pub worker_restarts: IntCounter,
 }
 
@@ -71,6 +77,11 @@ impl JobMetrics {
             "Age of the oldest unfinished job across all queues",
         )?;
         registry.register(Box::new(oldest_waiting_age.clone()))?;
+        let oldest_lane_head_age = Gauge::new(
+            format!("{NAMESPACE}_oldest_lane_head_age_seconds"),
+            "Age of the oldest lane head, the largest over all queues",
+        )?;
+        registry.register(Box::new(oldest_lane_head_age.clone()))?;
         Ok(Self {
             published: counter(registry, "jobs_published_total", "Jobs accepted by publish")?,
             completed: counter(registry, "jobs_completed_total", "Jobs completed")?,
@@ -92,6 +103,17 @@ impl JobMetrics {
             )?,
             oldest_waiting_age,
             active_leases: gauge(registry, "active_leases", "Jobs currently leased")?,
+            blocked_lanes: gauge(
+                registry,
+                "lanes_blocked",
+                "Lanes stopped at a blocked head across all queues",
+            )?,
+            paused_lanes: gauge(
+                registry,
+                "lanes_paused",
+                "Lanes paused by their owners across all queues",
+            )?,
+            oldest_lane_head_age,
             worker_restarts: counter(
                 registry,
                 "worker_restarts_total",

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    auth, console, consumers, dead, docs, health, jobs, metrics, outcomes, queues, schedules,
+    auth, console, consumers, dead, docs, health, jobs, lanes, metrics, outcomes, queues, schedules,
 };
 
 #[derive(OpenApi)]
@@ -45,6 +45,10 @@ use crate::routes::{
         jobs::publish_batch,
         consumers::claim,
         outcomes::outcomes,
+        lanes::list,
+        lanes::get,
+        lanes::pause,
+        lanes::resume,
         dead::list,
         dead::redrive,
         schedules::list,
@@ -65,6 +69,7 @@ use crate::routes::{
         (name = "queues", description = "Queue definitions, pause/resume and progress"),
         (name = "jobs", description = "Publishing, reading, listing and cancelling jobs"),
         (name = "consumers", description = "Pull delivery: claim, then ack / nack / extend under a fenced lease"),
+        (name = "lanes", description = "Lanes with unfinished jobs, stuck first; pause and resume one lane"),
         (name = "dead letters", description = "Dead and blocked jobs: list, redrive, retry, skip"),
         (name = "schedules", description = "Cron schedules: a job published to the queue at every tick, exactly once across processes"),
         (name = "operations", description = "Health, readiness, metrics, this documentation and the operators' console"),

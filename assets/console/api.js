@@ -77,6 +77,9 @@ export async function call(method, path, body) {
 }
 
 const q = encodeURIComponent;
+// A lane key as a path segment: `~` names the default lane "", and a key
+// starting with `~` takes one more in front (the server strips one).
+const laneSegment = (key) => q(key === "" || key.startsWith("~") ? `~${key}` : key);
 
 /** The API calls the console makes, by what they do. */
 export const api = {
@@ -94,10 +97,10 @@ export const api = {
   dead: (name, limit = 100) => call("GET", `/v1/queues/${q(name)}/dead?limit=${limit}`),
   redrive: (name) => call("POST", `/v1/queues/${q(name)}/dead/redrive`),
   // §7.4 lanes and §7.5 schedules: the queue page hides them while the API
-  // answers these with 404 (not built yet in this server).
+  // answers these with 404 (not built in every server).
   lanes: (name, limit = 100) => call("GET", `/v1/queues/${q(name)}/lanes?limit=${limit}`),
-  pauseLane: (name, key) => call("POST", `/v1/queues/${q(name)}/lanes/${q(key)}/pause`),
-  resumeLane: (name, key) => call("POST", `/v1/queues/${q(name)}/lanes/${q(key)}/resume`),
+  pauseLane: (name, key) => call("POST", `/v1/queues/${q(name)}/lanes/${laneSegment(key)}/pause`),
+  resumeLane: (name, key) => call("POST", `/v1/queues/${q(name)}/lanes/${laneSegment(key)}/resume`),
   schedules: (name) => call("GET", `/v1/queues/${q(name)}/schedules`),
   job: (id) => call("GET", `/v1/jobs/${q(id)}`),
   retry: (id) => call("POST", `/v1/jobs/${q(id)}/retry`),

@@ -117,6 +117,9 @@ pub enum PushOutcome {
     Delivered { result: String },
     /// 408/429/5xx, a 3xx, timeout or connection error: try again later.
     Retry { error: String },
+    /// 429 or 503 with a `Retry-After` the receiver set: try again after it
+    /// (the worker caps it at the queue's `backoff.max_ms`).
+    RetryAfter { error: String, after: Duration },
     /// Any other 4xx or a refused target: no more attempts.
     Permanent { error: String },
 }
@@ -200,6 +203,11 @@ impl Pusher {
             }
         };
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let mut body = Vec::new();
         while body.len() < MAX_RESULT_BYTES {
             match response.chunk().await {
@@ -219,6 +227,14 @@ impl Pusher {
             PushOutcome::Delivered {
                 result: result_json(&body),
             }
+        } else if let (429 | 503, Some(after)) = (code, retry_after) {
+            PushOutcome::RetryAfter {
+                error: format!(
+                    "receiver answered {code} (Retry-After {} ms)",
+                    after.as_millis()
+                ),
+                after,
+            }
         } else if code == 408 || code == 429 || status.is_server_error() || status.is_redirection()
         {
             PushOutcome::Retry {
@@ -230,6 +246,18 @@ impl Pusher {
             }
         }
     }
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP date (a date in the
+/// past means now).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let at = UNIX_EPOCH + Duration::from_millis(at.timestamp_millis().max(0) as u64);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn literal_ip_is_private(url: &str) -> bool {
@@ -337,6 +365,21 @@ mod tests {
         mac.update(br#"1700000000.{"a":1}"#);
         let expected = hex::encode(mac.finalize().into_bytes());
         assert_eq!(sig, format!("t=1700000000,v1={expected}"));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

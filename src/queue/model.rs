@@ -163,6 +163,15 @@ pub struct Backoff {
     pub max_ms: u64,
 }
 
+/// Flow control: at most `per_second` lane heads start per second, over all
+/// processes, with bursts of up to `burst` (a token bucket in Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
 /// A queue's settings, as stored and as returned (without `stats`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QueueSettings {
@@ -172,10 +181,18 @@ pub struct QueueSettings {
     pub on_exhausted: OnExhausted,
     pub lease_ms: u64,
     pub retention_s: u64,
+    /// Lane heads started per second (push and pull); `null`: unlimited.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// At most this many lane heads leased at once; `null`: unlimited.
+    #[serde(default)]
+    pub max_active_lanes: Option<u32>,
 }
 
 /// Limits on queue settings, documented in the README.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+/// Largest `rate_limit.per_second`, `rate_limit.burst` and `max_active_lanes`.
+pub const FLOW_LIMIT: u32 = 100_000;
 pub const LEASE_MS_RANGE: (u64, u64) = (1_000, 12 * 3600 * 1000);
 pub const PUSH_TIMEOUT_MS_RANGE: (u64, u64) = (100, 300_000);
 
@@ -233,6 +250,25 @@ impl QueueSettings {
                     );
                 }
             }
+        }
+        if let Some(limit) = self.rate_limit {
+            for (field, n) in [
+                ("rate_limit.per_second", limit.per_second),
+                ("rate_limit.burst", limit.burst),
+            ] {
+                if !(1..=FLOW_LIMIT).contains(&n) {
+                    fields.insert(field.into(), format!("must be between 1 and {FLOW_LIMIT}"));
+                }
+            }
+        }
+        if self
+            .max_active_lanes
+            .is_some_and(|n| !(1..=FLOW_LIMIT).contains(&n))
+        {
+            fields.insert(
+                "max_active_lanes".into(),
+                format!("must be between 1 and {FLOW_LIMIT}"),
+            );
         }
         if fields.is_empty() {
             Ok(())
@@ -318,6 +354,72 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     pub lease_expires_at: Option<String>,
+}
+
+/// Where a lane stands, as the lanes listing shows it (stuck states first in
+/// its order: `blocked`, then the oldest heads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LaneState {
+    /// Its head may start now.
+    Ready,
+    /// Its head may start later (`delay_ms`, a release or a `Retry-After`).
+    Delayed,
+    /// Its head is leased (being delivered or held by a consumer).
+    Active,
+    /// Its head failed and waits for its backoff.
+    Retrying,
+    /// Its head ran out of attempts (`on_exhausted: block`): retry or skip it.
+    Blocked,
+    /// Paused (`…/lanes/{key}/pause`): its head does not start.
+    Paused,
+}
+
+impl LaneState {
+    pub fn parse(raw: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaneState::Ready => "ready",
+            LaneState::Delayed => "delayed",
+            LaneState::Active => "active",
+            LaneState::Retrying => "retrying",
+            LaneState::Blocked => "blocked",
+            LaneState::Paused => "paused",
+        }
+    }
+}
+
+/// A lane's head job, in brief.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LaneHead {
+    pub id: String,
+    pub seq: u64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When the head may start (`null` while it is leased or blocked).
+    #[schema(format = DateTime)]
+    pub available_at: Option<String>,
+    /// The head's publish `priority` (0–9), which is the lane's.
+    #[schema(minimum = 0, maximum = 9)]
+    pub priority: u8,
+}
+
+/// A lane with unfinished jobs.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Lane {
+    /// The ordering key (`""`: the default lane).
+    pub key: String,
+    pub state: LaneState,
+    /// Unfinished jobs in the lane, the head included.
+    pub length: u64,
+    pub head: LaneHead,
+    /// How long ago the head was published.
+    pub head_age_ms: u64,
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 (UTC, millisecond precision).

@@ -51,6 +51,11 @@ impl QueueDefinition {
             paused: self.paused,
             on_exhausted: self.settings.on_exhausted.as_str(),
             retention_s: self.settings.retention_s,
+            rate_limit: self
+                .settings
+                .rate_limit
+                .map(|limit| (limit.per_second, limit.burst)),
+            max_active: self.settings.max_active_lanes,
             version: self.updated_at.timestamp_millis().max(0) as u64,
         }
     }
@@ -144,6 +149,8 @@ impl QueueRegistry {
             on_exhausted: OnExhausted::DeadLetter,
             lease_ms: self.defaults.lease_ms,
             retention_s: self.defaults.retention_s,
+            rate_limit: None,
+            max_active_lanes: None,
         }
     }
 

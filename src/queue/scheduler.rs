@@ -227,6 +227,7 @@ async fn publish_tick(
         key: schedule.key.clone(),
         payload: schedule.payload.clone(),
         delay_ms: 0,
+        priority: 0,
         idempotency_key: Some(schedule.tick_key(tick)),
     };
     Ok(match queues.publish(queue, vec![draft]).await?.pop() {

@@ -29,6 +29,8 @@ pub struct Draft {
     pub payload: String,
     pub delay_ms: u64,
     pub idempotency_key: Option<String>,
+    /// 0–9; higher starts first among startable lanes.
+    pub priority: u8,
 }
 
 /// What publishing one job did.
@@ -79,6 +81,7 @@ impl Queues {
                 delay_ms: draft.delay_ms,
                 max_attempts: definition.settings.max_attempts,
                 idempotency_key: draft.idempotency_key,
+                priority: draft.priority,
             })
             .collect();
         let mut published = self.producer.send(Publish(jobs.clone())).await??;

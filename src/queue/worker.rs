@@ -679,6 +679,16 @@ async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed, chain: bool) -> Af
             })
             .await
         }
+        // The receiver named when to come back: the lane waits that long
+        // (at most `backoff.max_ms`), its head first; the attempt counts.
+        PushOutcome::RetryAfter { error, after } => {
+            let in_ms = (after.as_millis() as u64).min(definition.settings.backoff.max_ms);
+            let failure = Failure::Retry { in_ms };
+            report_while_leased(&clock, &job.id, || {
+                deps.engine.fail(&queue, &job.id, &lease, &error, failure)
+            })
+            .await
+        }
         PushOutcome::Permanent { error } => {
             report_while_leased(&clock, &job.id, || {
                 deps.engine

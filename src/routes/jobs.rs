@@ -58,6 +58,11 @@ pub struct PublishBody {
     /// in a single publish.
     #[schema(pattern = "^[!-~]{1,255}$")]
     idempotency_key: Option<String>,
+    /// 0–9 (default 0): among lanes whose heads may start, a head with a
+    /// higher priority starts first; within a lane the order never changes.
+    #[schema(minimum = 0, maximum = 9)]
+    #[serde(default, deserialize_with = "integer::option")]
+    priority: Option<u64>,
 }
 
 /// The `{id}` path parameter.
@@ -123,6 +128,8 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Highest publish `priority`.
+pub const MAX_PRIORITY: u64 = 9;
 /// Most jobs in one batch publish.
 pub const MAX_BATCH: usize = 1000;
 
@@ -142,7 +149,12 @@ fn draft(
     if delay_ms > MAX_DELAY_MS {
         return Err(("delay_ms", format!("must be at most {MAX_DELAY_MS}")));
     }
+    let priority = match body.priority.unwrap_or(0) {
+        p @ 0..=MAX_PRIORITY => p as u8,
+        _ => return Err(("priority", format!("must be between 0 and {MAX_PRIORITY}"))),
+    };
     Ok(Draft {
+        priority,
         key,
         payload: body.payload.get().to_owned(),
         delay_ms,

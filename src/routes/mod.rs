@@ -10,6 +10,7 @@ pub mod docs;
 mod embedded;
 pub mod health;
 pub mod jobs;
+pub mod lanes;
 pub mod metrics;
 pub mod outcomes;
 pub mod queues;
@@ -81,6 +82,10 @@ route_table! {
     "/v1/queues/{queue}/jobs/batch" => { post: jobs::publish_batch },
     "/v1/queues/{queue}/claim" => { post: consumers::claim },
     "/v1/queues/{queue}/ack" => { post: outcomes::outcomes },
+    "/v1/queues/{queue}/lanes" => { get: lanes::list },
+    "/v1/queues/{queue}/lanes/{key}" => { get: lanes::get },
+    "/v1/queues/{queue}/lanes/{key}/pause" => { post: lanes::pause },
+    "/v1/queues/{queue}/lanes/{key}/resume" => { post: lanes::resume },
     "/v1/queues/{queue}/dead" => { get: dead::list },
     "/v1/queues/{queue}/dead/redrive" => { post: dead::redrive },
     "/v1/queues/{queue}/schedules" => { get: schedules::list },

@@ -14,7 +14,7 @@ use crate::queue::Queues;
 use crate::queue::delivery::check_target;
 use crate::queue::engine::RawStats;
 use crate::queue::model::{
-    Backoff, Delivery, OnExhausted, PUSH_TIMEOUT_MS_RANGE, QueueRef, QueueSettings,
+    Backoff, Delivery, OnExhausted, PUSH_TIMEOUT_MS_RANGE, QueueRef, QueueSettings, RateLimit,
 };
 use crate::queue::registry::{QueueDefinition, queue_ref};
 use crate::queue::schedules::Schedules;
@@ -157,6 +157,28 @@ pub struct SettingsBody {
     #[schema(minimum = 1, maximum = 7_776_000)]
     #[serde(default, deserialize_with = "integer::option")]
     retention_s: Option<u64>,
+    /// Lane heads started per second over all processes (push and pull);
+    /// omitted or `null`: unlimited.
+    #[serde(default, deserialize_with = "object::option")]
+    rate_limit: Option<RateLimitBody>,
+    /// At most this many lane heads leased at once; omitted or `null`:
+    /// unlimited.
+    #[schema(minimum = 1, maximum = 100_000)]
+    #[serde(default, deserialize_with = "integer::option")]
+    max_active_lanes: Option<u32>,
+}
+
+/// A token bucket: `per_second` heads start per second, `burst` at once
+/// after a quiet spell (default: `per_second`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitBody {
+    #[schema(minimum = 1, maximum = 100_000)]
+    #[serde(deserialize_with = "integer::required")]
+    per_second: u32,
+    #[schema(minimum = 1, maximum = 100_000)]
+    #[serde(default, deserialize_with = "integer::option")]
+    burst: Option<u32>,
 }
 
 impl SettingsBody {
@@ -204,6 +226,11 @@ impl SettingsBody {
             on_exhausted: self.on_exhausted.unwrap_or(defaults.on_exhausted),
             lease_ms: self.lease_ms.unwrap_or(defaults.lease_ms),
             retention_s: self.retention_s.unwrap_or(defaults.retention_s),
+            rate_limit: self.rate_limit.map(|r| RateLimit {
+                per_second: r.per_second,
+                burst: r.burst.unwrap_or(r.per_second),
+            }),
+            max_active_lanes: self.max_active_lanes,
         };
         settings.validate().map_err(ApiError::validation)?;
         Ok(settings)

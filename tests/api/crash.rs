@@ -12,8 +12,9 @@ use crate::receiver::{Receiver, Reply, Seen, assert_lanes_in_order};
 
 const SETTLE: Duration = Duration::from_secs(120);
 
-/// Publishes `total` jobs round-robin over `lanes` lanes, in batches.
-async fn publish_spread(
+/// Publishes `total` jobs round-robin over `lanes` lanes (`lane-<n>`), in
+/// batches.
+pub(crate) async fn publish_spread(
     app: &TestApp,
     token: &str,
     queue: &str,

@@ -573,6 +573,7 @@ async fn an_older_settings_copy_never_overwrites_a_newer_one() {
         payload: "1".into(),
         delay_ms: 0,
         max_attempts: 3,
+        priority: 0,
         idempotency_key: None,
     };
     engine.publish(std::slice::from_ref(&job), 60).await;

@@ -316,6 +316,14 @@ impl TestApp {
     }
 }
 
+/// An engine on the app's Redis under a key prefix of its own: the app's
+/// worker never sees its keys, so a test drives the engine by hand.
+pub fn own_engine(app: &TestApp) -> orderly::queue::engine::Engine {
+    let mut own = app.settings.redis.clone();
+    own.key_prefix = format!("{}-engine", own.key_prefix);
+    orderly::queue::engine::Engine::connect(&own).unwrap()
+}
+
 /// A reqwest client (reqwest is built without a bundled TLS provider).
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -559,6 +567,8 @@ pub fn pull_conf() -> orderly::queue::engine::EngineConf {
         paused: false,
         on_exhausted: "dead_letter",
         retention_s: 600,
+        rate_limit: None,
+        max_active: None,
         version: 1,
     }
 }

@@ -436,6 +436,8 @@ async fn delivery_refuses_a_private_target_stored_earlier_and_never_follows_redi
             on_exhausted: OnExhausted::DeadLetter,
             lease_ms: 30_000,
             retention_s: 3_600,
+            rate_limit: None,
+            max_active_lanes: None,
         },
         paused: false,
         signing_secret: Some("whsec_test".into()),
@@ -453,6 +455,8 @@ async fn delivery_refuses_a_private_target_stored_earlier_and_never_follows_redi
         paused: false,
         on_exhausted: "dead_letter",
         retention_s: 3_600,
+        rate_limit: None,
+        max_active: None,
         version: 1,
     };
     Engine::connect(&strict.settings.redis)

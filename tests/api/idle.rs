@@ -27,6 +27,7 @@ async fn used_queues(engine: &Engine, prefix: &str, n: usize) {
                 delay_ms: 0,
                 max_attempts: 1,
                 idempotency_key: None,
+                priority: 0,
             })
             .collect();
         let configured = chunk

@@ -282,6 +282,7 @@ async fn one_publish_run_numbers_each_queues_new_jobs_contiguously_and_skips_dup
         delay_ms: 0,
         max_attempts: 3,
         idempotency_key: idem.map(str::to_owned),
+        priority: 0,
     };
     let run = vec![
         job(&q, "a", Some("x")),

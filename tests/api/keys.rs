@@ -237,7 +237,10 @@ async fn an_expired_key_is_401() {
         (response.status() == 401).then_some(response)
     })
     .await;
-    assert!(chrono::Utc::now() >= expires_at, "refused before it expired");
+    assert!(
+        chrono::Utc::now() >= expires_at,
+        "refused before it expired"
+    );
     let error = error_body(response, 401, "unauthorized").await;
     assert!(error["message"].as_str().unwrap().contains("expired"));
 }

@@ -338,6 +338,24 @@ async fn the_document_is_valid_and_real_responses_match_it() {
         None,
     )
     .await;
+    let lanes = "/v1/queues/{queue}/lanes";
+    r.call(M::GET, lanes, "/v1/queues/work/lanes?limit=1", None)
+        .await;
+    r.call(M::GET, lanes, "/v1/queues/work/lanes?state=nope", None)
+        .await;
+    let lane = "/v1/queues/{queue}/lanes/{key}";
+    r.call(M::GET, lane, "/v1/queues/work/lanes/b", None).await;
+    r.call(M::GET, lane, "/v1/queues/work/lanes/none", None)
+        .await;
+    for action in ["pause", "resume"] {
+        r.call(
+            M::POST,
+            &format!("{lane}/{action}"),
+            &format!("/v1/queues/work/lanes/b/{action}"),
+            None,
+        )
+        .await;
+    }
     r.call(M::POST, "/v1/jobs/{id}/retry", &job("/retry"), None)
         .await;
     r.call(M::POST, "/v1/jobs/{id}/skip", &job("/skip"), None)

@@ -7,13 +7,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestRedis, body, error_body, spawn_app, spawn_app_with};
 
-async fn pull_queue(app: &TestApp, token: &str, name: &str, settings: Value) {
+pub(crate) async fn pull_queue(app: &TestApp, token: &str, name: &str, settings: Value) {
     let response = app.put_queue(token, name, &settings).await;
     assert_eq!(response.status(), 201);
 }
 
 /// Claims with the given wait; returns the claimed jobs.
-async fn claim(
+pub(crate) async fn claim(
     app: &TestApp,
     token: &str,
     queue: &str,
@@ -33,7 +33,7 @@ async fn claim(
     body(response).await["jobs"].as_array().unwrap().clone()
 }
 
-async fn job_call(
+pub(crate) async fn job_call(
     app: &TestApp,
     token: &str,
     id: &str,
@@ -57,7 +57,7 @@ async fn fail_next(app: &TestApp, token: &str, queue: &str) -> Value {
 }
 
 /// Acks a claimed job with its own lease; returns the job as it is after.
-async fn ack(app: &TestApp, token: &str, job: &Value) -> Value {
+pub(crate) async fn ack(app: &TestApp, token: &str, job: &Value) -> Value {
     let request = json!({"lease": lease(job)});
     let response = job_call(app, token, id(job), "ack", request).await;
     assert_eq!(response.status(), 200, "ack of {}", id(job));
@@ -65,16 +65,16 @@ async fn ack(app: &TestApp, token: &str, job: &Value) -> Value {
 }
 
 /// Nacks a claimed job for an immediate retry; returns the job as it is after.
-async fn fail(app: &TestApp, token: &str, job: &Value) -> Value {
+pub(crate) async fn fail(app: &TestApp, token: &str, job: &Value) -> Value {
     let request = json!({"lease": lease(job), "retry_in_ms": 0});
     body(job_call(app, token, id(job), "nack", request).await).await
 }
 
-fn id(job: &Value) -> &str {
+pub(crate) fn id(job: &Value) -> &str {
     job["id"].as_str().unwrap()
 }
 
-fn lease(job: &Value) -> &str {
+pub(crate) fn lease(job: &Value) -> &str {
     job["lease"].as_str().expect("claimed jobs carry a lease")
 }
 

@@ -11,7 +11,9 @@ use orderly::queue::model::{JobId, JobState, QueueName, QueueRef};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::helpers::{TestApp, body, error_body, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, body, error_body, eventually, own_engine, spawn_app, spawn_app_with,
+};
 use crate::receiver::{Receiver, Reply, Seen, seqs_by_lane};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -515,6 +517,16 @@ async fn a_paused_queue_accepts_jobs_but_starts_none_until_resumed() {
 
 /// Publishes one job per key, in order, straight through the engine.
 async fn publish_keys(engine: &Engine, queue: &QueueRef, keys: &[&str]) -> Vec<String> {
+    publish_keys_with(engine, queue, keys, 3).await
+}
+
+/// [`publish_keys`] with `max_attempts` per job.
+pub(crate) async fn publish_keys_with(
+    engine: &Engine,
+    queue: &QueueRef,
+    keys: &[&str],
+    max_attempts: u32,
+) -> Vec<String> {
     let jobs: Vec<NewJob> = keys
         .iter()
         .map(|key| NewJob {
@@ -523,8 +535,9 @@ async fn publish_keys(engine: &Engine, queue: &QueueRef, keys: &[&str]) -> Vec<S
             key: (*key).to_owned(),
             payload: "1".to_owned(),
             delay_ms: 0,
-            max_attempts: 3,
+            max_attempts,
             idempotency_key: None,
+            priority: 0,
         })
         .collect();
     let published = engine.publish(&jobs, 60).await;
@@ -538,16 +551,15 @@ async fn publish_keys(engine: &Engine, queue: &QueueRef, keys: &[&str]) -> Vec<S
 #[actix_web::test]
 async fn an_ack_leases_the_lanes_next_job_only_when_no_other_push_lane_waits() {
     let app = spawn_app().await;
-    // An engine of its own key prefix: the app's worker never sees these keys.
-    let mut own = app.settings.redis.clone();
-    own.key_prefix = format!("{}-engine", own.key_prefix);
-    let engine = Engine::connect(&own).unwrap();
+    let engine = own_engine(&app);
     let queue = QueueRef::new("owner", QueueName::parse("q").unwrap());
     let conf = EngineConf {
         push: true,
         paused: false,
         on_exhausted: "dead_letter",
         retention_s: 60,
+        rate_limit: None,
+        max_active: None,
         version: 1,
     };
     engine.configure(&queue, &conf).await.unwrap();

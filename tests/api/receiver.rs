@@ -1,10 +1,11 @@
 //! A real HTTP receiver for push deliveries, started inside the test. It
 //! records every delivery (headers and body, in arrival order), answers as the
-//! test's behaviour says, and tracks how many deliveries of one lane overlap.
+//! test's behaviour says, and tracks how many deliveries of one lane (and of
+//! all lanes) overlap.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -21,6 +22,8 @@ pub struct Seen {
     pub lease: u64,
     pub signature: String,
     pub body: Vec<u8>,
+    /// When the delivery arrived.
+    pub at: Instant,
 }
 
 /// How the receiver answers one delivery.
@@ -30,6 +33,8 @@ pub enum Reply {
     Hang(Duration),
     /// Answer 302 to this location.
     Redirect(String),
+    /// Answer `status` with this `Retry-After` value.
+    RetryAfter(u16, String),
 }
 
 type Behaviour = dyn Fn(&Seen) -> Reply + Send + Sync;
@@ -38,6 +43,8 @@ struct State {
     seen: Mutex<Vec<Seen>>,
     open_per_lane: Mutex<HashMap<String, usize>>,
     max_open_per_lane: Mutex<usize>,
+    /// Deliveries open now and the most ever open at once, over all lanes.
+    open_total: Mutex<(usize, usize)>,
     behaviour: Box<Behaviour>,
 }
 
@@ -65,6 +72,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
         lease: header(&req, "orderly-lease").parse().unwrap_or(0),
         signature: header(&req, "orderly-signature"),
         body: body.to_vec(),
+        at: Instant::now(),
     };
     let lane = format!("{}/{}", seen.queue, seen.key);
     {
@@ -73,22 +81,27 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
         *n += 1;
         let mut max = state.max_open_per_lane.lock().unwrap();
         *max = (*max).max(*n);
+        let mut total = state.open_total.lock().unwrap();
+        total.0 += 1;
+        total.1 = total.1.max(total.0);
     }
     let reply = (state.behaviour)(&seen);
     let job_id = seen.job_id.clone();
     state.seen.lock().unwrap().push(seen);
-    let (status, location) = match reply {
+    let (status, header) = match reply {
         Reply::Status(code) => (code, None),
         Reply::Hang(duration) => {
             actix_web::rt::time::sleep(duration).await;
             (200, None)
         }
-        Reply::Redirect(to) => (302, Some(to)),
+        Reply::Redirect(to) => (302, Some(("location", to))),
+        Reply::RetryAfter(code, after) => (code, Some(("retry-after", after))),
     };
     *state.open_per_lane.lock().unwrap().get_mut(&lane).unwrap() -= 1;
+    state.open_total.lock().unwrap().0 -= 1;
     let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
-    if let Some(location) = location {
-        response.insert_header(("location", location));
+    if let Some(header) = header {
+        response.insert_header(header);
     }
     response.json(serde_json::json!({ "got": job_id }))
 }
@@ -104,6 +117,7 @@ impl Receiver {
             seen: Mutex::new(Vec::new()),
             open_per_lane: Mutex::new(HashMap::new()),
             max_open_per_lane: Mutex::new(0),
+            open_total: Mutex::new((0, 0)),
             behaviour: Box::new(behaviour),
         });
         let data = state.clone();
@@ -135,6 +149,11 @@ impl Receiver {
     /// The most deliveries of one lane that were ever open at once.
     pub fn max_open_per_lane(&self) -> usize {
         *self.state.max_open_per_lane.lock().unwrap()
+    }
+
+    /// The most deliveries (of any lanes) that were ever open at once.
+    pub fn max_open(&self) -> usize {
+        self.state.open_total.lock().unwrap().1
     }
 }
 

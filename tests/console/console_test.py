@@ -267,6 +267,24 @@ def run(driver, data):
             until(f"the {section} section", shown)
     screenshots(driver, "queue", lambda: "dead" in states(driver, "#section-jobs"))
 
+    if http("GET", "/v1/queues/emails/lanes", token=data.token)[0] == 200:
+        step("pause and resume one lane from the lanes section")
+
+        def lane_button(label):
+            for tr in driver.find_elements(By.CSS_SELECTOR, "#section-lanes tbody tr"):
+                cells = tr.find_elements(By.TAG_NAME, "td")
+                if cells and cells[0].text == "user-0":
+                    return next((b for b in tr.find_elements(By.TAG_NAME, "button") if b.text == label), None)
+            return None
+
+        def lane_state():
+            return ok("GET", "/v1/queues/emails/lanes/user-0", token=data.token)["state"]
+
+        until("the lane's Pause button", lambda: lane_button("Pause")).click()
+        until("the lane paused", lambda: lane_state() == "paused")
+        until("the lane's Resume button", lambda: lane_button("Resume")).click()
+        until("the lane resumed", lambda: lane_state() == "ready")
+
     step("pause and resume the queue")
     click(driver, "#pause")
     until("the paused badge", lambda: driver.find_elements(By.CSS_SELECTOR, "#resume") and text_of(driver, ".title .badge") == "paused")

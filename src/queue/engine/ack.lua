@@ -69,7 +69,9 @@ local next_job = {}
 if nxt then
   local f = get(nxt)
   local avail = (f and f[R_AVAIL]) or now
-  if f and avail <= now and c.push and not c.paused and not others_due() then
+  -- (flow_take_one last: it spends a token, only when the chain happens.)
+  if f and avail <= now and c.push and not c.paused and not others_due()
+    and not lane_paused(lane) and flow_take_one(now) then
     next_job = lease_job(nxt, f, now, lease_ms, chain)
   else
     local at = math.max(now, avail)

@@ -1,7 +1,8 @@
 -- configure: mirror a queue definition's engine settings into K_META and
 -- re-index the queue (after pause/resume or a mode change). A version older
 -- than the one stored is ignored, so the copy never goes back in time.
--- ARGV: qid, push (1/0), paused (1/0), on_exhausted, retention_s, version.
+-- ARGV: qid, push (1/0), paused (1/0), on_exhausted, retention_s, version,
+-- then flow control: rate_per_s, rate_burst, max_active (0 = off).
 -- Returns 1 if applied (an equal version is applied again), 0 if a newer
 -- version was already there.
 local now = clock()
@@ -16,8 +17,14 @@ if stored[2] then
   redis.call('PERSIST', K_META)
 end
 redis.call('HSET', K_META, 'push', ARGV[2], 'paused', ARGV[3],
-  'on_exhausted', ARGV[4], 'retention_s', ARGV[5], 'conf_v', version)
+  'on_exhausted', ARGV[4], 'retention_s', ARGV[5], 'conf_v', version,
+  'rate_per_s', ARGV[7] or '0', 'rate_burst', ARGV[8] or '0', 'max_active', ARGV[9] or '0')
 conf_cache = nil
+-- A queue without lanes has none to index from before the lane index
+-- existed: its listings skip that scan (`lanes`).
+if redis.call('EXISTS', K_LANES) == 0 then
+  redis.call('HSETNX', K_META, 'lane_scan', 'done')
+end
 reindex()
 if ARGV[3] ~= '1' and redis.call('ZRANGEBYSCORE', K_READY, '-inf', now, 'LIMIT', 0, 1)[1] then
   wake()

@@ -12,6 +12,11 @@ pub struct EngineConf {
     pub paused: bool,
     pub on_exhausted: &'static str,
     pub retention_s: u64,
+    /// `rate_limit`: lane heads started per second and the bucket size
+    /// (`None`: unlimited).
+    pub rate_limit: Option<(u32, u32)>,
+    /// `max_active_lanes` (`None`: unlimited).
+    pub max_active: Option<u32>,
     /// Increases with every change of the definition (ms of its last
     /// update): an older copy never overwrites a newer one.
     pub version: u64,
@@ -27,7 +32,10 @@ impl Engine {
             .arg(if conf.paused { "1" } else { "0" })
             .arg(conf.on_exhausted)
             .arg(conf.retention_s)
-            .arg(conf.version);
+            .arg(conf.version)
+            .arg(conf.rate_limit.map_or(0, |(rate, _)| rate))
+            .arg(conf.rate_limit.map_or(0, |(_, burst)| burst))
+            .arg(conf.max_active.unwrap_or(0));
         let applied: i64 = self.run(&invocation).await?;
         Ok(applied == 1)
     }

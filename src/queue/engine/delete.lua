@@ -11,7 +11,8 @@
 -- ARGV: qid.
 local version = redis.call('HGET', K_META, 'conf_v')
 redis.call('UNLINK', K_META, K_JOBS, K_BODY, K_LANES, K_READY, K_LEASES, K_ORDER,
-  K_PENDING, K_DELAYED, K_DEAD, K_BLOCKED, K_EXPIRY, K_RATE)
+  K_PENDING, K_DELAYED, K_DEAD, K_BLOCKED, K_EXPIRY, K_RATE,
+  K_LANE_INDEX, K_LANE_PAUSED, K_HOT, K_PRIO)
 if version then
   redis.call('HSET', K_META, 'deleted_v', version)
   redis.call('EXPIRE', K_META, 86400)

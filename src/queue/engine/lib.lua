@@ -10,6 +10,9 @@ local K_META, K_JOBS, K_BODY, K_LANES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_READY, K_LEASES, K_ORDER, K_PENDING = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local K_DELAYED, K_DEAD, K_BLOCKED, K_EXPIRY = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local K_RATE, K_DUE, K_LEASE_DUE, K_LIVE, K_WAKE = KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17]
+-- Lanes, flow control and priority (PRODUCT.md §7.4): the lane index, the
+-- paused lanes, the ready lanes with a prioritised head, the job priorities.
+local K_LANE_INDEX, K_LANE_PAUSED, K_HOT, K_PRIO = KEYS[18], KEYS[19], KEYS[20], KEYS[21]
 local QID = ARGV[1]
 
 local function clock()
@@ -66,7 +69,8 @@ end
 local conf_cache = nil
 local function conf()
   if not conf_cache then
-    local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s', 'watched_until', 'conf_v')
+    local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s', 'watched_until',
+      'conf_v', 'rate_per_s', 'rate_burst', 'max_active')
     conf_cache = {
       configured = c[6] ~= false,
       push = c[1] == '1',
@@ -75,6 +79,11 @@ local function conf()
       retention_s = tonumber(c[4] or '86400'),
       -- Until when a `GET /v1/jobs/{id}?wait_ms` waits on this queue (`watch`).
       watched_until = tonumber(c[5] or '0'),
+      -- Flow control (0 = off): lane heads started per second and the
+      -- bucket's size; heads leased at once.
+      rate = tonumber(c[7] or '0'),
+      burst = tonumber(c[8] or '0'),
+      max_active = tonumber(c[9] or '0'),
     }
   end
   return conf_cache
@@ -97,6 +106,27 @@ local function lane_put(lane, l)
   redis.call('HSET', K_LANES, lane, cmsgpack.pack(l[1], l[2], l[3], l[4] or false))
 end
 
+-- The lane index (K_LANE_INDEX) ranks every lane with unfinished jobs for
+-- the lanes listing, stuck first: score = head seq, plus LANE_UNBLOCKED
+-- unless the head is blocked (so blocked lanes come first, then the oldest
+-- heads). Kept wherever a lane's head changes or becomes (un)blocked.
+-- Scores go to Redis through '%.0f': Lua would print 14 digits only.
+local LANE_UNBLOCKED = 1e15
+local function lane_index(lane, id, r)
+  r = r or get(id)
+  if not r then
+    redis.call('ZREM', K_LANE_INDEX, lane)
+    return
+  end
+  local score = r[R_SEQ] + ((r[R_STATE] == 'blocked') and 0 or LANE_UNBLOCKED)
+  redis.call('ZADD', K_LANE_INDEX, string.format('%.0f', score), lane)
+end
+
+local function lane_gone(lane)
+  redis.call('HDEL', K_LANES, lane)
+  redis.call('ZREM', K_LANE_INDEX, lane)
+end
+
 local function lane_head(lane)
   local l = lane_get(lane)
   return l and l[1]
@@ -111,9 +141,10 @@ local function lane_pop(lane, head, r)
   local nxt = r[R_NEXT]
   if nxt then
     lane_put(lane, { nxt, l[2], l[3] - 1, l[4] })
+    lane_index(lane, nxt)
     return nxt
   end
-  redis.call('HDEL', K_LANES, lane)
+  lane_gone(lane)
   return nil
 end
 
@@ -204,9 +235,40 @@ local function reindex_leases()
   end
 end
 
+-- A paused lane (K_LANE_PAUSED: lane -> when its head may start, '' while
+-- it may not) stays out of K_READY: readying it only records the time, and
+-- `lane_pause` (resume) readies it then. Returns true if `lane` is paused.
+local function park_if_paused(lane, at)
+  if redis.call('HEXISTS', K_LANE_PAUSED, lane) == 0 then
+    return false
+  end
+  redis.call('HSET', K_LANE_PAUSED, lane, at)
+  return true
+end
+
+-- Priority: K_PRIO holds the priority (1-9) of jobs published with one;
+-- K_HOT holds the ready lanes whose head has one, score = (9 - priority) *
+-- PRIO_STEP + ready time, so claim looks there first. K_HOT may keep a lane
+-- that left K_READY (claim drops such entries as it meets them); K_READY
+-- stays the truth of which lanes may start.
+local PRIO_STEP = 2 ^ 42
+local function prioritise(lane, at)
+  local id = redis.call('EXISTS', K_PRIO) == 1 and lane_head(lane)
+  local p = id and tonumber(redis.call('HGET', K_PRIO, id) or '0') or 0
+  if p > 0 then
+    redis.call('ZADD', K_HOT, string.format('%.0f', (9 - p) * PRIO_STEP + at), lane)
+  else
+    redis.call('ZREM', K_HOT, lane)
+  end
+end
+
 -- Lane `lane` may start its head at `at`.
 local function ready_lane(lane, at, now)
+  if park_if_paused(lane, at) then
+    return
+  end
   redis.call('ZADD', K_READY, at, lane)
+  prioritise(lane, at)
   local c = conf()
   if c.push and not c.paused then
     redis.call('ZADD', K_DUE, 'LT', at, QID)
@@ -268,6 +330,7 @@ local function trim(now, max)
   if #gone > 0 then
     redis.call('HDEL', K_JOBS, unpack(gone))
     redis.call('HDEL', K_BODY, unpack(gone))
+    redis.call('HDEL', K_PRIO, unpack(gone))
     redis.call('ZREM', K_ORDER, unpack(gone))
     redis.call('ZREM', K_EXPIRY, unpack(gone))
   end
@@ -303,6 +366,66 @@ local function retire(id, r, now, finished_no, maybe_delayed)
   announce_finished(now)
 end
 
+-- Flow control (queue settings `rate_limit` and `max_active_lanes`, mirrored
+-- into K_META by `configure`). The token bucket lives in K_META too
+-- (`tb_tokens`, `tb_at`), refilled lazily from the server clock, so every
+-- process shares it. `flow_allow(want, now)` answers how many heads may start
+-- now (0..want) and, when none may because the bucket is empty, the ms until
+-- the next token; `flow_spend(n, now)` takes n tokens. Every place that
+-- leases a head (claim, a chained ack) asks first.
+local flow_tokens = nil
+local function flow_allow(want, now)
+  local c = conf()
+  local n = want
+  if c.max_active > 0 then
+    n = math.min(n, math.max(0, c.max_active - redis.call('ZCARD', K_LEASES)))
+  end
+  if c.rate > 0 and n > 0 then
+    if not flow_tokens then
+      local b = redis.call('HMGET', K_META, 'tb_tokens', 'tb_at')
+      local tokens, at = tonumber(b[1] or c.burst), tonumber(b[2] or now)
+      flow_tokens = math.min(c.burst, tokens + math.max(0, now - at) * c.rate / 1000)
+    end
+    n = math.min(n, math.floor(flow_tokens))
+    if n <= 0 then
+      return 0, math.max(1, math.ceil((1 - flow_tokens) * 1000 / c.rate))
+    end
+  end
+  return n, nil
+end
+
+local function flow_spend(n, now)
+  if n > 0 and conf().rate > 0 and flow_tokens then
+    flow_tokens = flow_tokens - n
+    redis.call('HSET', K_META, 'tb_tokens', tostring(flow_tokens), 'tb_at', now)
+  end
+end
+
+-- One head may start now (and its token is taken): for a chained ack.
+local function flow_take_one(now)
+  if flow_allow(1, now) == 1 then
+    flow_spend(1, now)
+    return true
+  end
+  return false
+end
+
+-- A lease ended: under `max_active_lanes` a waiting lane may start now, so
+-- claimers hear of it, and a push queue gets its due entry back (claim took
+-- it out while the queue was full).
+local function flow_slot_freed()
+  local c = conf()
+  if c.max_active > 0 and not c.paused and redis.call('ZCARD', K_READY) > 0 then
+    reindex()
+    wake()
+  end
+end
+
+-- Is `lane` paused (`lane_pause`)?
+local function lane_paused(lane)
+  return redis.call('HEXISTS', K_LANE_PAUSED, lane) == 1
+end
+
 -- Removes the job's lease bookkeeping. `keep_index`: the caller leases
 -- another job of the queue next, so the lease entry may stay early.
 local function drop_lease(id, r, keep_index)
@@ -311,6 +434,7 @@ local function drop_lease(id, r, keep_index)
   if not keep_index then
     reindex_leases()
   end
+  flow_slot_freed()
 end
 
 -- The record of `id` if (lease_no, token) is its live lease, else nil.
@@ -374,9 +498,10 @@ local function lease_head(lane, now, lease_ms, token)
   end
   local r = get(id)
   if not r then
-    redis.call('HDEL', K_LANES, lane)
+    lane_gone(lane)
     return nil
   end
+  redis.call('ZREM', K_HOT, lane)
   return lease_job(id, r, now, lease_ms, token)
 end
 
@@ -387,6 +512,7 @@ local function exhaust(id, r, lane, now)
     r[R_STATE] = 'blocked'
     r[R_OUT] = r[R_TOK] and 'blocked'
     put(id, r)
+    lane_index(lane, id, r)
     redis.call('ZADD', K_BLOCKED, r[R_SEQ], id)
     redis.call('ZREM', K_READY, lane)
     return 'blocked'
@@ -435,6 +561,7 @@ local function insert_in_order(lane, id, r)
     r[R_NEXT] = false
     put(id, r)
     lane_put(lane, { id, id, 1, id })
+    lane_index(lane, id, r)
     return true
   end
   local seq = r[R_SEQ]
@@ -445,6 +572,7 @@ local function insert_in_order(lane, id, r)
     r[R_NEXT] = l[1]
     put(id, r)
     lane_put(lane, { id, l[2], l[3] + 1, id })
+    lane_index(lane, id, r)
     return true
   end
   -- Where to start walking: the tail when seq goes last, else the hint
@@ -527,4 +655,67 @@ local function fail_attempt(id, r, token, err, mode, a, b, jitter, now, keep_ind
     return 'retrying'
   end
   return exhaust(id, r, r[R_KEY], now)
+end
+
+-- Up to `max` lanes whose heads may start now: prioritised heads first
+-- (K_HOT, at most PRIO_SCAN entries looked at), then the longest ready.
+-- Bounded work: never more than PRIO_SCAN + 2 * max entries are read.
+local PRIO_SCAN = 64
+local function due_lanes(max, now)
+  local picked, seen = {}, {}
+  if max <= 0 then
+    return picked
+  end
+  for _, lane in ipairs(redis.call('ZRANGE', K_HOT, 0, PRIO_SCAN - 1)) do
+    local at = redis.call('ZSCORE', K_READY, lane)
+    if not at then
+      redis.call('ZREM', K_HOT, lane)
+    elseif tonumber(at) <= now then
+      picked[#picked + 1] = lane
+      seen[lane] = true
+      if #picked >= max then
+        return picked
+      end
+    end
+  end
+  local more = redis.call('ZRANGEBYSCORE', K_READY, '-inf', now, 'LIMIT', 0, max + #picked)
+  for _, lane in ipairs(more) do
+    if #picked >= max then
+      break
+    end
+    if not seen[lane] then
+      picked[#picked + 1] = lane
+    end
+  end
+  return picked
+end
+
+-- One lane as the lanes listing shows it, or nil if its head is gone:
+-- { key, state, length, head id, seq, attempts, last_error, created_at,
+--   available_at (when the head may start, if known), head priority }.
+local function lane_view(lane, l, now)
+  local id = l[1]
+  local r = get(id)
+  if not r then
+    return nil
+  end
+  local st = r[R_STATE]
+  local parked = redis.call('HGET', K_LANE_PAUSED, lane)
+  local at = redis.call('ZSCORE', K_READY, lane)
+  at = tonumber(at or (parked ~= '' and parked) or r[R_AVAIL] or '')
+  local state
+  if st == 'blocked' then
+    state = 'blocked'
+  elseif parked then
+    state = 'paused'
+  elseif st == 'active' or st == 'retrying' then
+    state = st
+  elseif at and at > now then
+    state = 'delayed'
+  else
+    state = 'ready'
+  end
+  local priority = tonumber(redis.call('HGET', K_PRIO, id) or '0')
+  return { lane, state, l[3], id, r[R_SEQ], r[R_ATT] or 0, r[R_ERR] or false, r[R_CREATED], at or false,
+    priority }
 end

@@ -17,7 +17,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `Q:m` | hash | `seq` counter; `completed`, `cancelled`, `retried` totals; the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v`; `watched_until` (ms until which finished jobs are announced to waiting reads) |
+//! | `Q:m` | hash | `seq` counter; flow control: the mirrored `rate_per_s`, `rate_burst`, `max_active` and the token bucket `tb_tokens`, `tb_at`; `lane_scan` (the lanes listing's scan for lanes older than `Q:n`: cursor, then `done`); `completed`, `cancelled`, `retried` totals; the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v`; `watched_until` (ms until which finished jobs are announced to waiting reads) |
 //! | `Q:j` | hash | job id → msgpack record: key, seq, state, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, last_error, result, next (the lane's next job id) |
 //! | `Q:b` | hash | job id → payload (written once, at publish) |
 //! | `Q:l` | hash | lane key → msgpack {head id, tail id, length}; lanes are chained through `next`, in seq order; the head stays until it is terminal |
@@ -29,6 +29,10 @@
 //! | `Q:x`, `Q:k` | zset | dead / blocked job ids by seq |
 //! | `Q:t` | zset | terminal job ids by when their retention ends (trimmed 128 at a time) |
 //! | `Q:s` | hash | per-second publish/complete counters, a 60-field ring per kind |
+//! | `Q:n` | zset | lanes with unfinished jobs for the lanes listing, stuck first: score = head seq, plus 10^15 unless the head is blocked |
+//! | `Q:u` | hash | paused lanes: lane key → ms when its head may start (`''`: not yet); a paused lane is not in `Q:r` |
+//! | `Q:h` | zset | ready lanes whose head has a priority, score = (9 − priority) × 2^42 + ready ms; claim looks here first (may keep stale entries; `Q:r` decides) |
+//! | `Q:y` | hash | job id → priority (1–9), for jobs published with one |
 //! | `Q:i:<idempotency key>` | string | job id, expires after the idempotency window |
 //! | `Q:c:<claim id>` | string | msgpack (id, lease number, token)… of the leases a claim with that `claim_id` took; expires with them |
 //! | `P:{g<n>}:g:due` | zset | push queues (qids) with a ready lane, score = earliest ready time |
@@ -50,6 +54,8 @@ mod delete;
 mod due;
 mod extend;
 mod fail;
+mod lane_pause;
+mod lanes;
 mod list;
 mod outcomes;
 mod publish;
@@ -67,6 +73,7 @@ pub use claim::{ClaimBatch, Claimed, Mode};
 pub use configure::EngineConf;
 pub use due::{DueIndex, GroupDue};
 pub use fail::Failure;
+pub use lanes::{LaneFilter, LanePage};
 pub use list::{JobPage, ListFilter};
 pub use outcomes::{Outcome, OutcomeKind, Reported};
 pub use publish::{NewJob, Published};
@@ -360,15 +367,20 @@ impl EngineScript {
 /// The fixed keys of one queue and its slot group, in the order every
 /// script expects them in `KEYS` (see `lib.lua`).
 struct QueueKeys {
-    keys: [String; 17],
+    keys: [String; 21],
 }
 
 /// `KEYS` index (1-based, as Lua counts) of a script's first extra key.
-const FIRST_EXTRA_KEY: usize = 18;
+const FIRST_EXTRA_KEY: usize = 22;
 
 const QUEUE_KEY_SUFFIXES: [&str; 13] = [
     "m", "j", "b", "l", "r", "e", "o", "p", "d", "x", "k", "t", "s",
 ];
+
+/// Queue keys of lanes, flow control and priority (`KEYS[18..=21]`, after
+/// the group keys): lane index, paused lanes, prioritised ready lanes, job
+/// priorities.
+const LANE_KEY_SUFFIXES: [&str; 4] = ["n", "u", "h", "y"];
 
 /// How publishes wait for replicas (`redis.wait_replicas`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -488,14 +500,15 @@ impl Engine {
             13 => format!("{group}due"),
             14 => format!("{group}leases"),
             15 => format!("{group}live"),
-            _ => format!("{group}wake"),
+            16 => format!("{group}wake"),
+            _ => format!("{base}{}", LANE_KEY_SUFFIXES[i - 17]),
         });
         QueueKeys { keys }
     }
 
     /// The fixed keys of `queue` in the order every script gets them
     /// (`lib.lua`'s header): for tests that audit the raw layout.
-    pub fn queue_keys(&self, queue: &QueueRef) -> [String; 17] {
+    pub fn queue_keys(&self, queue: &QueueRef) -> [String; 21] {
         self.keys(queue).keys
     }
 

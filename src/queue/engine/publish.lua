@@ -1,7 +1,8 @@
 -- publish: append jobs to the tails of their lanes, all or nothing.
 -- ARGV: qid, idempotency window (s), n, then n groups of 6:
 --   id, lane key, payload, delay_ms, max_attempts, KEYS index of the job's
---   idempotency key (0 = none; those keys follow the queue's fixed keys).
+--   idempotency key (0 = none; those keys follow the queue's fixed keys);
+--   then n priorities (0-9), one per job in the same order.
 -- Returns, per job: seq, created_at, and '' or the id of the job the
 -- idempotency key already names (then nothing was written for it).
 -- Per run, not per job: one HINCRBY for the seqs (consecutive, in run order),
@@ -52,7 +53,7 @@ if fresh > 0 then
 end
 
 -- Pass 2: records chained per lane, then lanes and indexes.
-local out, records, bodies, members, delayed = {}, {}, {}, {}, {}
+local out, records, bodies, members, delayed, priorities = {}, {}, {}, {}, {}, {}
 local lanes, last = {}, {}
 for i = 0, n - 1 do
   local o = 4 + i * 6
@@ -71,6 +72,11 @@ for i = 0, n - 1 do
       delayed[#delayed + 1] = id
     end
     records[id] = r
+    local priority = tonumber(ARGV[4 + n * 6 + i] or '0')
+    if priority > 0 then
+      priorities[#priorities + 1] = id
+      priorities[#priorities + 1] = priority
+    end
     records[#records + 1] = id
     bodies[#bodies + 1] = id
     bodies[#bodies + 1] = payload
@@ -99,6 +105,10 @@ for _, id in ipairs(records) do
 end
 variadic('HSET', K_JOBS, packed)
 variadic('HSET', K_BODY, bodies)
+-- Before the lanes are readied: `ready_lane` ranks a lane by its head's.
+if #priorities > 0 then
+  variadic('HSET', K_PRIO, priorities)
+end
 for _, lane in ipairs(lanes) do
   local run = lanes[lane]
   local l = lane_get(lane)
@@ -111,6 +121,7 @@ for _, lane in ipairs(lanes) do
     lane_put(lane, { l[1], last[lane], l[3] + run.count, l[4] })
   else
     lane_put(lane, { run.first, last[lane], run.count })
+    lane_index(lane, run.first, records[run.first])
     ready_lane(lane, run.available, now)
   end
 end

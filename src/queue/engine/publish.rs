@@ -22,6 +22,8 @@ pub struct NewJob {
     pub max_attempts: u32,
     /// The client's `Idempotency-Key`, if any.
     pub idempotency_key: Option<String>,
+    /// 0–9: among lanes whose heads may start, higher starts first.
+    pub priority: u8,
 }
 
 /// What publish did with a job.
@@ -114,6 +116,9 @@ impl Engine {
                 .arg(job.delay_ms)
                 .arg(job.max_attempts)
                 .arg(key_index);
+        }
+        for job in &jobs {
+            invocation.arg(job.priority);
         }
         let reply: Vec<Value> = self.run(&invocation).await?;
         if matches!(reply.first(), Some(v) if string(v.clone()).as_deref() == Some("unconfigured"))

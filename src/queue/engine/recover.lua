@@ -27,4 +27,9 @@ end
 trim(now, max)
 reindex_leases()
 settle_live()
+if recovered > 0 then
+  -- Expired leases freed slots (`max_active_lanes`), even where no lane was
+  -- readied (the job blocked, or its lane is empty now).
+  flow_slot_freed()
+end
 return recovered

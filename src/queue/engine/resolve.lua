@@ -16,6 +16,7 @@ if action == 'retry' and state == 'blocked' then
   redis.call('ZREM', K_BLOCKED, id)
   r[R_STATE], r[R_ATT] = 'queued', 0
   put(id, r)
+  lane_index(lane, id, r)
   ready_lane(lane, now, now)
   return { 'ok', view(id, r, true) }
 end

@@ -2,7 +2,8 @@
 -- ARGV: qid.
 -- Returns { pending, active, delayed, blocked, dead, completed, cancelled,
 --           retried, oldest_pending_created_at_or_-1, now,
---           published_last_minute, completed_last_minute }.
+--           published_last_minute, completed_last_minute,
+--           paused_lanes, oldest_head_created_at_or_-1 }.
 local now = clock()
 local counts = redis.call('HMGET', K_META, 'completed', 'cancelled', 'retried')
 local oldest = -1
@@ -10,6 +11,18 @@ local first = redis.call('ZRANGE', K_PENDING, 0, 0)
 if first[1] then
   local r = get(first[1])
   oldest = r and r[R_CREATED] or -1
+end
+-- The oldest lane head: the lowest head seq among blocked lanes and others.
+local oldest_head, head_seq = -1, nil
+for _, range in ipairs({ { '-inf', '(1e15' }, { '1e15', '+inf' } }) do
+  local e = redis.call('ZRANGEBYSCORE', K_LANE_INDEX, range[1], range[2], 'WITHSCORES', 'LIMIT', 0, 1)
+  if e[1] then
+    local l = lane_get(e[1])
+    local r = l and get(l[1])
+    if r and (not head_seq or r[R_SEQ] < head_seq) then
+      oldest_head, head_seq = r[R_CREATED], r[R_SEQ]
+    end
+  end
 end
 return {
   redis.call('ZCARD', K_PENDING),
@@ -24,4 +37,6 @@ return {
   now,
   rate_sum('published', now),
   rate_sum('completed', now),
+  redis.call('HLEN', K_LANE_PAUSED),
+  oldest_head,
 }

@@ -22,6 +22,10 @@ pub struct RawStats {
     /// Jobs published / completed in the last 60 seconds (Redis clock).
     pub published_last_minute: u64,
     pub completed_last_minute: u64,
+    /// Lanes paused (`lanes/{key}/pause`), with jobs or not.
+    pub paused_lanes: u64,
+    /// When the oldest lane head was published.
+    pub oldest_head_created_ms: Option<u64>,
 }
 
 impl RawStats {
@@ -54,6 +58,8 @@ impl Engine {
             now_ms: at(9),
             published_last_minute: at(10),
             completed_last_minute: at(11),
+            paused_lanes: at(12),
+            oldest_head_created_ms: v.get(13).filter(|n| **n >= 0).map(|n| *n as u64),
         })
     }
 

@@ -476,6 +476,7 @@ impl Harness {
                 payload: "1".into(),
                 delay_ms: if spec.delayed { DELAY_MS } else { 0 },
                 max_attempts: MAX_ATTEMPTS,
+                priority: 0,
                 idempotency_key: spec.idempotency_key.map(|k| format!("k{k}")),
             })
             .collect();
@@ -1039,6 +1040,8 @@ impl Harness {
             paused,
             on_exhausted: if block { "block" } else { "dead_letter" },
             retention_s: 600,
+            rate_limit: None,
+            max_active: None,
             version,
         }
     }
