@@ -8,7 +8,7 @@
 Standard library only; Python >= 3.9.
 """
 
-from .client import Client, login, register
+from .client import Client, login, new_claim_id, register
 from .consumer import Consumer, Retry
 from .errors import (
     AuthenticationError,
@@ -18,6 +18,7 @@ from .errors import (
     NotFoundError,
     OrderlyConnectionError,
     OrderlyError,
+    OutcomeUnknownError,
     PermissionDeniedError,
     RateLimitedError,
     UnavailableError,
@@ -41,6 +42,7 @@ __all__ = [
     "OrderlyConnectionError",
     "OrderlyError",
     "Outcome",
+    "OutcomeUnknownError",
     "PermissionDeniedError",
     "PublishItem",
     "RateLimitedError",
@@ -48,6 +50,7 @@ __all__ = [
     "UnavailableError",
     "ValidationError",
     "login",
+    "new_claim_id",
     "register",
     "sign",
     "verify_signature",

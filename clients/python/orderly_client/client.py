@@ -22,7 +22,7 @@ from .errors import (
 )
 from .types import AckItem, Claimed, Job, NackItem, Outcome, PublishItem, outcomes_from_json
 
-__all__ = ["Client", "register", "login"]
+__all__ = ["Client", "register", "login", "new_claim_id"]
 
 #: Longest long-poll the server accepts (ms).
 MAX_WAIT_MS = 30_000
@@ -85,6 +85,11 @@ def login(base_url: str, email: str, password: str, **options: Any) -> "Client":
     return Client(base_url, answer["access_token"], **options)
 
 
+def new_claim_id() -> str:
+    """A fresh ``claim_id`` for :meth:`Client.claim` (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
 def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
@@ -93,8 +98,9 @@ class Client:
     """Talks to one Orderly with one bearer token: a JWT from :func:`login`
     or an API key (``ok_…``).
 
-    ``retries`` bounds how often a publish is retried after a ``503`` or a
-    connection failure (with exponential backoff from ``retry_backoff_s``).
+    ``retries`` bounds how often a publish (single or batch) is retried after
+    a ``503`` (``unavailable`` or ``outcome_unknown``) or a connection
+    failure (with exponential backoff from ``retry_backoff_s``).
     """
 
     def __init__(
@@ -172,13 +178,19 @@ class Client:
         answer = self._retrying(lambda: self.request("POST", path, body, headers=headers), True)
         return Job.from_json(answer)
 
-    def publish_batch(self, queue: str, jobs: Sequence[PublishItem]) -> List[Job]:
-        """Publishes up to 1000 jobs atomically, in order. A ``503`` (nothing
-        enqueued) is retried; a connection failure is not, since the batch may
-        have been enqueued."""
+    def publish_batch(
+        self, queue: str, jobs: Sequence[PublishItem], *, idempotency_key: Optional[str] = None
+    ) -> List[Job]:
+        """Publishes up to 1000 jobs atomically, in order. Retried after a
+        ``503`` or a connection failure under one ``Idempotency-Key`` for the
+        whole batch (generated once here when not given; job *i* is published
+        under ``<key>#<i>`` unless it carries its own ``idempotency_key``), so
+        a retry never enqueues a job twice: a repeat answers the original
+        jobs."""
         path = f"/v1/queues/{_quote(queue)}/jobs/batch"
         body = {"jobs": list(jobs)}
-        answer = self._retrying(lambda: self.request("POST", path, body), False)
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        answer = self._retrying(lambda: self.request("POST", path, body, headers=headers), True)
         return [Job.from_json(job) for job in answer["jobs"]]
 
     def get_job(self, job_id: str, wait_ms: Optional[int] = None) -> Job:
@@ -204,10 +216,19 @@ class Client:
         max_jobs: int = 1,
         acks: Iterable[AckItem] = (),
         nacks: Iterable[NackItem] = (),
+        claim_id: Optional[str] = None,
     ) -> Claimed:
         """Reports ``acks`` / ``nacks`` (if any), then leases up to
-        ``max_jobs`` jobs, long-polling up to ``wait_ms``."""
+        ``max_jobs`` jobs, long-polling up to ``wait_ms``.
+
+        ``claim_id`` (1–64 visible ASCII characters, e.g. :func:`new_claim_id`)
+        makes the whole request safe to repeat: while the leases it took
+        live, the same claim answers the same jobs and leases, and its acks /
+        nacks answer the outcomes they already produced. Repeat it after a
+        ``503`` or a connection failure so a lost reply strands no lane."""
         body: Dict[str, Any] = {"wait_ms": wait_ms, "max_jobs": max_jobs}
+        if claim_id is not None:
+            body["claim_id"] = claim_id
         acks, nacks = list(acks), list(nacks)
         if acks:
             body["acks"] = acks

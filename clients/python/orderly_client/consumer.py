@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable, List, Optional
 
-from .client import MAX_WAIT_MS, Client
+from .client import MAX_WAIT_MS, Client, new_claim_id
 from .errors import LeaseLostError, OrderlyConnectionError, OrderlyError, UnavailableError
 from .types import AckItem, Job, NackItem, Outcome
 
@@ -87,7 +87,9 @@ class Consumer:
     lane are never leased concurrently, so lane order holds. While the
     handler runs, a heartbeat thread extends the lease (by ``lease_ms``, or
     the queue's ``lease_ms`` when ``None``). Delivery is at-least-once: make
-    handlers idempotent.
+    handlers idempotent. A claim that fails with a ``503`` or a connection
+    failure (or timeout) is retried unchanged under its ``claim_id``, so a
+    lost reply strands no lane and loses no outcome.
     """
 
     def __init__(
@@ -119,7 +121,13 @@ class Consumer:
         ``exit_when_idle``, until a claim returns no job)."""
         try:
             failures = 0
+            claim_id: Optional[str] = None
             while not self._stopped.is_set():
+                # One claim id per claim, kept across its retries: a claim
+                # whose reply was lost (503, connection failure, timeout) is
+                # repeated as it was — same claim_id, same acks and nacks —
+                # and answers the jobs and leases it already took.
+                claim_id = claim_id or new_claim_id()
                 try:
                     claimed = self.client.claim(
                         self.queue,
@@ -127,13 +135,14 @@ class Consumer:
                         max_jobs=self.max_jobs,
                         acks=self._acks,
                         nacks=self._nacks,
+                        claim_id=claim_id,
                     )
                 except (UnavailableError, OrderlyConnectionError) as err:
                     failures += 1
-                    log.warning("claim failed (%s); retrying", err)
+                    log.warning("claim failed (%s); retrying it", err)
                     self._stopped.wait(min(30.0, 0.2 * 2**failures))
                     continue
-                failures = 0
+                failures, claim_id = 0, None
                 self._reported(claimed.results)
                 if not claimed.jobs and exit_when_idle:
                     return

@@ -5,7 +5,7 @@ Every error answer of the API is ``{"error": {"code", "message", "request_id",
 message.
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Type
 
 
 class OrderlyError(Exception):
@@ -65,6 +65,13 @@ class UnavailableError(OrderlyError):
     """503: a dependency of the server is down; retry later."""
 
 
+class OutcomeUnknownError(UnavailableError):
+    """503 ``outcome_unknown``: the publish reached Redis but its reply was
+    lost, so the job(s) may have been enqueued. Repeat it with the same
+    idempotency key(s): the answer is the original job(s), never a duplicate
+    (the client's publishes do so by themselves)."""
+
+
 class OrderlyConnectionError(OrderlyError):
     """The server could not be reached (status 0, code ``connection_failed``)."""
 
@@ -81,6 +88,9 @@ _BY_STATUS = {
 }
 
 
+_BY_CODE: Dict[str, Type[OrderlyError]] = {"lease_lost": LeaseLostError, "outcome_unknown": OutcomeUnknownError}
+
+
 def error_from_response(status: int, body: object) -> OrderlyError:
     """The typed exception for an error answer with JSON ``body``."""
     detail = body.get("error") if isinstance(body, dict) else None
@@ -89,5 +99,5 @@ def error_from_response(status: int, body: object) -> OrderlyError:
     code = str(detail.get("code") or f"http_{status}")
     message = str(detail.get("message") or "unexpected answer")
     fields = detail.get("fields") if isinstance(detail.get("fields"), dict) else None
-    kind = LeaseLostError if code == "lease_lost" else _BY_STATUS.get(status, OrderlyError)
+    kind = _BY_CODE.get(code) or _BY_STATUS.get(status, OrderlyError)
     return kind(status, code, message, detail.get("request_id"), fields)

@@ -10,6 +10,8 @@ class PublishItem(TypedDict, total=False):
     payload: Any
     key: str
     delay_ms: int
+    #: This job's own idempotency key (it takes precedence over the batch's).
+    idempotency_key: str
 
 
 class AckItem(TypedDict, total=False):

@@ -10,15 +10,20 @@ import uuid
 import pytest
 
 from orderly_client import (
+    AckItem,
     Client,
     Consumer,
     LeaseLostError,
     NotFoundError,
     OrderlyConnectionError,
+    OutcomeUnknownError,
+    UnavailableError,
     ValidationError,
+    new_claim_id,
     sign,
     verify_signature,
 )
+from orderly_client.errors import error_from_response
 
 
 def queue_name() -> str:
@@ -102,6 +107,13 @@ def test_a_publish_retried_after_a_lost_answer_enqueues_once(client: Client) -> 
     assert client.claim(queue, max_jobs=10).jobs == []
 
 
+def test_outcome_unknown_is_its_own_unavailable_error() -> None:
+    body = {"error": {"code": "outcome_unknown", "message": "may have been enqueued"}}
+    error = error_from_response(503, body)
+    assert isinstance(error, OutcomeUnknownError) and isinstance(error, UnavailableError)
+    assert type(error_from_response(503, {"error": {"code": "unavailable", "message": "down"}})) is UnavailableError
+
+
 def test_an_unreachable_server_is_a_typed_error() -> None:
     with socket.create_server(("127.0.0.1", 0)) as spare:
         port = spare.getsockname()[1]
@@ -117,6 +129,75 @@ def test_publish_batch_keeps_order(client: Client) -> None:
     assert [j.payload for j in jobs] == list(range(5))
     seqs = [j.seq for j in jobs]
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
+
+
+def queued_jobs(client: Client, queue: str) -> list:
+    """Every job of ``queue`` (one page of up to 1000)."""
+    return list(client.request("GET", f"/v1/queues/{queue}/jobs?limit=1000")["jobs"])
+
+
+def test_a_batch_repeated_with_its_key_answers_the_original_jobs(client: Client) -> None:
+    queue = queue_name()
+    items: list = [{"payload": n, "key": f"k{n}"} for n in range(3)]
+    items.append({"payload": "own", "idempotency_key": "own-key"})
+    first = client.publish_batch(queue, items, idempotency_key="batch-1")
+    again = client.publish_batch(queue, items, idempotency_key="batch-1")
+    assert [j.id for j in again] == [j.id for j in first]
+    # The job with its own key is that key's job for a single publish too.
+    assert client.publish(queue, "own", idempotency_key="own-key").id == first[3].id
+    assert len(queued_jobs(client, queue)) == 4
+
+
+def test_a_batch_retried_after_a_lost_answer_enqueues_once(client: Client) -> None:
+    queue = queue_name()
+    proxy = DropFirstResponse(client.base_url)
+    try:
+        flaky = Client(proxy.url, client.token, retry_backoff_s=0.01)
+        jobs = flaky.publish_batch(queue, [{"payload": n, "key": "lane"} for n in range(3)])
+    finally:
+        proxy.close()
+    assert proxy.connections == 2
+    assert [j.payload for j in jobs] == [0, 1, 2]
+    assert [j["id"] for j in queued_jobs(client, queue)] == [j.id for j in jobs]
+
+
+def test_a_claim_repeated_with_its_claim_id_returns_the_same_lease(client: Client) -> None:
+    queue = queue_name()
+    client.put_queue(queue, lease_ms=60_000)
+    job = client.publish(queue, "x", key="lane")
+    claim_id = new_claim_id()
+    first = client.claim(queue, max_jobs=5, claim_id=claim_id)
+    again = client.claim(queue, max_jobs=5, claim_id=claim_id)
+    assert [(j.id, j.lease) for j in first.jobs] == [(job.id, first.jobs[0].lease)]
+    assert [(j.id, j.lease) for j in again.jobs] == [(j.id, j.lease) for j in first.jobs]
+    assert client.claim(queue, max_jobs=5, claim_id=new_claim_id()).jobs == []
+    # The whole request repeats: its ack answers the outcome it produced.
+    ack: AckItem = {"id": job.id, "lease": first.jobs[0].lease or ""}
+    done = client.claim(queue, acks=[ack], claim_id="after-ack")
+    repeat = client.claim(queue, acks=[ack], claim_id="after-ack")
+    assert [(r.id, r.status) for r in done.results] == [(job.id, "completed")]
+    assert repeat.results == done.results
+
+
+def test_the_consumer_retries_a_lost_claim_with_its_claim_id(client: Client) -> None:
+    queue = queue_name()
+    # Leases far longer than the test: a claim whose lease had to expire
+    # would not finish in time.
+    client.put_queue(queue, lease_ms=60_000)
+    job = client.publish(queue, {"n": 1}, key="lane")
+    proxy = DropFirstResponse(client.base_url)
+    seen = []
+    try:
+        flaky = Client(proxy.url, client.token)
+        Consumer(flaky, queue, lambda j: seen.append(j.id) or "ok", wait_ms=0).run(exit_when_idle=True)
+    finally:
+        proxy.close()
+    # The first claim leased the job but its reply was lost; its retry under
+    # the same claim_id answered that lease rather than finding the lane busy.
+    assert proxy.connections >= 2
+    assert seen == [job.id]
+    done = client.get_job(job.id)
+    assert (done.state, done.attempts, done.result) == ("completed", 1, "ok")
 
 
 def test_errors_carry_the_api_code(client: Client) -> None:

@@ -66,7 +66,8 @@ impl Client {
         })
     }
 
-    /// How often a publish is retried after a `503` or a connection failure,
+    /// How often a publish (single or batch) is retried after a `503` or a
+    /// connection failure,
     /// and the first backoff (doubling each time).
     pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
         self.retries = retries;
@@ -196,15 +197,31 @@ impl Client {
         .await
     }
 
-    /// Publishes up to 1000 jobs atomically, in order. A `503` (nothing
-    /// enqueued) is retried; a connection failure is not, since the batch
-    /// may have been enqueued.
+    /// Publishes up to 1000 jobs atomically, in order, under a fresh
+    /// `Idempotency-Key` for the whole batch (see
+    /// [`Client::publish_batch_with_key`]).
     pub async fn publish_batch(&self, queue: &str, jobs: &[Publish]) -> Result<Vec<Job>, Error> {
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        self.publish_batch_with_key(queue, jobs, &key).await
+    }
+
+    /// Publishes up to 1000 jobs atomically, in order, with `key` as the
+    /// batch's `Idempotency-Key` (job i is published under `<key>#<i>`
+    /// unless it has its own `idempotency_key`). Retried after a `503` or a
+    /// connection failure under that key, so a retry never enqueues a job
+    /// twice: a repeat answers the original jobs.
+    pub async fn publish_batch_with_key(
+        &self,
+        queue: &str,
+        jobs: &[Publish],
+        key: &str,
+    ) -> Result<Vec<Job>, Error> {
         let path = format!("/v1/queues/{}/jobs/batch", segment(queue));
         let body = json!({ "jobs": jobs });
+        let headers = [("idempotency-key", key)];
         let answer: Jobs = self
-            .retrying(false, || {
-                self.call(Method::POST, &path, Some(&body), &[], None)
+            .retrying(true, || {
+                self.call(Method::POST, &path, Some(&body), &headers, None)
             })
             .await?;
         Ok(answer.jobs)
@@ -223,7 +240,9 @@ impl Client {
     }
 
     /// Reports the claim's outcomes (if any), then leases up to `max_jobs`
-    /// jobs, long-polling up to `wait_ms`.
+    /// jobs, long-polling up to `wait_ms`. With a `claim_id` the whole
+    /// request is safe to repeat after a `503` or a connection failure: it
+    /// answers the jobs and leases it already took.
     pub async fn claim(&self, queue: &str, claim: &Claim) -> Result<Claimed, Error> {
         let path = format!("/v1/queues/{}/claim", segment(queue));
         let wait = Duration::from_millis(claim.wait_ms);

@@ -101,7 +101,9 @@ fn heartbeat(client: Client, job: &Job, lease_ms: Option<u64>) -> tokio::task::J
 ///
 /// The handler's `Ok` value becomes the job's `result`; an `Err` fails the
 /// attempt. Jobs of one lane are never leased concurrently, so lane order
-/// holds. Delivery is at-least-once: make handlers idempotent.
+/// holds. Delivery is at-least-once: make handlers idempotent. A claim that
+/// fails with a `503` or a connection failure is retried unchanged under its
+/// `claim_id`.
 pub struct Consumer {
     client: Client,
     queue: String,
@@ -165,19 +167,24 @@ impl Consumer {
         F: Future<Output = Result<Value, HandlerError>>,
     {
         let mut failures = 0u32;
+        // A claim that failed with a 503 or a connection failure (or
+        // timeout), to be repeated as it was — same claim_id, same acks and
+        // nacks — so that it answers the jobs and leases it already took.
+        let mut failed: Option<Claim> = None;
         while !self.stop.stopped() {
-            let claim = Claim {
+            let claim = failed.take().unwrap_or_else(|| Claim {
                 wait_ms: self.wait_ms,
                 max_jobs: self.max_jobs,
                 acks: std::mem::take(&mut self.acks),
                 nacks: std::mem::take(&mut self.nacks),
-            };
+                claim_id: Some(Claim::new_id()),
+            });
             let claimed = match self.client.claim(&self.queue, &claim).await {
                 Ok(claimed) => claimed,
                 Err(err) if err.is_transient() => {
                     failures += 1;
-                    log::warn!("claim failed ({err}); retrying");
-                    (self.acks, self.nacks) = (claim.acks, claim.nacks);
+                    log::warn!("claim failed ({err}); retrying it");
+                    failed = Some(claim);
                     tokio::time::sleep(Duration::from_millis(200 << failures.min(7))).await;
                     continue;
                 }
@@ -195,6 +202,10 @@ impl Consumer {
             for job in claimed.jobs {
                 self.process(&mut handler, job).await;
             }
+        }
+        if let Some(claim) = failed {
+            // Stopped while retrying: its outcomes still go out.
+            (self.acks, self.nacks) = (claim.acks, claim.nacks);
         }
         self.flush().await
     }

@@ -55,6 +55,14 @@ impl Error {
         self.code() == "lease_lost"
     }
 
+    /// True for `503 outcome_unknown`: the publish reached Redis but its
+    /// reply was lost, so the job(s) may have been enqueued. Repeat it with
+    /// the same idempotency key(s) to get the original job(s), never a
+    /// duplicate (`publish` and `publish_batch` do so by themselves).
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.status() == Some(503) && self.code() == "outcome_unknown"
+    }
+
     /// Worth retrying: `503` or the server could not be reached.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Connection(_)) || self.status() == Some(503)
@@ -90,5 +98,19 @@ impl Error {
                 fields: BTreeMap::new(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn outcome_unknown_is_a_transient_503_of_its_own() {
+        let body = r#"{"error":{"code":"outcome_unknown","message":"may have been enqueued"}}"#;
+        let unknown = Error::from_answer(503, body);
+        assert!(unknown.is_outcome_unknown() && unknown.is_transient());
+        let down = Error::from_answer(503, r#"{"error":{"code":"unavailable","message":"down"}}"#);
+        assert!(!down.is_outcome_unknown() && down.is_transient());
     }
 }

@@ -1,8 +1,8 @@
 //! Client for Orderly, a strictly ordered job queue service.
 //!
-//! - [`Client`]: typed publish (retried under one idempotency key), batch
-//!   publish, get (with long-poll), claim, ack / nack / extend and batch
-//!   outcomes. Authenticates with any bearer token: a JWT from
+//! - [`Client`]: typed publish and batch publish (each retried under one
+//!   idempotency key), get (with long-poll), claim (repeatable under a
+//!   `claim_id`), ack / nack / extend and batch outcomes. Authenticates with any bearer token: a JWT from
 //!   [`Client::login`] or an API key (`ok_…`).
 //! - [`Consumer`]: the pull loop — long-poll claim, run a handler while a
 //!   heartbeat task extends the lease, report outcomes in batches riding on

@@ -56,9 +56,11 @@ pub struct Publish {
     pub key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
-    /// Sent as the `Idempotency-Key` header by [`crate::Client::publish`]
-    /// (generated once per call when `None`); not used by batches.
-    #[serde(skip)]
+    /// Publish at most once under this key. [`crate::Client::publish`]
+    /// sends it as the `Idempotency-Key` header (generated once per call
+    /// when `None`); in a batch it is this job's own key, taking precedence
+    /// over the batch's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
 
@@ -122,6 +124,20 @@ pub struct Claim {
     pub acks: Vec<Ack>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nacks: Vec<Nack>,
+    /// 1–64 visible ASCII characters (e.g. [`Claim::new_id`]): while the
+    /// leases it took live, repeating the claim with it answers the same
+    /// jobs and leases (and its acks / nacks the outcomes they already
+    /// produced), so a claim whose reply was lost can be repeated without
+    /// stranding a lane.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_id: Option<String>,
+}
+
+impl Claim {
+    /// A fresh `claim_id` (32 hex characters).
+    pub fn new_id() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
 }
 
 /// What became of one reported ack or nack.

@@ -104,16 +104,23 @@ async fn drop_first_answer(target: &str) -> (String, Arc<AtomicUsize>) {
     (url, connections)
 }
 
+/// `client`'s user, reaching Orderly through [`drop_first_answer`] (with
+/// quick retries); and its count of connections.
+async fn behind_drop_first_answer(client: &Client) -> (Client, Arc<AtomicUsize>) {
+    let (proxy, connections) = drop_first_answer(client.base_url()).await;
+    let flaky = Client::new(&proxy, client.token())
+        .unwrap()
+        .with_retries(3, Duration::from_millis(10));
+    (flaky, connections)
+}
+
 #[tokio::test]
 async fn a_publish_retried_after_a_lost_answer_enqueues_once() {
     let Some(client) = user("a_publish_retried_after_a_lost_answer_enqueues_once").await else {
         return;
     };
     let queue = queue_name();
-    let (proxy, connections) = drop_first_answer(client.base_url()).await;
-    let flaky = Client::new(&proxy, client.token())
-        .unwrap()
-        .with_retries(3, Duration::from_millis(10));
+    let (flaky, connections) = behind_drop_first_answer(&client).await;
     let job = flaky
         .publish(&queue, Publish::new(json!({"once": true})))
         .await
@@ -126,6 +133,162 @@ async fn a_publish_retried_after_a_lost_answer_enqueues_once() {
     let claimed = client.claim(&queue, &claim).await.unwrap();
     let ids: Vec<_> = claimed.jobs.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, [job.id.as_str()]);
+}
+
+/// Every job of `queue` (one page of up to 1000).
+async fn queued_jobs(client: &Client, queue: &str) -> Vec<Value> {
+    let path = format!("/v1/queues/{queue}/jobs?limit=1000");
+    let answer: Value = client
+        .call(reqwest::Method::GET, &path, None::<&Value>, &[], None)
+        .await
+        .unwrap();
+    answer["jobs"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_batch_repeated_with_its_key_answers_the_original_jobs() {
+    let Some(client) = user("a_batch_repeated_with_its_key_answers_the_original_jobs").await else {
+        return;
+    };
+    let queue = queue_name();
+    let mut jobs: Vec<Publish> = (0..3)
+        .map(|n| Publish::new(json!(n)).key(format!("k{n}")))
+        .collect();
+    jobs.push(Publish::new(json!("own")).idempotency_key("own-key"));
+    let first = client
+        .publish_batch_with_key(&queue, &jobs, "batch-1")
+        .await
+        .unwrap();
+    let again = client
+        .publish_batch_with_key(&queue, &jobs, "batch-1")
+        .await
+        .unwrap();
+    let ids = |jobs: &[orderly_client::Job]| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&again), ids(&first));
+    // The job with its own key is that key's job for a single publish too.
+    let own = client
+        .publish(
+            &queue,
+            Publish::new(json!("own")).idempotency_key("own-key"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(own.id, first[3].id);
+    assert_eq!(queued_jobs(&client, &queue).await.len(), 4);
+}
+
+#[tokio::test]
+async fn a_batch_retried_after_a_lost_answer_enqueues_once() {
+    let Some(client) = user("a_batch_retried_after_a_lost_answer_enqueues_once").await else {
+        return;
+    };
+    let queue = queue_name();
+    let (flaky, connections) = behind_drop_first_answer(&client).await;
+    let jobs: Vec<Publish> = (0..3).map(|n| Publish::new(json!(n)).key("lane")).collect();
+    let published = flaky.publish_batch(&queue, &jobs).await.unwrap();
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    let queued: Vec<Value> = queued_jobs(&client, &queue)
+        .await
+        .into_iter()
+        .map(|j| j["id"].clone())
+        .collect();
+    let ids: Vec<Value> = published.iter().map(|j| json!(j.id)).collect();
+    assert_eq!(queued, ids);
+}
+
+#[tokio::test]
+async fn a_claim_repeated_with_its_claim_id_returns_the_same_lease() {
+    let Some(client) = user("a_claim_repeated_with_its_claim_id_returns_the_same_lease").await
+    else {
+        return;
+    };
+    let queue = queue_name();
+    client
+        .put_queue(&queue, &json!({"lease_ms": 60_000}))
+        .await
+        .unwrap();
+    let job = client
+        .publish(&queue, Publish::new(json!("x")).key("lane"))
+        .await
+        .unwrap();
+    let claim = Claim {
+        max_jobs: 5,
+        claim_id: Some(Claim::new_id()),
+        ..Claim::default()
+    };
+    let first = client.claim(&queue, &claim).await.unwrap().jobs;
+    let again = client.claim(&queue, &claim).await.unwrap().jobs;
+    let leases = |jobs: &[orderly_client::Job]| {
+        jobs.iter()
+            .map(|j| (j.id.clone(), j.lease.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].id, job.id);
+    assert_eq!(leases(&again), leases(&first));
+    let other = Claim {
+        max_jobs: 5,
+        claim_id: Some(Claim::new_id()),
+        ..Claim::default()
+    };
+    assert!(client.claim(&queue, &other).await.unwrap().jobs.is_empty());
+    // The whole request repeats: its ack answers the outcome it produced.
+    let ack = Claim {
+        acks: vec![Ack {
+            id: job.id.clone(),
+            lease: first[0].lease.clone().unwrap(),
+            result: None,
+        }],
+        claim_id: Some(Claim::new_id()),
+        ..Claim::default()
+    };
+    let done = client.claim(&queue, &ack).await.unwrap().results;
+    let repeat = client.claim(&queue, &ack).await.unwrap().results;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].status, OutcomeStatus::Completed);
+    assert_eq!(repeat, done);
+}
+
+#[tokio::test]
+async fn the_consumer_retries_a_lost_claim_with_its_claim_id() {
+    let Some(client) = user("the_consumer_retries_a_lost_claim_with_its_claim_id").await else {
+        return;
+    };
+    let queue = queue_name();
+    // Leases far longer than the test: a claim whose lease had to expire
+    // would not finish in time.
+    client
+        .put_queue(&queue, &json!({"lease_ms": 60_000}))
+        .await
+        .unwrap();
+    let job = client
+        .publish(&queue, Publish::new(json!({"n": 1})).key("lane"))
+        .await
+        .unwrap();
+    let (flaky, connections) = behind_drop_first_answer(&client).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut consumer = Consumer::new(flaky, &queue).wait_ms(0);
+    let handled = seen.clone();
+    consumer
+        .run(
+            move |job| {
+                handled.lock().unwrap().push(job.id.clone());
+                async { Ok(json!("ok")) }
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    // The first claim leased the job but its answer was lost; the retry
+    // under the same claim_id answered that lease instead of finding the
+    // lane busy.
+    assert!(connections.load(Ordering::SeqCst) >= 2);
+    assert_eq!(*seen.lock().unwrap(), [job.id.as_str()]);
+    let done = client.get_job(&job.id, None).await.unwrap();
+    assert_eq!(
+        (done.state, done.attempts, done.result),
+        (JobState::Completed, 1, Some(json!("ok")))
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,17 @@
 import { randomUUID } from "node:crypto";
 
 import { ConnectionError, errorFromAnswer, OrderlyError } from "./errors.js";
-import type { Ack, Claimed, ClaimOptions, Job, Nack, Outcome, PublishItem, PublishOptions } from "./types.js";
+import type {
+  Ack,
+  Claimed,
+  ClaimOptions,
+  Job,
+  Nack,
+  Outcome,
+  PublishBatchOptions,
+  PublishItem,
+  PublishOptions,
+} from "./types.js";
 
 /** Longest long-poll the server accepts (ms). */
 export const MAX_WAIT_MS = 30_000;
@@ -11,7 +21,7 @@ export const MAX_WAIT_MS = 30_000;
 export interface ClientOptions {
   /** Timeout of one request in ms (long-polls add their wait). Default 10000. */
   timeoutMs?: number;
-  /** Retries of a publish after a 503 or a connection failure. Default 4. */
+  /** Retries of a publish (single or batch) after a 503 or a connection failure. Default 4. */
   retries?: number;
   /** First retry delay in ms, doubling each time. Default 200. */
   retryBackoffMs?: number;
@@ -121,13 +131,16 @@ export class Client {
   }
 
   /**
-   * Publishes up to 1000 jobs atomically, in order. A 503 (nothing enqueued)
-   * is retried; a connection failure is not, since the batch may have been
-   * enqueued.
+   * Publishes up to 1000 jobs atomically, in order. Retried after a 503 or a
+   * connection failure under one `Idempotency-Key` for the whole batch
+   * (generated once here when not given; job i is published under
+   * `<key>#<i>` unless it has its own `idempotency_key`), so a retry never
+   * enqueues a job twice: a repeat answers the original jobs.
    */
-  async publishBatch<P>(queue: string, jobs: PublishItem<P>[]): Promise<Job<P>[]> {
-    const answer = await this.retrying(false, () =>
-      this.call<{ jobs: Job<P>[] }>("POST", `/v1/queues/${seg(queue)}/jobs/batch`, { body: { jobs } }),
+  async publishBatch<P>(queue: string, jobs: PublishItem<P>[], options: PublishBatchOptions = {}): Promise<Job<P>[]> {
+    const headers = { "idempotency-key": options.idempotencyKey ?? randomUUID() };
+    const answer = await this.retrying(true, () =>
+      this.call<{ jobs: Job<P>[] }>("POST", `/v1/queues/${seg(queue)}/jobs/batch`, { body: { jobs }, headers }),
     );
     return answer.jobs;
   }
@@ -138,11 +151,16 @@ export class Client {
     return this.call("GET", `/v1/jobs/${seg(id)}${query}`, { waitMs });
   }
 
-  /** Reports the claim's outcomes (if any), then leases up to `max_jobs` jobs. */
+  /**
+   * Reports the claim's outcomes (if any), then leases up to `max_jobs` jobs.
+   * With a `claim_id` the whole request is safe to repeat (after a 503 or a
+   * connection failure): it answers the jobs and leases it already took.
+   */
   async claim<P = unknown>(queue: string, options: ClaimOptions = {}): Promise<Claimed<P>> {
     const body: ClaimOptions = { wait_ms: options.wait_ms ?? 0, max_jobs: options.max_jobs ?? 1 };
     if (options.acks?.length) body.acks = options.acks;
     if (options.nacks?.length) body.nacks = options.nacks;
+    if (options.claim_id !== undefined) body.claim_id = options.claim_id;
     const answer = await this.call<{ jobs: Job<P>[]; results?: Outcome[] }>("POST", `/v1/queues/${seg(queue)}/claim`, {
       body,
       waitMs: body.wait_ms,

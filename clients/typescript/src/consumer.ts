@@ -5,9 +5,11 @@
  * the loop ends goes to `POST /v1/queues/{queue}/ack`.
  */
 
+import { randomUUID } from "node:crypto";
+
 import { Client, MAX_WAIT_MS } from "./client.js";
 import { LeaseLostError, OrderlyError } from "./errors.js";
-import type { Ack, Job, Nack, Outcome } from "./types.js";
+import type { Ack, ClaimOptions, Job, Nack, Outcome } from "./types.js";
 
 /** Throw from a handler to fail the attempt and retry after `retryInMs`. */
 export class Retry extends Error {
@@ -50,7 +52,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * (JSON) becomes the job's `result`; a throw fails the attempt with the
  * error's message as `last_error`. Jobs of one lane are never leased
  * concurrently, so lane order holds. Delivery is at-least-once: make
- * handlers idempotent.
+ * handlers idempotent. A claim that fails with a 503 or a connection failure
+ * is retried unchanged under its `claim_id`.
  */
 export class Consumer<P = unknown> {
   private stopped = false;
@@ -78,16 +81,22 @@ export class Consumer<P = unknown> {
   async run({ exitWhenIdle = false }: { exitWhenIdle?: boolean } = {}): Promise<void> {
     let failures = 0;
     try {
+      // One claim per request; a claim that failed with a 503 or a
+      // connection failure (or timeout) is repeated as it was — same
+      // claim_id, same acks and nacks — and answers the jobs and leases it
+      // already took, so a lost reply strands no lane.
+      let claim: ClaimOptions | undefined;
       while (!this.stopped) {
-        const [acks, nacks] = [this.acks, this.nacks];
+        claim ??= {
+          wait_ms: this.waitMs,
+          max_jobs: this.maxJobs,
+          acks: this.acks,
+          nacks: this.nacks,
+          claim_id: randomUUID(),
+        };
         let claimed;
         try {
-          claimed = await this.client.claim<P>(this.queue, {
-            wait_ms: this.waitMs,
-            max_jobs: this.maxJobs,
-            acks,
-            nacks,
-          });
+          claimed = await this.client.claim<P>(this.queue, claim);
         } catch (err) {
           if (!(err instanceof OrderlyError) || !(err.status === 503 || err.status === 0)) throw err;
           failures++;
@@ -96,6 +105,7 @@ export class Consumer<P = unknown> {
           continue;
         }
         failures = 0;
+        claim = undefined;
         this.reported(claimed.results);
         if (claimed.jobs.length === 0 && exitWhenIdle) return;
         for (const job of claimed.jobs) await this.process(job);

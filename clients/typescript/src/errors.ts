@@ -25,6 +25,14 @@ export class OrderlyError extends Error {
 /** 409 `lease_lost`: the lease is stale or expired; nothing changed. */
 export class LeaseLostError extends OrderlyError {}
 
+/**
+ * 503 `outcome_unknown`: the publish reached Redis but its reply was lost, so
+ * the job(s) may have been enqueued. Repeat it with the same idempotency
+ * key(s) to get the original job(s), never a duplicate (`publish` and
+ * `publishBatch` do so by themselves).
+ */
+export class OutcomeUnknownError extends OrderlyError {}
+
 /** The server could not be reached (status 0, code `connection_failed`). */
 export class ConnectionError extends OrderlyError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -47,6 +55,6 @@ export function errorFromAnswer(status: number, text: string): OrderlyError {
   }
   const code = detail?.code ?? `http_${status}`;
   const message = detail?.message ?? text.slice(0, 200);
-  const Kind = code === "lease_lost" ? LeaseLostError : OrderlyError;
+  const Kind = code === "lease_lost" ? LeaseLostError : code === "outcome_unknown" ? OutcomeUnknownError : OrderlyError;
   return new Kind(status, code, message, detail?.request_id, detail?.fields);
 }

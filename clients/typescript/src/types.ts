@@ -37,6 +37,8 @@ export interface PublishItem<P = unknown> {
   key?: string;
   /** Do not start before this many ms. */
   delay_ms?: number;
+  /** In a batch: this job's own idempotency key (it takes precedence over the batch's). */
+  idempotency_key?: string;
 }
 
 export interface PublishOptions {
@@ -77,6 +79,21 @@ export interface ClaimOptions {
   /** Reported before jobs are leased. */
   acks?: Ack[];
   nacks?: Nack[];
+  /**
+   * 1–64 visible ASCII characters (e.g. `randomUUID()`): while the leases it
+   * took live, repeating the claim with it answers the same jobs and leases
+   * (and its acks / nacks the outcomes they already produced), so a claim
+   * whose reply was lost can be repeated without stranding a lane.
+   */
+  claim_id?: string;
+}
+
+export interface PublishBatchOptions {
+  /**
+   * The whole batch's `Idempotency-Key` (job i gets `<key>#<i>` unless it has
+   * its own `idempotency_key`); generated once per call when absent.
+   */
+  idempotencyKey?: string;
 }
 
 /** The reply of a claim. */

@@ -5,8 +5,18 @@ import { randomUUID } from "node:crypto";
 import { connect, createServer, type Server } from "node:net";
 import { describe, it } from "node:test";
 
-import { Client, ConnectionError, Consumer, LeaseLostError, OrderlyError, sign, verifySignature } from "../src/index.js";
-import type { Job, Outcome } from "../src/index.js";
+import {
+  Client,
+  ConnectionError,
+  Consumer,
+  LeaseLostError,
+  OrderlyError,
+  OutcomeUnknownError,
+  sign,
+  verifySignature,
+} from "../src/index.js";
+import { errorFromAnswer } from "../src/errors.js";
+import type { Job, Outcome, PublishItem } from "../src/index.js";
 
 const url = process.env.ORDERLY_URL;
 const live = url ? {} : { skip: "ORDERLY_URL is not set: these tests need a live Orderly (scripts/clients_test.sh)" };
@@ -20,6 +30,11 @@ async function user(): Promise<Client> {
 }
 
 const queueName = () => `q-${randomUUID().slice(0, 12)}`;
+
+/** Every job of `queue` (one page of up to 1000). */
+async function queuedJobs(client: Client, queue: string): Promise<Job[]> {
+  return (await client.call<{ jobs: Job[] }>("GET", `/v1/queues/${queue}/jobs?limit=1000`)).jobs;
+}
 
 async function closedPort(): Promise<number> {
   const server = createServer();
@@ -126,9 +141,109 @@ describe("publish", live, () => {
     );
     assert.ok(jobs.every((j, i) => i === 0 || jobs[i - 1].seq < j.seq));
   });
+
+  it("answers the original jobs to a batch repeated with its key", async () => {
+    const client = await user();
+    const queue = queueName();
+    const items: PublishItem[] = [0, 1, 2].map((n) => ({ payload: n, key: `k${n}` }));
+    items.push({ payload: "own", idempotency_key: "own-key" });
+    const first = await client.publishBatch(queue, items, { idempotencyKey: "batch-1" });
+    const again = await client.publishBatch(queue, items, { idempotencyKey: "batch-1" });
+    assert.deepEqual(
+      again.map((j) => j.id),
+      first.map((j) => j.id),
+    );
+    // The job with its own key is that key's job for a single publish too.
+    assert.equal((await client.publish(queue, "own", { idempotencyKey: "own-key" })).id, first[3].id);
+    assert.equal((await queuedJobs(client, queue)).length, 4);
+  });
+
+  it("retries a batch whose answer was lost and enqueues it once", async () => {
+    const client = await user();
+    const queue = queueName();
+    const proxy = await dropFirstAnswer(url!);
+    try {
+      const flaky = new Client(proxy.url, client.token, { retryBackoffMs: 10 });
+      const jobs = await flaky.publishBatch(
+        queue,
+        [0, 1, 2].map((n) => ({ payload: n, key: "lane" })),
+      );
+      assert.equal(proxy.connections(), 2);
+      assert.deepEqual(
+        (await queuedJobs(client, queue)).map((j) => j.id),
+        jobs.map((j) => j.id),
+      );
+    } finally {
+      proxy.server.close();
+    }
+  });
+
+  it("tells outcome_unknown from other 503s", () => {
+    const unknown = errorFromAnswer(503, JSON.stringify({ error: { code: "outcome_unknown", message: "m" } }));
+    assert.ok(unknown instanceof OutcomeUnknownError);
+    assert.equal(unknown.status, 503);
+    const down = errorFromAnswer(503, JSON.stringify({ error: { code: "unavailable", message: "m" } }));
+    assert.ok(!(down instanceof OutcomeUnknownError));
+  });
 });
 
 describe("consumer", live, () => {
+  it("gets the same lease from a claim repeated with its claim_id", async () => {
+    const client = await user();
+    const queue = queueName();
+    await client.putQueue(queue, { lease_ms: 60_000 });
+    const job = await client.publish(queue, "x", { key: "lane" });
+    const claimId = randomUUID();
+    const first = await client.claim(queue, { max_jobs: 5, claim_id: claimId });
+    const again = await client.claim(queue, { max_jobs: 5, claim_id: claimId });
+    assert.deepEqual(
+      first.jobs.map((j) => j.id),
+      [job.id],
+    );
+    assert.deepEqual(
+      again.jobs.map((j) => [j.id, j.lease]),
+      first.jobs.map((j) => [j.id, j.lease]),
+    );
+    assert.deepEqual((await client.claim(queue, { max_jobs: 5, claim_id: randomUUID() })).jobs, []);
+    // The whole request repeats: its ack answers the outcome it produced.
+    const ack = { id: job.id, lease: first.jobs[0].lease! };
+    const done = await client.claim(queue, { acks: [ack], claim_id: "after-ack" });
+    const repeat = await client.claim(queue, { acks: [ack], claim_id: "after-ack" });
+    assert.deepEqual(done.results, [{ id: job.id, status: "completed" }]);
+    assert.deepEqual(repeat.results, done.results);
+  });
+
+  it("retries a claim whose answer was lost under the same claim_id", async () => {
+    const client = await user();
+    const queue = queueName();
+    // Leases far longer than the test: a claim whose lease had to expire would not finish in time.
+    await client.putQueue(queue, { lease_ms: 60_000 });
+    const job = await client.publish(queue, { n: 1 }, { key: "lane" });
+    const proxy = await dropFirstAnswer(url!);
+    const seen: string[] = [];
+    try {
+      const flaky = new Client(proxy.url, client.token);
+      const consumer = new Consumer(
+        flaky,
+        queue,
+        (claimed) => {
+          seen.push(claimed.id);
+          return "ok";
+        },
+        { waitMs: 0, onError: () => {} },
+      );
+      await consumer.run({ exitWhenIdle: true });
+    } finally {
+      proxy.server.close();
+    }
+    // The first claim leased the job but its answer was lost; the retry under
+    // the same claim_id answered that lease instead of finding the lane busy.
+    assert.ok(proxy.connections() >= 2);
+    assert.deepEqual(seen, [job.id]);
+    const done = await client.getJob(job.id);
+    assert.deepEqual([done.state, done.attempts, done.result], ["completed", 1, "ok"]);
+  });
+
   it("keeps a long job alive with extend", async () => {
     const client = await user();
     const queue = queueName();
