@@ -16,6 +16,7 @@ use crate::helpers::{
     TestApp, TestRedis, TestUser, body, error_body, eventually, pull_conf, redis_url, spawn_app,
     spawn_app_with,
 };
+use crate::process::OrderlyProcess;
 use crate::proxy::LossyProxy;
 use crate::receiver::{Receiver, Reply, assert_lanes_in_order, first_deliveries};
 
@@ -422,7 +423,9 @@ async fn ten_thousand_dead_jobs_of_one_lane_are_redriven_in_order_in_short_scrip
 #[actix_web::test]
 async fn a_delete_racing_publish_and_claim_of_another_process_leaves_no_hidden_job() {
     let a = spawn_app().await;
-    let b = spawn_app_with(|s| *s = a.settings.clone()).await;
+    // B: the real binary as another process, sharing Redis and MongoDB.
+    let process = OrderlyProcess::start(&a.settings).await;
+    let b = process.client(&a.settings).await;
     let user = a.signed_up_user().await;
     pull_queue(&a, &user.token, "dq", json!({})).await;
     // B knows the queue (its definition is cached there).
