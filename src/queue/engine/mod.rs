@@ -17,10 +17,10 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `Q:m` | hash | `seq` counter; flow control: the mirrored `rate_per_s`, `rate_burst`, `max_active` and the token bucket `tb_tokens`, `tb_at`; `lane_scan` (the lanes listing's scan for lanes older than `Q:n`: cursor, then `done`); `completed`, `cancelled`, `retried` totals; the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v`; `watched_until` (ms until which finished jobs are announced to waiting reads) |
-//! | `Q:j` | hash | job id → msgpack record: key, seq, state, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, last_error, result, next (the lane's next job id) |
+//! | `Q:m` | hash | `seq` counter; flow control: the mirrored `rate_per_s`, `rate_burst`, `max_active` and the token bucket `tb_tokens`, `tb_at`; `lane_scan` (the lanes listing's scan for lanes older than `Q:n`: cursor, then `done`); `completed`, `cancelled`, `retried` totals; the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v`; `watched_until` (ms until which finished jobs are announced to waiting reads); after a delete only `deleted_v` (the deleted settings version, a tombstone for a day) |
+//! | `Q:j` | hash | job id → msgpack record: key, seq, state, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, last_error, result, next (the lane's next job id), outcome (what lease `lease_no` produced; its token stays beside it so a repeated ack/nack answers it) |
 //! | `Q:b` | hash | job id → payload (written once, at publish) |
-//! | `Q:l` | hash | lane key → msgpack {head id, tail id, length}; lanes are chained through `next`, in seq order; the head stays until it is terminal |
+//! | `Q:l` | hash | lane key → msgpack {head id, tail id, length, hint}; lanes are chained through `next`, in seq order; the head stays until it is terminal; `hint` is the job a redrive last put back (where the next one is looked for) |
 //! | `Q:r` | zset | lane keys whose head may start, score = ms when it may; a lane is in it iff its head is neither leased nor blocked |
 //! | `Q:e` | zset | leased job ids by lease expiry |
 //! | `Q:o` | zset | every stored job id by seq (listing) |
@@ -36,7 +36,7 @@
 //! | `Q:i:<idempotency key>` | string | job id, expires after the idempotency window |
 //! | `Q:c:<claim id>` | string | msgpack (id, lease number, token)… of the leases a claim with that `claim_id` took; expires with them |
 //! | `P:{g<n>}:g:due` | zset | push queues (qids) with a ready lane, score = earliest ready time |
-//! | `P:{g<n>}:g:leases` | zset | queues with leases, score = earliest lease expiry |
+//! | `P:{g<n>}:g:leases` | zset | queues with leases, score = earliest lease expiry; a queue without leases but with finished records is there until its oldest record's retention ends (+2 s): the reaper's `recover` trims it |
 //! | `P:{g<n>}:g:live` | zset | qids with unfinished jobs (the gauge sampler reads only these) |
 //! | `P:{g<n>}:g:wake` | channel | `p<qid>` / `u<qid>`: a push / pull queue has a lane startable now; `d<qid>`: a job of a watched queue finished (sharded pub/sub on a cluster) |
 //! | `P:layout` | string | the number of slot groups, fixed at first start |
