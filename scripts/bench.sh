@@ -101,6 +101,73 @@ status=0
 "./target/$BUILD_PROFILE/examples/bench" --url "$(IFS=,; echo "${URLS[*]}")" \
   --redis-port "$REDIS_PORTS" --pid "$(IFS=,; echo "${PIDS[*]}")" "${BENCH_ARGS[@]}" || status=$?
 
+# The publish row and its ceiling again, driven by Debian's `wrk` (C, event
+# loop, one thread): a generator much cheaper per request than the Rust one,
+# so the row measures Orderly. Its CPU is recorded: a row only counts as met
+# when the generator was not saturated. Runs unless `--only` names other rows.
+only=""
+for ((i = 0; i < ${#BENCH_ARGS[@]}; i++)); do
+  if [ "${BENCH_ARGS[$i]}" = "--only" ]; then only="${BENCH_ARGS[$((i + 1))]:-}"; fi
+done
+if [ -z "$only" ] || [[ ",$only," == *,wrk,* ]]; then
+  command -v wrk >/dev/null || apt_install wrk
+  base="${URLS[0]}"
+  email="wrk-$(date +%s%N)@bench.example"
+  curl -sf -X POST "$base/v1/auth/register" -H 'Content-Type: application/json' \
+    -d "{\"email\":\"$email\",\"password\":\"bench-password-1\"}" >/dev/null
+  TOKEN=$(curl -sf -X POST "$base/v1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"email\":\"$email\",\"password\":\"bench-password-1\"}" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+  curl -sf -X PUT "$base/v1/queues/bench-wrk" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"delivery":{"mode":"pull"}}' >/dev/null
+  seconds=${WRK_SECONDS:-5}
+  # wrk_run NAME ARGS...: runs wrk on one thread, prints its req/s and the
+  # share of one core it used (user+sys over wall time, from /proc).
+  wrk_run() {
+    local name=$1; shift
+    local out="target/bench/wrk-$name.txt"
+    mkdir -p target/bench
+    local ticks; ticks=$(getconf CLK_TCK)
+    local start; start=$(date +%s%N)
+    TOKEN="$TOKEN" wrk -t1 -c64 -d"${seconds}s" --latency "$@" >"$out" 2>&1 &
+    local pid=$!
+    local cpu=0
+    while kill -0 "$pid" 2>/dev/null; do
+      if [ -r "/proc/$pid/stat" ]; then
+        cpu=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo "$cpu")
+      fi
+      sleep 0.2
+    done
+    wait "$pid" || true
+    local wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    local rps; rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    local core; core=$(awk -v t="$cpu" -v hz="$ticks" -v ms="$wall_ms" 'BEGIN {printf "%.2f", (t / hz) / (ms / 1000)}')
+    echo "$name $rps $core"
+  }
+  read -r _ trivial_rps trivial_cpu < <(wrk_run trivial "$base/healthz")
+  jobs_before=$(curl -sf "$base/v1/queues/bench-wrk" -H "Authorization: Bearer $TOKEN" | sed -n 's/.*"waiting":\([0-9]*\).*/\1/p')
+  read -r _ publish_rps publish_cpu < <(wrk_run publish -s scripts/wrk_publish.lua "$base/v1/queues/bench-wrk/jobs")
+  summary=$(grep '^wrk-summary' target/bench/wrk-publish.txt || true)
+  requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$summary")
+  bad=$(sed -n 's/.*errors_status=\([0-9]*\).*/\1/p' <<<"$summary")
+  p50=$(sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' <<<"$summary")
+  p99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$summary")
+  jobs_after=$(curl -sf "$base/v1/queues/bench-wrk" -H "Authorization: Bearer $TOKEN" | sed -n 's/.*"waiting":\([0-9]*\).*/\1/p')
+  accepted=$(( ${jobs_after:-0} - ${jobs_before:-0} ))
+  ratio=$(awk -v a="$publish_rps" -v b="$trivial_rps" 'BEGIN {printf "%.2f", a / b}')
+  echo
+  echo "wrk (one thread, 64 connections, ${seconds}s): generator CPU is the share of one core it used"
+  printf '%-44s %12s %8s %10s %10s %14s\n' figure value unit target ratio generator_cpu
+  printf '%-44s %12s %8s %10s %10s %14s\n' "trivial endpoint (/healthz), wrk" "$trivial_rps" "req/s" "-" "-" "$trivial_cpu"
+  printf '%-44s %12s %8s %10s %10s %14s\n' "publish, 1 job/request, wrk" "$publish_rps" "jobs/s" "30000" "$ratio" "$publish_cpu"
+  echo "  latency p50 ${p50:-?} µs, p99 ${p99:-?} µs; requests ${requests:-?}, non-2xx ${bad:-?}; jobs enqueued $accepted"
+  # Requests still in flight when wrk stops are not counted by it but may be
+  # enqueued: at most one per connection.
+  if [ "${bad:-1}" != "0" ] || [ "$accepted" -lt "${requests:-0}" ] || [ "$accepted" -gt $(( ${requests:-0} + 64 )) ]; then
+    echo "  WARNING: wrk publishes and enqueued jobs do not match"
+    status=1
+  fi
+fi
+
 if [ -n "${PROFILE_DIR:-}" ]; then
   for pid in "${PERF_PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   for pid in "${PERF_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done

@@ -64,6 +64,16 @@ pub struct Application {
     server: Server,
     worker: Addr<Worker>,
     grace: Duration,
+    /// Held for as long as the application runs: a supervised actor is only
+    /// restarted after it stops while someone still holds its address.
+    _background: Background,
+}
+
+/// The addresses of the supervised background actors.
+struct Background {
+    _reaper: Addr<reaper::Reaper>,
+    _sampler: Addr<sampler::Sampler>,
+    _scheduler: Addr<scheduler::Scheduler>,
 }
 
 impl Application {
@@ -140,8 +150,8 @@ impl Application {
         });
         let concurrency = settings.worker.concurrency;
         let worker = Supervisor::start(move |_| Worker::new(worker_deps, concurrency));
-        reaper::start(engine.clone(), metrics.jobs.clone());
-        sampler::start(engine.clone(), metrics.jobs.clone());
+        let reaper = reaper::start(engine.clone(), metrics.jobs.clone());
+        let sampler = sampler::start(engine.clone(), metrics.jobs.clone());
         let hub = WakeHub::start(&settings.redis, engine.wake_channels())?;
         hub.forward_to(worker.clone().recipient());
         let queues = web::Data::new(Queues {
@@ -156,7 +166,12 @@ impl Application {
         let schedules = Schedules::new(&mongo, redis.clone(), &settings.redis.key_prefix);
         let ticks = scheduler::TickMetrics::register(&metrics.registry)
             .map_err(|e| StartupError::Other(e.to_string()))?;
-        scheduler::start(schedules.clone(), queues.clone().into_inner(), ticks);
+        let scheduler = scheduler::start(schedules.clone(), queues.clone().into_inner(), ticks);
+        let background = Background {
+            _reaper: reaper,
+            _sampler: sampler,
+            _scheduler: scheduler,
+        };
         let schedules = web::Data::new(schedules);
         let ingress = IngressLimiter::new(
             redis.clone(),
@@ -211,6 +226,7 @@ impl Application {
             server,
             worker,
             grace: Duration::from_secs(settings.server.shutdown_grace_s),
+            _background: background,
         })
     }
 

@@ -45,6 +45,7 @@ impl Reaper {
         let engine = self.engine.clone();
         let run = async move {
             let due = engine.due_everywhere(DueIndex::Leases).await?;
+            log::debug!("lease sweep: {} queue(s) due", due.queues.len());
             let mut recovered = 0;
             // One queue's failure (its shard failing over) must not hold
             // back the recovery of the others.
@@ -81,6 +82,7 @@ impl Actor for Reaper {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        log::debug!("lease reaper started");
         self.running = false;
         ctx.run_interval(RECOVER_EVERY, |act, ctx| act.sweep(ctx));
     }

@@ -339,11 +339,27 @@ async fn a_master_failover_is_survived_and_its_losses_are_measured() {
             break delivered;
         }
         if Instant::now() > settle_deadline {
+            // The engine's view of the queue's leases, raw, for the report.
+            let keys = engine.queue_keys(&queue);
+            let mut raw = String::new();
+            let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+            if let Ok(mut conn) = client.get_async_connection().await {
+                for (name, key) in [("leases", &keys[5]), ("group lease index", &keys[14])] {
+                    let v: Result<Vec<String>, _> = redis::cmd("ZRANGE")
+                        .arg(key)
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES")
+                        .query_async(&mut conn)
+                        .await;
+                    raw.push_str(&format!("{name}: {v:?}; "));
+                }
+            }
             let job = app.job(&user.token, missing[0]).await;
             let queue = app.queue(&user.token, "q").await;
             let active = app.all_jobs(&user.token, "q", Some("active")).await;
             panic!(
-                "{} jobs accepted after the failover never delivered, e.g. {job}; queue {queue}; active {active:?}; now {}",
+                "{} jobs accepted after the failover never delivered, e.g. {job}; queue {queue}; active {active:?}; {raw}now {}",
                 missing.len(),
                 chrono::Utc::now()
             );

@@ -750,3 +750,48 @@ async fn a_delivery_whose_lease_is_lost_is_aborted_and_frees_its_slot() {
         "a job of the deleted queue was delivered again"
     );
 }
+
+#[actix_web::test]
+async fn expired_leases_are_still_recovered_after_the_lease_reaper_met_a_redis_outage() {
+    let mut redis = TestRedis::start().await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url.clone()).await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "lost", json!({"lease_ms": 1_000})).await;
+    app.publish_ok(&user.token, "lost", &json!({"payload": 1}))
+        .await;
+    let claimed = post(&app, &user.token, "/v1/queues/lost/claim", json!({})).await;
+    let first = body(claimed).await["jobs"][0].clone();
+    assert_eq!(first["attempts"], 1);
+
+    // Redis goes away long enough for the reaper's sweeps to fail (the
+    // reaper stops; its supervisor must start it again).
+    let restarts = app.counter("orderly_worker_restarts_total").await;
+    redis.stop();
+    eventually(
+        Duration::from_secs(10),
+        "the reaper meets the outage",
+        || async { (app.counter("orderly_worker_restarts_total").await > restarts).then_some(()) },
+    )
+    .await;
+    redis.resume().await;
+
+    // The consumer never acked: its expired lease must be recovered.
+    let again = eventually(
+        Duration::from_secs(15),
+        "the lease is recovered",
+        || async {
+            let r = post(&app, &user.token, "/v1/queues/lost/claim", json!({})).await;
+            if r.status() != 200 {
+                return None;
+            }
+            let jobs = body(r).await["jobs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            jobs.into_iter().next()
+        },
+    )
+    .await;
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["attempts"], 2);
+}
