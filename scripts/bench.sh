@@ -116,7 +116,7 @@ if [ -z "$only" ] || [[ ",$only," == *,wrk,* ]]; then
   curl -sf -X POST "$base/v1/auth/register" -H 'Content-Type: application/json' \
     -d "{\"email\":\"$email\",\"password\":\"bench-password-1\"}" >/dev/null
   TOKEN=$(curl -sf -X POST "$base/v1/auth/login" -H 'Content-Type: application/json' \
-    -d "{\"email\":\"$email\",\"password\":\"bench-password-1\"}" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+    -d "{\"email\":\"$email\",\"password\":\"bench-password-1\"}" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
   curl -sf -X PUT "$base/v1/queues/bench-wrk" -H "Authorization: Bearer $TOKEN" \
     -H 'Content-Type: application/json' -d '{"delivery":{"mode":"pull"}}' >/dev/null
   seconds=${WRK_SECONDS:-5}

@@ -32,7 +32,9 @@ if not r then
   end
   return { 'lease_lost', old and view(id, old, true) or {} }
 end
-local lane, nxt = complete(id, r, token, result, now, wants_chain)
+-- The lease index is made exact after `retire`, so a queue left without
+-- leases is due for trimming its finished records (reindex_leases).
+local lane, nxt = complete(id, r, token, result, now, true)
 local completed = redis.call('HINCRBY', K_META, 'completed', 1)
 rate_add('completed', now, 1)
 retire(id, r, now, completed)
@@ -42,6 +44,7 @@ if not nxt then
 end
 if not wants_chain then
   ready_next(lane, nxt, now)
+  reindex_leases()
   return { 'ok', view(id, r, true) }
 end
 

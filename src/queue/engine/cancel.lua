@@ -19,6 +19,9 @@ put(id, r)
 local cancelled = redis.call('HINCRBY', K_META, 'cancelled', 1)
 retire(id, r, now, cancelled, true)
 settle_live()
+-- Due for trimming even if nothing else happens in the queue (finished
+-- leases schedule it through reindex_leases; a cancel holds no lease).
+redis.call('ZADD', K_LEASE_DUE, 'NX', now + conf().retention_s * 1000 + TRIM_SLACK_MS, QID)
 if was_head then
   redis.call('ZREM', K_READY, lane)
   ready_next(lane, nxt, now)

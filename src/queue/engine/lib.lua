@@ -357,9 +357,6 @@ local function retire(id, r, now, finished_no, maybe_delayed)
   end
   local retention = conf().retention_s
   redis.call('ZADD', K_EXPIRY, now + retention * 1000, id)
-  -- Due for trimming even if nothing else happens in the queue (an entry
-  -- already there is a lease or an earlier trim: it stays).
-  redis.call('ZADD', K_LEASE_DUE, 'NX', now + retention * 1000 + TRIM_SLACK_MS, QID)
   if finished_no % 8 == 0 then
     trim(now, 128)
   end
