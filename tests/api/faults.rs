@@ -279,6 +279,46 @@ async fn redis_connections_killed_during_push_delivery_never_overlap_a_lane_nor_
     );
 }
 
+/// One request's record from [`post_until`]: when it was sent, when it was
+/// answered, its status and its JSON body (`null` if none).
+type Sent = (Instant, Instant, u16, Value);
+
+/// Posts `body(n)` (n = 0, 1, …) to `path` of `app` as `token`, one request at
+/// a time, until `stop` is set; answers every request's record.
+fn post_until(
+    stop: &Arc<AtomicBool>,
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    body: impl Fn(u64) -> Value + 'static,
+) -> actix_web::rt::task::JoinHandle<Vec<Sent>> {
+    let (stop, client, url, token) = (
+        stop.clone(),
+        app.client.clone(),
+        app.url(path),
+        token.to_owned(),
+    );
+    actix_web::rt::spawn(async move {
+        let mut sent = Vec::new();
+        let mut n = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let at = Instant::now();
+            let r = client
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&body(n))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let reply: Value = r.json().await.unwrap_or(Value::Null);
+            sent.push((at, Instant::now(), status, reply));
+            n += 1;
+        }
+        sent
+    })
+}
+
 /// The dead jobs of one lane: `n` jobs published to lane `a` of a pull queue
 /// with one attempt, each failed for good through the engine.
 async fn dead_lane(app: &TestApp, user: &TestUser, engine: &Engine, queue: &QueueRef, n: usize) {
@@ -340,35 +380,23 @@ async fn ten_thousand_dead_jobs_of_one_lane_are_redriven_in_order_in_short_scrip
 
     // Another tenant publishes one job at a time meanwhile.
     let done = Arc::new(AtomicBool::new(false));
-    let publishing = {
-        let (done, client, url, token) = (
-            done.clone(),
-            app.client.clone(),
-            app.url("/v1/queues/elsewhere/jobs"),
-            other.token.clone(),
-        );
-        actix_web::rt::spawn(async move {
-            let mut latencies = Vec::new();
-            while !done.load(Ordering::SeqCst) {
-                let started = Instant::now();
-                let r = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"payload": 1}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 202);
-                latencies.push(started.elapsed());
-            }
-            latencies
-        })
-    };
+    let publishing = post_until(
+        &done,
+        &app,
+        "/v1/queues/elsewhere/jobs",
+        &other.token,
+        |_| json!({"payload": 1}),
+    );
     let started = Instant::now();
     let redriven = post(&app, &user.token, "/v1/queues/big/dead/redrive", json!({})).await;
     let took = started.elapsed();
     done.store(true, Ordering::SeqCst);
-    let latencies = publishing.await.unwrap();
+    let sent = publishing.await.unwrap();
+    assert!(sent.iter().all(|(_, _, status, _)| *status == 202));
+    let latencies: Vec<Duration> = sent
+        .iter()
+        .map(|(at, answered, _, _)| *answered - *at)
+        .collect();
     assert_eq!(body(redriven).await["redriven"], DEAD as u64);
 
     // SLOWLOG entries: [id, time, duration µs, [command, args…], …].
@@ -433,61 +461,20 @@ async fn a_delete_racing_publish_and_claim_of_another_process_leaves_no_hidden_j
         .await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let (stop, client, url, token) = (
-            stop.clone(),
-            b.client.clone(),
-            b.url("/v1/queues/dq/jobs"),
-            user.token.clone(),
-        );
-        actix_web::rt::spawn(async move {
-            let mut sent = Vec::new();
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let at = Instant::now();
-                let r = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"payload": n, "key": format!("k{}", n % 3)}))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                let job: Value = r.json().await.unwrap_or(Value::Null);
-                sent.push((at, Instant::now(), status, job));
-                n += 1;
-            }
-            sent
-        })
-    };
-    let claimer = {
-        let (stop, client, url, token) = (
-            stop.clone(),
-            b.client.clone(),
-            b.url("/v1/queues/dq/claim"),
-            user.token.clone(),
-        );
-        actix_web::rt::spawn(async move {
-            let mut claimed = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                let at = Instant::now();
-                let r = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"max_jobs": 10}))
-                    .send()
-                    .await
-                    .unwrap();
-                if r.status() == 200 {
-                    let reply: Value = r.json().await.unwrap();
-                    for job in reply["jobs"].as_array().cloned().unwrap_or_default() {
-                        claimed.push((at, job["id"].as_str().unwrap().to_owned()));
-                    }
-                }
-            }
-            claimed
-        })
-    };
+    let publisher = post_until(
+        &stop,
+        &b,
+        "/v1/queues/dq/jobs",
+        &user.token,
+        |n| json!({"payload": n, "key": format!("k{}", n % 3)}),
+    );
+    let claimer = post_until(
+        &stop,
+        &b,
+        "/v1/queues/dq/claim",
+        &user.token,
+        |_| json!({"max_jobs": 10}),
+    );
     eventually(Duration::from_secs(10), "publishes flow", || async {
         (jobs_of(&a, &user, "dq").await.len() > 20).then_some(())
     })
@@ -508,7 +495,17 @@ async fn a_delete_racing_publish_and_claim_of_another_process_leaves_no_hidden_j
     .await;
     stop.store(true, Ordering::SeqCst);
     let sent = publisher.await.unwrap();
-    let claimed = claimer.await.unwrap();
+    let claimed: Vec<(Instant, String)> = claimer
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, _, status, _)| *status == 200)
+        .flat_map(|(at, _, _, reply)| {
+            let jobs = reply["jobs"].as_array().cloned().unwrap_or_default();
+            jobs.into_iter()
+                .map(move |job| (at, job["id"].as_str().unwrap().to_owned()))
+        })
+        .collect();
 
     let old: HashSet<String> = sent
         .iter()
