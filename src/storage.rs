@@ -41,7 +41,6 @@ pub fn redis_connection(settings: &RedisSettings) -> redis::RedisResult<RedisCon
         .set_max_delay(Duration::from_secs(1));
     // Lazy: made on first use (the process starts while Redis is down) and
     // made again if it keeps failing.
-    ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
     let connect: Connect<ConnectionManager> = Box::new(move || {
         let (client, config) = (client.clone(), config.clone());
         Box::pin(async move { ConnectionManager::new_lazy_with_config(client, config) })

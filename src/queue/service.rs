@@ -98,20 +98,26 @@ impl Queues {
             }
             published = self.producer.send(Publish(jobs.clone())).await??;
         }
+        // The originals of idempotent repeats, read concurrently (pipelined
+        // on the one connection): a repeated batch is one wait, not one per job.
+        let originals = futures_util::future::try_join_all(published.iter().map(|p| async move {
+            match p {
+                Published::Duplicate { original_id } => self.engine.get(queue, original_id).await,
+                _ => Ok(None),
+            }
+        }))
+        .await?;
         let mut publications = Vec::with_capacity(jobs.len());
-        for (job, outcome) in jobs.into_iter().zip(published) {
+        for ((job, outcome), original) in jobs.into_iter().zip(published).zip(originals) {
             publications.push(match outcome {
                 Published::New { seq, created_at_ms } => {
                     log::info!("job_id={} published seq={seq}", job.id);
                     Publication::Enqueued(Box::new(new_job_view(job, seq, created_at_ms)))
                 }
-                Published::Duplicate { original_id } => {
-                    let original = self.engine.get(queue, &original_id).await?.map(Box::new);
-                    Publication::Repeat {
-                        original_id,
-                        original,
-                    }
-                }
+                Published::Duplicate { original_id } => Publication::Repeat {
+                    original_id,
+                    original: original.map(Box::new),
+                },
                 Published::Unconfigured | Published::Failed { .. } => {
                     return Err(ServiceError::Publish(PublishError::Unavailable(
                         "the queue's settings could not be mirrored into redis".into(),

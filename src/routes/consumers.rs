@@ -222,7 +222,7 @@ fn settled(queues: &Queues, transition: Transition) -> Transition {
 }
 
 /// Completes job `id` held under `lease`, storing `result` (JSON `null` when absent).
-pub(crate) async fn ack_job(
+async fn ack_job(
     queues: &Queues,
     queue: &QueueRef,
     id: &str,
@@ -234,9 +234,24 @@ pub(crate) async fn ack_job(
     Ok(settled(queues, transition))
 }
 
+/// `last_error` of a nack that gives none.
+pub(crate) const NACK_ERROR: &str = "nacked by the consumer";
+
+/// The queue's backoff, for a nack without `retry_in_ms` (1 s if the queue
+/// is gone).
+pub(crate) async fn queue_backoff(queues: &Queues, queue: &QueueRef) -> Result<Failure, ApiError> {
+    Ok(match queues.registry.get(queue).await? {
+        Some(definition) => Failure::Backoff {
+            initial_ms: definition.settings.backoff.initial_ms,
+            max_ms: definition.settings.backoff.max_ms,
+        },
+        None => Failure::Retry { in_ms: 1_000 },
+    })
+}
+
 /// Fails the attempt of job `id` held under `lease`; it retries after
 /// `retry_in_ms`, or the queue's backoff when absent.
-pub(crate) async fn nack_job(
+async fn nack_job(
     queues: &Queues,
     queue: &QueueRef,
     id: &str,
@@ -246,15 +261,9 @@ pub(crate) async fn nack_job(
 ) -> Result<Transition, ApiError> {
     let failure = match retry_in_ms {
         Some(in_ms) => Failure::Retry { in_ms },
-        None => match queues.registry.get(queue).await? {
-            Some(definition) => Failure::Backoff {
-                initial_ms: definition.settings.backoff.initial_ms,
-                max_ms: definition.settings.backoff.max_ms,
-            },
-            None => Failure::Retry { in_ms: 1_000 },
-        },
+        None => queue_backoff(queues, queue).await?,
     };
-    let error = error.unwrap_or("nacked by the consumer");
+    let error = error.unwrap_or(NACK_ERROR);
     let transition = queues.engine.fail(queue, id, lease, error, failure).await?;
     Ok(settled(queues, transition))
 }

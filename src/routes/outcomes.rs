@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::consumers::{check_retry_in, parse_lease, pull_queue};
+use super::consumers::{NACK_ERROR, check_retry_in, parse_lease, pull_queue, queue_backoff};
 use super::queues::{QueuePath, path_queue};
 use crate::auth::{Authorized, need};
 use crate::error::{ApiError, ErrorBody};
@@ -198,13 +198,7 @@ pub async fn report(
         )
     });
     let backoff = if needs_backoff {
-        match queues.registry.get(queue).await? {
-            Some(definition) => Failure::Backoff {
-                initial_ms: definition.settings.backoff.initial_ms,
-                max_ms: definition.settings.backoff.max_ms,
-            },
-            None => Failure::Retry { in_ms: 1_000 },
-        }
+        queue_backoff(queues, queue).await?
     } else {
         Failure::Permanent
     };
@@ -216,9 +210,7 @@ pub async fn report(
                 result: result.as_deref().map_or("null", RawValue::get).to_owned(),
             },
             Item::Nack { error, retry_in_ms } => OutcomeKind::Nack {
-                error: error
-                    .clone()
-                    .unwrap_or_else(|| "nacked by the consumer".into()),
+                error: error.clone().unwrap_or_else(|| NACK_ERROR.into()),
                 failure: retry_in_ms.map_or(backoff, |in_ms| Failure::Retry { in_ms }),
             },
         };

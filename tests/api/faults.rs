@@ -59,14 +59,20 @@ async fn jobs_of(app: &TestApp, user: &TestUser, queue: &str) -> Vec<Value> {
     app.all_jobs(&user.token, queue, None).await
 }
 
-#[actix_web::test]
-async fn a_lost_publish_reply_is_outcome_unknown_and_a_retry_with_its_key_yields_one_job() {
+/// An app whose Redis connection goes through a [`LossyProxy`].
+async fn behind_lossy_proxy() -> (LossyProxy, TestApp) {
     let proxy = LossyProxy::start(&redis_url()).await;
     let app = spawn_app_with(|s| {
         s.redis.url = proxy.url.clone();
         s.redis.cluster_nodes.clear();
     })
     .await;
+    (proxy, app)
+}
+
+#[actix_web::test]
+async fn a_lost_publish_reply_is_outcome_unknown_and_a_retry_with_its_key_yields_one_job() {
+    let (proxy, app) = behind_lossy_proxy().await;
     let user = app.signed_up_user().await;
     pull_queue(&app, &user.token, "lossy", json!({})).await;
 
@@ -120,12 +126,7 @@ async fn a_lost_publish_reply_is_outcome_unknown_and_a_retry_with_its_key_yields
 
 #[actix_web::test]
 async fn a_claim_repeated_with_its_claim_id_and_an_ack_repeated_after_lost_replies_succeed() {
-    let proxy = LossyProxy::start(&redis_url()).await;
-    let app = spawn_app_with(|s| {
-        s.redis.url = proxy.url.clone();
-        s.redis.cluster_nodes.clear();
-    })
-    .await;
+    let (proxy, app) = behind_lossy_proxy().await;
     let user = app.signed_up_user().await;
     pull_queue(&app, &user.token, "lossy", json!({"lease_ms": 60_000})).await;
     for n in 0..2 {
