@@ -23,6 +23,7 @@ use crate::http::in_flight::{self, InFlight};
 use crate::http::{RequestId, request_id};
 use crate::metrics::Metrics;
 use crate::queue::Queues;
+use crate::queue::ack_commit::AckCommit;
 use crate::queue::delivery::Pusher;
 use crate::queue::engine::{Engine, RedisConn};
 use crate::queue::ingress::IngressLimiter;
@@ -141,6 +142,7 @@ impl Application {
         let pusher = Pusher::new(settings.delivery.allow_private_targets)
             .map_err(|e| StartupError::Other(format!("http client: {e}")))?;
         let worker_deps = Arc::new(WorkerDeps {
+            acks: AckCommit::new(engine.clone(), settings.worker.lease_ms),
             engine: engine.clone(),
             registry: registry.clone(),
             pusher,

@@ -3,7 +3,8 @@
 //! - [`engine`]: the queue engine; every job state transition is one atomic
 //!   Lua script beside its module. The only writer of queue keys in Redis.
 //! - [`producer`]: the queue-producer actor (group-committed publishes).
-//! - [`worker`]: the supervised worker actor (push delivery, retries).
+//! - [`worker`]: the supervised worker actor (push delivery, retries);
+//!   [`ack_commit`]: its group commit of acks.
 //! - [`reaper`]: the supervised lease reaper (expired leases back to lane heads).
 //! - [`sampler`]: the supervised gauge sampler (live queues only).
 //! - [`ingress`]: the per-tenant publish limit (a token bucket in Redis).
@@ -16,6 +17,7 @@
 //!   get-and-wait), waiting on the wake hub.
 //! - [`model`]: names, ids, settings and the job object.
 
+pub mod ack_commit;
 pub mod delivery;
 pub mod engine;
 pub mod ingress;

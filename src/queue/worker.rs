@@ -33,10 +33,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::FutureExt;
 
+use super::ack_commit::AckCommit;
 use super::delivery::{Push, PushOutcome, Pusher};
 use super::engine::{
-    ClaimBatch, Claimed, DueIndex, Engine, EngineError, EngineResult, Failure, Lease, Mode,
-    Release, Transition, new_token,
+    ChainAck, ClaimBatch, Claimed, DueIndex, Engine, EngineError, EngineResult, Failure, Lease,
+    Mode, Release, Transition, new_token,
 };
 use super::model::{Delivery, JobState, QueueRef};
 pub use super::notify::Wake;
@@ -77,6 +78,8 @@ pub struct Drain {
 /// What every delivery needs; shared by the actor and its futures.
 pub struct WorkerDeps {
     pub engine: Engine,
+    /// Group commit of completed deliveries' acks.
+    pub acks: Arc<AckCommit>,
     pub registry: QueueRegistry,
     pub pusher: Pusher,
     pub metrics: JobMetrics,
@@ -631,18 +634,16 @@ async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed, chain: bool) -> Af
             == 0;
     let report = match outcome {
         PushOutcome::Delivered { result } if chain => {
-            // One token for every try, so a repeat finds the job the first
-            // try leased.
-            let chain_token = new_token();
+            // One chain token for every try, so a repeat finds the job the
+            // first try leased.
+            let ack = ChainAck {
+                id: job.id.clone(),
+                lease: lease.clone(),
+                result,
+                chain_token: new_token(),
+            };
             let acked = report_while_leased(&clock, &job.id, || {
-                deps.engine.ack_and_lease_next(
-                    &queue,
-                    &job.id,
-                    &lease,
-                    &result,
-                    deps.lease_ms,
-                    &chain_token,
-                )
+                deps.acks.ack_and_lease_next(&queue, ack.clone())
             })
             .await;
             let Some(acked) = acked else {

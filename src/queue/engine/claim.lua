@@ -55,6 +55,7 @@ if c.paused or c.push ~= (mode == 'push') then
 end
 local allowed = flow_allow(max, now)
 local taken = {}
+lease_index_at_end = true
 for i, lane in ipairs(due_lanes(allowed, now)) do
   local job = lease_head(lane, now, lease_ms, token .. '-' .. i)
   if job then
@@ -65,6 +66,7 @@ for i, lane in ipairs(due_lanes(allowed, now)) do
     taken[#taken + 1] = job[1 + R_TOK]
   end
 end
+flush_lease_due()
 if K_CLAIM and #taken > 0 then
   redis.call('SET', K_CLAIM, cmsgpack.pack(unpack(taken)), 'PX', lease_ms)
 end

@@ -14,12 +14,14 @@ local parked = redis.call('HGET', K_LANE_PAUSED, lane)
 if pause and not parked then
   local at = redis.call('ZSCORE', K_READY, lane)
   redis.call('ZREM', K_READY, lane)
-  redis.call('ZREM', K_HOT, lane)
+  unhot(lane)
   redis.call('HSET', K_LANE_PAUSED, lane, at or '')
+  some_lane_paused = true
   reindex()
   changed = 1
 elseif not pause and parked then
   redis.call('HDEL', K_LANE_PAUSED, lane)
+  some_lane_paused = nil
   if parked ~= '' and lane_get(lane) then
     ready_lane(lane, tonumber(parked), now)
   end

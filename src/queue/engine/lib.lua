@@ -32,8 +32,18 @@ local R_SIZE = 16
 -- Fields a job view returns (R_KEY .. R_RESULT).
 local R_VIEW = 14
 
+-- Records read or written by this script run, packed (a run often reads a
+-- record again after writing it: the next head of a lane). Each `get`
+-- unpacks afresh, so a caller's changes to its copy never leak into another
+-- read; `trim` forgets what it deletes.
+local packed_records = {}
+
 local function get(id)
-  local v = redis.call('HGET', K_JOBS, id)
+  local v = packed_records[id]
+  if v == nil then
+    v = redis.call('HGET', K_JOBS, id)
+    packed_records[id] = v
+  end
   if not v then
     return nil
   end
@@ -41,7 +51,9 @@ local function get(id)
 end
 
 local function put(id, r)
-  redis.call('HSET', K_JOBS, id, cmsgpack.pack(unpack(r, 1, R_SIZE)))
+  local v = cmsgpack.pack(unpack(r, 1, R_SIZE))
+  packed_records[id] = v
+  redis.call('HSET', K_JOBS, id, v)
 end
 
 -- The job as the engine returns it: id, the record's fields R_KEY ..
@@ -238,8 +250,18 @@ end
 -- A paused lane (K_LANE_PAUSED: lane -> when its head may start, '' while
 -- it may not) stays out of K_READY: readying it only records the time, and
 -- `lane_pause` (resume) readies it then. Returns true if `lane` is paused.
+-- Whether any lane of the queue is paused, read once per run (most queues
+-- have none, which spares a lookup per readied lane); `lane_pause` resets it.
+local some_lane_paused = nil
+local function any_lane_paused()
+  if some_lane_paused == nil then
+    some_lane_paused = redis.call('EXISTS', K_LANE_PAUSED) == 1
+  end
+  return some_lane_paused
+end
+
 local function park_if_paused(lane, at)
-  if redis.call('HEXISTS', K_LANE_PAUSED, lane) == 0 then
+  if not any_lane_paused() or redis.call('HEXISTS', K_LANE_PAUSED, lane) == 0 then
     return false
   end
   redis.call('HSET', K_LANE_PAUSED, lane, at)
@@ -252,13 +274,32 @@ end
 -- that left K_READY (claim drops such entries as it meets them); K_READY
 -- stays the truth of which lanes may start.
 local PRIO_STEP = 2 ^ 42
+-- Whether any job has a priority, read once per run (`publish` sets it
+-- when it writes some).
+local some_priority = nil
+-- Whether K_HOT has entries, read once per run (so a queue without
+-- priorities spends no command on it).
+local some_hot = nil
+local function unhot(lane)
+  if some_hot == nil then
+    some_hot = redis.call('EXISTS', K_HOT) == 1
+  end
+  if some_hot then
+    redis.call('ZREM', K_HOT, lane)
+  end
+end
+
 local function prioritise(lane, at)
-  local id = redis.call('EXISTS', K_PRIO) == 1 and lane_head(lane)
+  if some_priority == nil then
+    some_priority = redis.call('EXISTS', K_PRIO) == 1
+  end
+  local id = some_priority and lane_head(lane)
   local p = id and tonumber(redis.call('HGET', K_PRIO, id) or '0') or 0
   if p > 0 then
     redis.call('ZADD', K_HOT, string.format('%.0f', (9 - p) * PRIO_STEP + at), lane)
+    some_hot = true
   else
-    redis.call('ZREM', K_HOT, lane)
+    unhot(lane)
   end
 end
 
@@ -328,6 +369,9 @@ end
 local function trim(now, max)
   local gone = redis.call('ZRANGEBYSCORE', K_EXPIRY, '-inf', now, 'LIMIT', 0, max)
   if #gone > 0 then
+    for _, id in ipairs(gone) do
+      packed_records[id] = nil
+    end
     redis.call('HDEL', K_JOBS, unpack(gone))
     redis.call('HDEL', K_BODY, unpack(gone))
     redis.call('HDEL', K_PRIO, unpack(gone))
@@ -420,7 +464,7 @@ end
 
 -- Is `lane` paused (`lane_pause`)?
 local function lane_paused(lane)
-  return redis.call('HEXISTS', K_LANE_PAUSED, lane) == 1
+  return any_lane_paused() and redis.call('HEXISTS', K_LANE_PAUSED, lane) == 1
 end
 
 -- Removes the job's lease bookkeeping. `keep_index`: the caller leases
@@ -462,6 +506,18 @@ local function settle_lease(r, token, outcome)
   r[R_TOK], r[R_OUT] = token, outcome
 end
 
+-- Set by a script that leases many jobs: their leases lower the group's
+-- lease entry once, at the script's end (`reindex_leases`, or
+-- `flush_lease_due` for the earliest expiry this run leased).
+local lease_index_at_end = false
+local lease_due_min = nil
+local function flush_lease_due()
+  if lease_due_min then
+    redis.call('ZADD', K_LEASE_DUE, 'LT', lease_due_min, QID)
+    lease_due_min = nil
+  end
+end
+
 -- Leases job `id` (record `r`), its lane's head: attempts+1, lease number+1,
 -- a new token; the group's lease entry for the queue is lowered to its expiry
 -- if that is earlier.
@@ -481,7 +537,11 @@ local function lease_job(id, r, now, lease_ms, token)
   end
   put(id, r)
   redis.call('ZADD', K_LEASES, expires, id)
-  redis.call('ZADD', K_LEASE_DUE, 'LT', expires, QID)
+  if lease_index_at_end then
+    lease_due_min = math.min(lease_due_min or expires, expires)
+  else
+    redis.call('ZADD', K_LEASE_DUE, 'LT', expires, QID)
+  end
   return view(id, r, true)
 end
 
@@ -498,7 +558,7 @@ local function lease_head(lane, now, lease_ms, token)
     lane_gone(lane)
     return nil
   end
-  redis.call('ZREM', K_HOT, lane)
+  unhot(lane)
   return lease_job(id, r, now, lease_ms, token)
 end
 
@@ -666,7 +726,7 @@ local function due_lanes(max, now)
   for _, lane in ipairs(redis.call('ZRANGE', K_HOT, 0, PRIO_SCAN - 1)) do
     local at = redis.call('ZSCORE', K_READY, lane)
     if not at then
-      redis.call('ZREM', K_HOT, lane)
+      unhot(lane)
     elseif tonumber(at) <= now then
       picked[#picked + 1] = lane
       seen[lane] = true

@@ -48,6 +48,7 @@
 
 mod ack;
 mod cancel;
+mod chain;
 mod claim;
 mod configure;
 mod delete;
@@ -67,8 +68,8 @@ mod stats;
 mod view;
 mod watch;
 
-pub use ack::Acked;
 pub use cancel::CancelOutcome;
+pub use chain::{Acked, ChainAck};
 pub use claim::{ClaimBatch, Claimed, Mode};
 pub use configure::EngineConf;
 pub use due::{DueIndex, GroupDue};
@@ -94,7 +95,7 @@ use super::model::{Job, JobState, QueueRef, rfc3339_ms};
 const LIB: &str = include_str!("lib.lua");
 
 /// Why an engine call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     /// Redis did not answer (down, unreachable, failing over, timed out): the
     /// caller may retry; the HTTP layer answers `503`.

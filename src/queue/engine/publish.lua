@@ -108,6 +108,7 @@ variadic('HSET', K_BODY, bodies)
 -- Before the lanes are readied: `ready_lane` ranks a lane by its head's.
 if #priorities > 0 then
   variadic('HSET', K_PRIO, priorities)
+  some_priority = true
 end
 for _, lane in ipairs(lanes) do
   local run = lanes[lane]
