@@ -21,10 +21,7 @@ local lane, nxt = complete(id, r, token, result, now, true)
 local completed = redis.call('HINCRBY', K_META, 'completed', 1)
 rate_add('completed', now, 1)
 retire(id, r, now, completed)
-if not nxt then
-  -- (A next job in the lane is unfinished: the queue stays live.)
-  settle_live()
-end
+settle_live()
 ready_next(lane, nxt, now)
 reindex_leases()
 return { 'ok', view(id, r, true) }

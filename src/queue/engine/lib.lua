@@ -381,11 +381,25 @@ local function trim(now, max)
   return #gone
 end
 
--- No unfinished job left: the queue leaves the group's live set (the gauge
--- sampler reads only live queues). Leased jobs are unfinished, so an empty
--- K_PENDING means no leases either.
+-- Unfinished jobs are counted, not indexed: K_META's `pending` (a sorted
+-- set of them cost more than 100 bytes of Redis memory per queued job, and
+-- the oldest unfinished job is always a lane head, which the lane index
+-- ranks). Finishing jobs lower it by `pending_delta`, written once per run
+-- by `settle_live`, which every script that finishes jobs runs at its end.
+local pending_delta = 0
+
+-- Applies this run's finished jobs to the count; with no unfinished job
+-- left the queue leaves the group's live set (the gauge sampler reads only
+-- live queues). Leased jobs are unfinished, so none pending means no leases.
 local function settle_live()
-  if redis.call('ZCARD', K_PENDING) == 0 then
+  local pending
+  if pending_delta ~= 0 then
+    pending = redis.call('HINCRBY', K_META, 'pending', pending_delta)
+    pending_delta = 0
+  else
+    pending = tonumber(redis.call('HGET', K_META, 'pending') or '0')
+  end
+  if pending <= 0 then
     redis.call('ZREM', K_LIVE, QID)
   end
 end
@@ -395,7 +409,7 @@ end
 -- `maybe_delayed`: the job may still be in K_DELAYED (a leased job never is).
 -- The caller runs `settle_live` once after its retirements.
 local function retire(id, r, now, finished_no, maybe_delayed)
-  redis.call('ZREM', K_PENDING, id)
+  pending_delta = pending_delta - 1
   if maybe_delayed then
     redis.call('ZREM', K_DELAYED, id)
   end
@@ -578,7 +592,7 @@ local function exhaust(id, r, lane, now)
   r[R_OUT] = r[R_TOK] and 'dead'
   put(id, r)
   redis.call('ZADD', K_DEAD, r[R_SEQ], id)
-  redis.call('ZREM', K_PENDING, id)
+  pending_delta = pending_delta - 1
   redis.call('ZREM', K_DELAYED, id)
   redis.call('ZREM', K_READY, lane)
   ready_next(lane, lane_pop(lane, id, r), now)

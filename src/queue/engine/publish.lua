@@ -127,7 +127,7 @@ for _, lane in ipairs(lanes) do
   end
 end
 variadic('ZADD', K_ORDER, members)
-variadic('ZADD', K_PENDING, members)
+redis.call('HINCRBY', K_META, 'pending', fresh)
 if #delayed > 0 then
   variadic('ZADD', K_DELAYED, delayed)
 end

@@ -22,7 +22,6 @@ for _, id in ipairs(ids) do
       break
     end
     redis.call('ZREM', K_DEAD, id)
-    redis.call('ZADD', K_PENDING, r[R_SEQ], id)
     if head then
       became_head[#became_head + 1] = r[R_KEY]
     end
@@ -33,6 +32,7 @@ for _, lane in ipairs(became_head) do
   ready_lane(lane, now, now)
 end
 if moved > 0 then
+  redis.call('HINCRBY', K_META, 'pending', moved)
   redis.call('ZADD', K_LIVE, 'NX', now, QID)
 end
 reindex()

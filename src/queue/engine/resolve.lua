@@ -28,7 +28,7 @@ if action == 'retry' and state == 'dead' then
     return { 'again', {} }
   end
   redis.call('ZREM', K_DEAD, id)
-  redis.call('ZADD', K_PENDING, r[R_SEQ], id)
+  redis.call('HINCRBY', K_META, 'pending', 1)
   redis.call('ZADD', K_LIVE, 'NX', now, QID)
   if head then
     ready_lane(lane, now, now)
@@ -43,7 +43,7 @@ if action == 'skip' and state == 'blocked' then
   r[R_STATE], r[R_FINISHED] = 'dead', now
   put(id, r)
   redis.call('ZADD', K_DEAD, r[R_SEQ], id)
-  redis.call('ZREM', K_PENDING, id)
+  pending_delta = pending_delta - 1
   redis.call('ZREM', K_READY, lane)
   ready_next(lane, lane_pop(lane, id, r), now)
   reindex()

@@ -5,14 +5,10 @@
 --           published_last_minute, completed_last_minute,
 --           paused_lanes, oldest_head_created_at_or_-1 }.
 local now = clock()
-local counts = redis.call('HMGET', K_META, 'completed', 'cancelled', 'retried')
-local oldest = -1
-local first = redis.call('ZRANGE', K_PENDING, 0, 0)
-if first[1] then
-  local r = get(first[1])
-  oldest = r and r[R_CREATED] or -1
-end
--- The oldest lane head: the lowest head seq among blocked lanes and others.
+local counts = redis.call('HMGET', K_META, 'completed', 'cancelled', 'retried', 'pending')
+-- The oldest lane head: the lowest head seq among blocked lanes and others;
+-- it is also the oldest unfinished job (a lane keeps its jobs in seq order
+-- until they finish).
 local oldest_head, head_seq = -1, nil
 for _, range in ipairs({ { '-inf', '(1e15' }, { '1e15', '+inf' } }) do
   local e = redis.call('ZRANGEBYSCORE', K_LANE_INDEX, range[1], range[2], 'WITHSCORES', 'LIMIT', 0, 1)
@@ -25,7 +21,7 @@ for _, range in ipairs({ { '-inf', '(1e15' }, { '1e15', '+inf' } }) do
   end
 end
 return {
-  redis.call('ZCARD', K_PENDING),
+  math.max(0, tonumber(counts[4] or '0')),
   redis.call('ZCARD', K_LEASES),
   redis.call('ZCOUNT', K_DELAYED, '(' .. now, '+inf'),
   redis.call('ZCARD', K_BLOCKED),
@@ -33,7 +29,7 @@ return {
   tonumber(counts[1] or '0'),
   tonumber(counts[2] or '0'),
   tonumber(counts[3] or '0'),
-  oldest,
+  oldest_head,
   now,
   rate_sum('published', now),
   rate_sum('completed', now),

@@ -418,7 +418,16 @@ pub fn check(d: &Dump, m: &Model) {
     };
     let seq = |r: &Record| r.seq;
     let pending = by_state(&|r| unfinished(state_of(&r.state)), &seq);
-    assert_eq!(scores(&d.pending), pending, "pending");
+    // Unfinished jobs are counted in the meta hash (no index of them).
+    let counted = d
+        .meta
+        .get("pending")
+        .map_or(0, |v| v.parse::<i64>().unwrap());
+    assert_eq!(counted, pending.len() as i64, "pending count");
+    assert!(
+        d.pending.is_empty(),
+        "the old pending index is written again"
+    );
     let delayed = by_state(&|r| r.state == "delayed", &|r| {
         r.available_at.expect("availability")
     });
