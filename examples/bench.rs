@@ -15,7 +15,7 @@
 //!
 //! Usage: `bench --url http://127.0.0.1:8080 --redis-port 6379 --pid <orderly pid>
 //!         [--seconds 5] [--connections 50] [--soak-seconds 0]
-//!         [--only ceilings,publish,batch,push1,push64,pull,latency,idle]`
+//!         [--only ceilings,publish,batch,push1,push64,pull,latency,idle,memory]`
 //! `--only` runs just the named scenarios (for profiling one path); ratios
 //! need `ceilings` in the list.
 //!
@@ -441,7 +441,12 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 
 /// A field of Redis's `INFO persistence`.
 fn persistence_field(port: u16, field: &str) -> u64 {
-    redis_cli(port, &["INFO", "persistence"])
+    info_field(port, "persistence", field)
+}
+
+/// A numeric field of one section of Redis's `INFO`.
+fn info_field(port: u16, section: &str, field: &str) -> u64 {
+    redis_cli(port, &["INFO", section])
         .lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().parse().ok())
@@ -613,6 +618,252 @@ fn check_order(receiver: &Receiver, queue: &str, expected: u64) -> Result<(), St
         return Err(format!("{queue}: {count} deliveries, expected {expected}"));
     }
     Ok(())
+}
+
+/// The memory row's text field: with it a job's payload is about 120 bytes
+/// of JSON, a typical small event.
+const MEMORY_TEXT: &str =
+    "order 7 shipped from the north warehouse; invoice and tracking number follow by mail";
+
+/// The payload of job `i` of the memory scenario.
+fn memory_payload(i: u64) -> Value {
+    json!({"user": format!("user-{:04}", i % 1000), "text": MEMORY_TEXT, "i": i})
+}
+
+/// Creates the pull queue `queue` (without consumers it keeps its backlog).
+async fn create_pull_queue(ctx: &Ctx, queue: &str) -> Result<(), String> {
+    let status = ctx
+        .http
+        .put(format!("{}/v1/queues/{queue}", ctx.url))
+        .bearer_auth(&ctx.token)
+        .json(&json!({"delivery": {"mode": "pull"}}))
+        .send()
+        .await
+        .map_err(|e| format!("{queue}: create: {e}"))?
+        .status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{queue}: create answered {status}"))
+    }
+}
+
+/// Publishes jobs `0..total` of [`memory_payload`] into `queue`, spread over
+/// `lanes` lane keys, 1,000 per batch request from `connections` concurrent
+/// tasks; returns the requests not answered 202.
+async fn publish_backlog(
+    ctx: &Arc<Ctx>,
+    queue: &str,
+    total: u64,
+    lanes: u64,
+    connections: usize,
+) -> u64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let path = format!("/v1/queues/{queue}/jobs/batch");
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (c, next, path) = (ctx.clone(), next.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0;
+            loop {
+                let start = next.fetch_add(1000, Ordering::Relaxed);
+                if start >= total {
+                    return errors;
+                }
+                let jobs: Vec<Value> = (start..(start + 1000).min(total))
+                    .map(
+                        |i| json!({"payload": memory_payload(i), "key": format!("k{}", i % lanes)}),
+                    )
+                    .collect();
+                if c.post(&path, &json!({"jobs": jobs}))
+                    .await
+                    .status()
+                    .as_u16()
+                    != 202
+                {
+                    errors += 1;
+                }
+            }
+        }));
+    }
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await.unwrap();
+    }
+    errors
+}
+
+/// Latency of `n` sequential single-job claims on each of `queues`, after
+/// `warmup` unrecorded ones. The queues take turns, claim by claim, so load
+/// on the machine that comes and goes weighs on all of them alike. Each
+/// claim carries the ack of the job the queue's previous claim returned
+/// (§7.3), as a one-job consumer would, so a sample is one ack-and-claim
+/// round trip; the last jobs are acked on their own.
+async fn claim_latencies(
+    ctx: &Ctx,
+    queues: &[&str],
+    warmup: usize,
+    n: usize,
+) -> Result<Vec<Latencies>, String> {
+    let mut lats = vec![Latencies::default(); queues.len()];
+    let mut acks: Vec<Vec<Value>> = vec![Vec::new(); queues.len()];
+    let acked =
+        |r: &Value, acks: &[Value]| acks.is_empty() || r["results"][0]["status"] == "completed";
+    for i in 0..warmup + n {
+        for (q, queue) in queues.iter().enumerate() {
+            let started = Instant::now();
+            let r: Value = ctx
+                .post(
+                    &format!("/v1/queues/{queue}/claim"),
+                    &json!({"max_jobs": 1, "acks": acks[q]}),
+                )
+                .await
+                .json()
+                .await
+                .map_err(|e| format!("{queue}: claim {i}: {e}"))?;
+            if i >= warmup {
+                lats[q].0.push(started.elapsed().as_micros() as u32);
+            }
+            if !acked(&r, &acks[q]) {
+                return Err(format!("{queue}: claim {i} did not complete its ack: {r}"));
+            }
+            let job = &r["jobs"][0];
+            if job.is_null() {
+                return Err(format!("{queue}: claim {i} returned no job"));
+            }
+            acks[q] = vec![json!({"id": job["id"], "lease": job["lease"]})];
+        }
+    }
+    for (queue, acks) in queues.iter().zip(&acks) {
+        let r: Value = ctx
+            .post(&format!("/v1/queues/{queue}/ack"), &json!({"acks": acks}))
+            .await
+            .json()
+            .await
+            .map_err(|e| format!("{queue}: last ack: {e}"))?;
+        if !acked(&r, acks) {
+            return Err(format!("{queue}: the last ack did not complete: {r}"));
+        }
+    }
+    Ok(lats)
+}
+
+/// Redis `used_memory`, summed over every Redis (cluster master).
+fn used_memory(ports: &[u16]) -> u64 {
+    ports
+        .iter()
+        .map(|&p| info_field(p, "memory", "used_memory"))
+        .sum()
+}
+
+/// Every key of `queue` (found by SCAN on each Redis: `…:q:<owner>:<queue>:<suffix>`)
+/// with its type, encoding, entries and exact `MEMORY USAGE` (`SAMPLES 0`
+/// walks the whole key), each also divided by `jobs`; largest first.
+fn queue_key_usage(ports: &[u16], queue: &str, jobs: u64) -> Vec<Value> {
+    let pattern = format!("*:q:*:{queue}:*");
+    let mut keys = Vec::new();
+    for &port in ports {
+        for key in redis_cli(port, &["--scan", "--pattern", &pattern]).lines() {
+            let suffix = key
+                .rsplit_once(&format!(":{queue}:"))
+                .map_or(key, |(_, s)| s);
+            let kind = redis_cli(port, &["TYPE", key]).trim().to_owned();
+            let entries = match kind.as_str() {
+                "hash" => redis_cli(port, &["HLEN", key]),
+                "zset" => redis_cli(port, &["ZCARD", key]),
+                _ => String::new(),
+            };
+            let bytes: u64 = redis_cli(port, &["MEMORY", "USAGE", key, "SAMPLES", "0"])
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            keys.push(json!({
+                "key": format!("Q:{suffix}"),
+                "type": kind,
+                "encoding": redis_cli(port, &["OBJECT", "ENCODING", key]).trim(),
+                "entries": entries.trim().parse::<u64>().ok(),
+                "bytes": bytes,
+                "bytes_per_job": (bytes as f64 / jobs as f64 * 10.0).round() / 10.0,
+            }));
+        }
+    }
+    keys.sort_by_key(|k| std::cmp::Reverse(k["bytes"].as_u64()));
+    keys
+}
+
+/// The memory scenario: Redis bytes per queued job of a 500,000-job backlog
+/// (64 lanes, ~120-byte payloads) beyond its payload, with each key's share;
+/// then single-job claim latency on that backlog against a 1,000-job one.
+/// Its queues are deleted at the end, so it leaves no backlog behind.
+async fn memory_rows(ctx: &Arc<Ctx>, a: &Args, probe: &Probe) -> Result<Vec<Value>, String> {
+    const JOBS: u64 = 500_000;
+    const LANES: u64 = 64;
+    const SMALL: u64 = 1_000;
+    const WARMUP: usize = 20;
+    const CLAIMS: usize = 300;
+    let (big, small) = ("bench-memory", "bench-memory-1k");
+    let started = Instant::now();
+
+    create_pull_queue(ctx, small).await?;
+    if publish_backlog(ctx, small, SMALL, LANES, 1).await > 0 {
+        return Err(format!("{small}: a batch publish failed"));
+    }
+
+    create_pull_queue(ctx, big).await?;
+    let cost_before = probe.sample();
+    let before = used_memory(&a.redis_ports);
+    let publish_started = Instant::now();
+    let errors = publish_backlog(ctx, big, JOBS, LANES, 4).await;
+    let publish_s = publish_started.elapsed().as_secs_f64();
+    let after = used_memory(&a.redis_ports);
+    let cost = probe.cost(&cost_before, JOBS);
+    if errors > 0 {
+        return Err(format!("{big}: {errors} batch publishes failed"));
+    }
+    let waiting = ctx.get(&format!("/v1/queues/{big}")).await["stats"]["waiting"].as_u64();
+    if waiting != Some(JOBS) {
+        return Err(format!("{big}: {JOBS} published but {waiting:?} waiting"));
+    }
+    // Orderly stores each payload's JSON text exactly as sent (compact).
+    let payload_bytes: usize = (0..JOBS).map(|i| memory_payload(i).to_string().len()).sum();
+    let per_job = |bytes: f64| (bytes / JOBS as f64 * 10.0).round() / 10.0;
+    let bytes_per_job = per_job(after.saturating_sub(before) as f64);
+    let payload_per_job = per_job(payload_bytes as f64);
+    let overhead = ((bytes_per_job - payload_per_job) * 10.0).round() / 10.0;
+    let breakdown_started = Instant::now();
+    let keys = queue_key_usage(&a.redis_ports, big, JOBS);
+    let breakdown_s = breakdown_started.elapsed().as_secs_f64();
+    let keys_bytes: u64 = keys.iter().filter_map(|k| k["bytes"].as_u64()).sum();
+
+    // The publish grew the AOF past its auto-rewrite size: a rewrite forking
+    // mid-measurement would stall Redis.
+    aof_rewrite_settled(a.redis_port).await;
+    let lats = claim_latencies(ctx, &[small, big], WARMUP, CLAIMS).await?;
+    let (lat_small, lat_big) = (&lats[0], &lats[1]);
+    for queue in [big, small] {
+        ctx.http
+            .delete(format!("{}/v1/queues/{queue}", ctx.url))
+            .bearer_auth(&ctx.token)
+            .send()
+            .await
+            .map_err(|e| format!("{queue}: delete: {e}"))?;
+    }
+    let scenario_s = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    let p50_ratio = lat_big.pct(0.5) / lat_small.pct(0.5);
+    Ok(vec![
+        json!({"what": "Redis bytes/queued job beyond payload", "value": overhead, "unit": "B/job", "target": 400, "ceiling": null, "ratio": null, "errors": 0,
+               "memory": {"jobs": JOBS, "lanes": LANES, "used_memory_before": before, "used_memory_after": after,
+                          "bytes_per_job": bytes_per_job, "payload_bytes_per_job": payload_per_job, "overhead_per_job": overhead,
+                          // MEMORY USAGE counts a dictEntry as its 24 bytes; jemalloc gives it 32.
+                          "keys_bytes_per_job": per_job(keys_bytes as f64), "keys": keys,
+                          "publish_s": round2(publish_s), "breakdown_s": round2(breakdown_s), "scenario_s": scenario_s},
+               "cost": cost}),
+        json!({"what": "claim p50 at 500k / at 1k backlog", "value": p50_ratio, "unit": "x", "target": 1.3, "ceiling": null, "ratio": null, "errors": 0,
+               "latency": lat_big.summary(), "latency_1k": lat_small.summary(),
+               "claims": CLAIMS, "warmup_claims": WARMUP, "lanes": LANES,
+               "method": "sequential claims, max_jobs 1, the two queues in turn, each claim carrying the ack of the job its queue's previous claim returned (one ack-and-claim round trip per sample)"}),
+    ])
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -1083,6 +1334,15 @@ async fn main() {
                       "rss_growth_after_warmup_pct": growth});
     }
 
+    // Last: its 500,000-job backlog and the AOF it writes would weigh on the
+    // rows after it.
+    if a.runs("memory") {
+        match memory_rows(&ctx, &a, &probe).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => failures.push(format!("memory: {e}")),
+        }
+    }
+
     let rss = peak_rss_mb(a.pid);
     rows.push(json!({"what": "peak resident memory (VmHWM)", "value": rss, "unit": "MB", "target": 100, "ceiling": null, "ratio": null, "errors": 0}));
     println!(
@@ -1109,6 +1369,40 @@ async fn main() {
         }
         if !r["cost"].is_null() {
             println!("{:<40} {}", "", r["cost"]);
+        }
+        if let Some(m) = r.get("memory") {
+            println!(
+                "{:<40} {} B/job = payload {} + overhead {}; used_memory {} → {}; {} s to publish, {} s for the whole scenario",
+                "",
+                m["bytes_per_job"],
+                m["payload_bytes_per_job"],
+                m["overhead_per_job"],
+                m["used_memory_before"],
+                m["used_memory_after"],
+                m["publish_s"],
+                m["scenario_s"]
+            );
+            println!(
+                "{:<40} MEMORY USAGE per job, {} B/job over all keys:",
+                "", m["keys_bytes_per_job"]
+            );
+            for k in m["keys"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<40}   {:<5} {:>10} B/job  {} ({}), {} entries",
+                    "",
+                    k["key"].as_str().unwrap_or("?"),
+                    k["bytes_per_job"],
+                    k["type"].as_str().unwrap_or("?"),
+                    k["encoding"].as_str().unwrap_or("?"),
+                    k["entries"]
+                );
+            }
+        }
+        if !r["latency_1k"].is_null() {
+            println!(
+                "{:<40} at 1k backlog (the line above: 500k): {}",
+                "", r["latency_1k"]
+            );
         }
         if !r["after_first_second"].is_null() {
             println!(
