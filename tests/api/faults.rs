@@ -793,3 +793,73 @@ async fn expired_leases_are_still_recovered_after_the_lease_reaper_met_a_redis_o
     assert_eq!(again["id"], first["id"]);
     assert_eq!(again["attempts"], 2);
 }
+
+/// The engine's scripts are a Redis function library, loaded where a call
+/// finds it missing: a Redis that lost it (restarted without persistence,
+/// flushed, a fresh master) gets it again on the next call, and publish,
+/// claim and ack carry on with every job and its order intact.
+#[actix_web::test]
+async fn a_redis_that_lost_the_function_library_gets_it_again_on_the_next_call() {
+    let redis = TestRedis::start().await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url.clone()).await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "fl", json!({})).await;
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let libraries = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut cmd = redis::cmd("FUNCTION");
+        cmd.arg("LIST");
+        let mut conn = conn.clone();
+        async move {
+            cmd.query_async::<Vec<redis::Value>>(&mut conn)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    app.publish_ok(&user.token, "fl", &json!({"payload": 1, "key": "k"}))
+        .await;
+    assert_eq!(
+        libraries(&mut conn).await,
+        1,
+        "the library is loaded on first use"
+    );
+
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(libraries(&mut conn).await, 0);
+    app.publish_ok(&user.token, "fl", &json!({"payload": 2, "key": "k"}))
+        .await;
+    assert_eq!(libraries(&mut conn).await, 1, "loaded again by the publish");
+
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let claim = post(
+            &app,
+            &user.token,
+            "/v1/queues/fl/claim",
+            json!({"wait_ms": 0}),
+        )
+        .await;
+        assert_eq!(claim.status(), 200);
+        let job = body(claim).await["jobs"][0].clone();
+        seen.push(job["payload"].clone());
+        let ack = post(
+            &app,
+            &user.token,
+            &format!("/v1/jobs/{}/ack", job["id"].as_str().unwrap()),
+            json!({"lease": job["lease"]}),
+        )
+        .await;
+        assert_eq!(ack.status(), 200);
+    }
+    assert_eq!(seen, vec![json!(1), json!(2)], "both jobs, in order");
+}

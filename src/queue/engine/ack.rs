@@ -3,7 +3,7 @@
 use super::{Engine, EngineResult, EngineScript, Lease, Transition};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("ack.lua"));
+static SCRIPT: EngineScript = EngineScript::new("ack");
 
 impl Engine {
     /// Completes the job held under `lease`, storing `result` (JSON text).

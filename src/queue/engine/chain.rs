@@ -8,7 +8,7 @@ use super::claim::{Claimed, claimed};
 use super::{Engine, EngineResult, EngineScript, Lease, next_due, string, unexpected};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("chain.lua"));
+static SCRIPT: EngineScript = EngineScript::new("chain");
 
 /// A completed delivery to ack.
 #[derive(Debug, Clone)]

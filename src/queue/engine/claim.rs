@@ -6,7 +6,7 @@ use redis::Value;
 use super::{Engine, EngineResult, EngineScript, Lease, job_view, new_token, next_due};
 use crate::queue::model::{Job, QueueRef};
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("claim.lua"));
+static SCRIPT: EngineScript = EngineScript::new("claim");
 
 /// Who claims: the push worker takes only push queues' jobs, consumers only
 /// pull queues'.

@@ -3,7 +3,7 @@
 use super::{Engine, EngineResult, EngineScript};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("configure.lua"));
+static SCRIPT: EngineScript = EngineScript::new("configure");
 
 /// The engine-relevant part of a queue definition, mirrored into Redis.
 #[derive(Debug, Clone)]

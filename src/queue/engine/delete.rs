@@ -3,7 +3,7 @@
 use super::{Engine, EngineResult, EngineScript};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("delete.lua"));
+static SCRIPT: EngineScript = EngineScript::new("delete");
 
 impl Engine {
     /// Removes every key of the queue and its index entries in one run.

@@ -3,7 +3,7 @@
 use super::{Engine, EngineResult, EngineScript, Lease, Transition};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("extend.lua"));
+static SCRIPT: EngineScript = EngineScript::new("extend");
 
 impl Engine {
     /// Extends the live lease to `lease_ms` from now.

@@ -3,7 +3,7 @@
 use super::{Engine, EngineResult, EngineScript, Lease, Transition};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("fail.lua"));
+static SCRIPT: EngineScript = EngineScript::new("fail");
 
 /// How a failed attempt should be treated.
 #[derive(Debug, Clone, Copy)]

@@ -6,7 +6,7 @@ use super::lanes::lane_page;
 use super::{Engine, EngineResult, EngineScript};
 use crate::queue::model::{Lane, QueueRef};
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("lane_pause.lua"));
+static SCRIPT: EngineScript = EngineScript::new("lane_pause");
 
 impl Engine {
     /// Pauses (`paused`) or resumes lane `key`; answers the lane as it is

@@ -5,7 +5,7 @@ use redis::Value;
 use super::{Engine, EngineResult, EngineScript, int, string};
 use crate::queue::model::{Lane, LaneHead, LaneState, QueueRef, rfc3339_ms};
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("lanes.lua"));
+static SCRIPT: EngineScript = EngineScript::new("lanes");
 
 /// Lane index entries one listing call examines at most (each costs a few
 /// reads): bounds the script's run time at any number of lanes.

@@ -5,7 +5,7 @@ use redis::Value;
 use super::{Engine, EngineResult, EngineScript, job_from_value};
 use crate::queue::model::{Job, JobState, QueueRef};
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("list.lua"));
+static SCRIPT: EngineScript = EngineScript::new("list");
 
 /// Entries a listing call examines at most (bounds the script's run time).
 const LIST_BUDGET: usize = 2000;

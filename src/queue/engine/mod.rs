@@ -87,7 +87,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use serde_json::value::RawValue;
 
 use super::model::{Job, JobState, QueueRef, rfc3339_ms};
@@ -332,37 +332,130 @@ impl ConnectionLike for RedisConn {
     }
 }
 
-/// One engine script, compiled in both flavours: wake-ups go out with
-/// `PUBLISH` on one server and `SPUBLISH` (sharded, stays on the shard) on a
-/// cluster.
+/// The engine's scripts by name: each becomes one function of the engine's
+/// Redis function library ([`Library`]).
+const SCRIPTS: [(&str, &str); 20] = [
+    ("ack", include_str!("ack.lua")),
+    ("cancel", include_str!("cancel.lua")),
+    ("chain", include_str!("chain.lua")),
+    ("claim", include_str!("claim.lua")),
+    ("configure", include_str!("configure.lua")),
+    ("delete", include_str!("delete.lua")),
+    ("extend", include_str!("extend.lua")),
+    ("fail", include_str!("fail.lua")),
+    ("lane_pause", include_str!("lane_pause.lua")),
+    ("lanes", include_str!("lanes.lua")),
+    ("list", include_str!("list.lua")),
+    ("outcomes", include_str!("outcomes.lua")),
+    ("publish", include_str!("publish.lua")),
+    ("recover", include_str!("recover.lua")),
+    ("redrive", include_str!("redrive.lua")),
+    ("release", include_str!("release.lua")),
+    ("resolve", include_str!("resolve.lua")),
+    ("stats", include_str!("stats.lua")),
+    ("view", include_str!("view.lua")),
+    ("watch", include_str!("watch.lua")),
+];
+
+/// One engine script: a function of the [`Library`], called with `FCALL`.
 struct EngineScript {
-    body: &'static str,
-    single: OnceLock<Script>,
-    cluster: OnceLock<Script>,
+    name: &'static str,
 }
 
 impl EngineScript {
-    const fn new(body: &'static str) -> Self {
-        Self {
-            body,
-            single: OnceLock::new(),
-            cluster: OnceLock::new(),
-        }
+    const fn new(name: &'static str) -> Self {
+        Self { name }
+    }
+}
+
+/// The engine's Redis function library: `lib.lua` once, then every script
+/// of [`SCRIPTS`] as a function whose body starts with `begin_run`. Loaded
+/// with `FUNCTION LOAD` (on a cluster, to every master) when a call finds
+/// its function missing — first use, a Redis that lost its data, a new
+/// master — so the library's definitions are made once per load, not per
+/// call as an `EVAL` prelude would (about 14 µs of Redis time per call).
+/// Its name carries a hash of its text, so processes of different versions
+/// sharing a Redis each call their own. Wake-ups go out with `PUBLISH` on
+/// one server and `SPUBLISH` (sharded, stays on the shard) on a cluster,
+/// hence one library per flavour.
+struct Library {
+    /// `orderly_<hash>`; function `<name>_<script>`.
+    name: String,
+    text: String,
+}
+
+impl Library {
+    fn get(cluster: bool) -> &'static Library {
+        static SINGLE: OnceLock<Library> = OnceLock::new();
+        static CLUSTER: OnceLock<Library> = OnceLock::new();
+        let (cell, cmd) = if cluster {
+            (&CLUSTER, "SPUBLISH")
+        } else {
+            (&SINGLE, "PUBLISH")
+        };
+        cell.get_or_init(|| Library::build(cmd))
     }
 
-    fn get(&self, cluster: bool) -> &Script {
-        let (cell, cmd) = if cluster {
-            (&self.cluster, "SPUBLISH")
-        } else {
-            (&self.single, "PUBLISH")
+    fn build(publish_cmd: &str) -> Library {
+        // FNV-1a over everything the text is made of.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |text: &str| {
+            for byte in text.bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
         };
-        cell.get_or_init(|| {
-            Script::new(&format!(
-                "local PUBLISH_CMD = '{cmd}'\n{LIB}\n{}",
-                self.body
-            ))
-        })
+        feed(publish_cmd);
+        feed(LIB);
+        for (name, body) in SCRIPTS {
+            feed(name);
+            feed(body);
+        }
+        let name = format!("orderly_{hash:016x}");
+        let mut text = format!("#!lua name={name}\nlocal PUBLISH_CMD = '{publish_cmd}'\n{LIB}\n");
+        for (script, body) in SCRIPTS {
+            text.push_str(&format!(
+                "redis.register_function('{name}_{script}', function(KEYS, ARGV)\nbegin_run(KEYS, ARGV)\n{body}\nend)\n"
+            ));
+        }
+        Library { name, text }
     }
+
+    fn function(&self, script: &EngineScript) -> String {
+        format!("{}_{}", self.name, script.name)
+    }
+}
+
+/// A call of one engine script: its keys and arguments.
+struct Invocation {
+    script: &'static EngineScript,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Invocation {
+    fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    fn key<T: redis::ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    fn command(&self, library: &Library) -> Cmd {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(library.function(self.script))
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+}
+
+/// Redis does not know the function (the library is not loaded there).
+fn function_missing(err: &RedisError) -> bool {
+    err.to_string().contains("Function not found")
 }
 
 /// The fixed keys of one queue and its slot group, in the order every
@@ -514,8 +607,12 @@ impl Engine {
     }
 
     /// An invocation of `script` on `queue`: its fixed keys, then the queue id.
-    fn invocation<'a>(&self, script: &'a EngineScript, queue: &QueueRef) -> ScriptInvocation<'a> {
-        let mut invocation = script.get(self.cluster).prepare_invoke();
+    fn invocation(&self, script: &'static EngineScript, queue: &QueueRef) -> Invocation {
+        let mut invocation = Invocation {
+            script,
+            keys: Vec::with_capacity(22),
+            args: Vec::with_capacity(8),
+        };
         for key in self.keys(queue).keys {
             invocation.key(key);
         }
@@ -526,13 +623,13 @@ impl Engine {
     /// An invocation of a lease holder's transition (`script`) on job `id`
     /// of `queue` under `lease`: the fixed keys, the queue id, then id,
     /// lease number and token; the transition's own arguments follow.
-    fn lease_invocation<'a>(
+    fn lease_invocation(
         &self,
-        script: &'a EngineScript,
+        script: &'static EngineScript,
         queue: &QueueRef,
         id: &str,
         lease: &Lease,
-    ) -> ScriptInvocation<'a> {
+    ) -> Invocation {
         let mut invocation = self.invocation(script, queue);
         invocation.arg(id).arg(lease.number).arg(&lease.token);
         invocation
@@ -541,7 +638,7 @@ impl Engine {
     /// Runs a transition that answers `{ outcome, job }`.
     async fn run_transition(
         &self,
-        invocation: &ScriptInvocation<'_>,
+        invocation: &Invocation,
         queue: &QueueRef,
     ) -> EngineResult<Transition> {
         let reply: Vec<Value> = self.run(invocation).await?;
@@ -549,11 +646,32 @@ impl Engine {
         Ok(transition(outcome, job))
     }
 
-    async fn run<T: redis::FromRedisValue>(
-        &self,
-        invocation: &ScriptInvocation<'_>,
-    ) -> EngineResult<T> {
-        Ok(invocation.invoke_async(&mut self.conn.clone()).await?)
+    /// Calls the script's function; loads the library first where Redis
+    /// does not have it, and calls once more.
+    async fn run<T: redis::FromRedisValue>(&self, invocation: &Invocation) -> EngineResult<T> {
+        let library = Library::get(self.cluster);
+        let cmd = invocation.command(library);
+        let mut conn = self.conn.clone();
+        match cmd.query_async::<T>(&mut conn).await {
+            Err(err) if function_missing(&err) => {
+                self.load_library(library).await?;
+                Ok(cmd.query_async::<T>(&mut conn).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// `FUNCTION LOAD REPLACE` of the engine's library (on a cluster, on
+    /// every master).
+    async fn load_library(&self, library: &Library) -> EngineResult<()> {
+        log::info!("loading redis function library {}", library.name);
+        let _: Value = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(&library.text)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
     }
 
     /// Records the number of slot groups at first start; refuses a

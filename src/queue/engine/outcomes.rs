@@ -4,7 +4,7 @@
 use super::{Engine, EngineResult, EngineScript, Failure, Lease, string};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("outcomes.lua"));
+static SCRIPT: EngineScript = EngineScript::new("outcomes");
 
 /// One outcome to report.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use redis::Value;
 use super::{Engine, EngineResult, EngineScript, FIRST_EXTRA_KEY, int, string, unexpected};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("publish.lua"));
+static SCRIPT: EngineScript = EngineScript::new("publish");
 
 /// A job to publish.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use super::{Engine, EngineResult, EngineScript};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("recover.lua"));
+static SCRIPT: EngineScript = EngineScript::new("recover");
 
 impl Engine {
     /// Returns up to `max` expired leases of `queue`; answers how many.

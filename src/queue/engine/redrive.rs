@@ -3,7 +3,7 @@
 use super::{Engine, EngineResult, EngineScript};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("redrive.lua"));
+static SCRIPT: EngineScript = EngineScript::new("redrive");
 
 /// Dead jobs one script run moves at most: with the lane-walk budget of
 /// `lib.lua`, a run stays within a few milliseconds of Redis time however

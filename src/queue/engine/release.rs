@@ -4,7 +4,7 @@
 use super::{Engine, EngineResult, EngineScript, Lease};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("release.lua"));
+static SCRIPT: EngineScript = EngineScript::new("release");
 
 /// Whether a released job's attempt counts.
 #[derive(Debug, Clone, Copy)]

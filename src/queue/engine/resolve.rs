@@ -5,7 +5,7 @@ use redis::Value;
 use super::{Engine, EngineResult, EngineScript, outcome_and_job};
 use crate::queue::model::{Job, QueueRef};
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("resolve.lua"));
+static SCRIPT: EngineScript = EngineScript::new("resolve");
 
 /// What to do with a stopped job.
 #[derive(Debug, Clone, Copy)]

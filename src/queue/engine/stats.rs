@@ -4,7 +4,7 @@
 use super::{Engine, EngineResult, EngineScript};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("stats.lua"));
+static SCRIPT: EngineScript = EngineScript::new("stats");
 
 /// Raw counts of one queue.
 #[derive(Debug, Clone, Copy, Default)]

@@ -5,7 +5,7 @@ use redis::Value;
 use super::{Engine, EngineResult, EngineScript, job_from_value};
 use crate::queue::model::{Job, QueueRef};
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("view.lua"));
+static SCRIPT: EngineScript = EngineScript::new("view");
 
 impl Engine {
     /// The job, if it exists (and belongs to `queue`'s owner).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Engine, EngineResult, EngineScript};
 use crate::queue::model::QueueRef;
 
-static SCRIPT: EngineScript = EngineScript::new(include_str!("watch.lua"));
+static SCRIPT: EngineScript = EngineScript::new("watch");
 
 impl Engine {
     /// Terminal transitions of `queue` are announced on its group's wake
