@@ -282,7 +282,7 @@ struct Probe {
 struct Sample {
     /// Calls per command, over every Redis.
     commands: HashMap<String, u64>,
-    /// Microseconds Redis spent in script calls (evalsha/eval, with the
+    /// Microseconds Redis spent in script calls (fcall, evalsha and eval, with the
     /// commands they ran), over every Redis.
     script_usec: u64,
     /// Per Redis (shard): total calls and script microseconds.
@@ -361,7 +361,7 @@ impl Probe {
                 .unwrap_or(0);
             *commands.entry(name.to_owned()).or_default() += calls;
             total += calls;
-            if name == "evalsha" || name == "eval" {
+            if name == "evalsha" || name == "eval" || name == "fcall" {
                 script_usec += rest
                     .split(',')
                     .find_map(|kv| kv.strip_prefix("usec="))
@@ -387,7 +387,8 @@ impl Probe {
             .collect();
         per_job.sort_by(|a, b| b.1.total_cmp(&a.1));
         // Commands a script runs are counted under their own names, and the
-        // script call itself under evalsha: the total counts both.
+        // script call itself under fcall (evalsha/eval for the few EVAL scripts):
+        // the total counts both.
         let total: f64 = per_job.iter().map(|(_, n)| n).sum();
         let wall = after.at.duration_since(before.at).as_secs_f64();
         let ticks_per_s = 100.0;
@@ -748,6 +749,109 @@ async fn claim_latencies(
     Ok(lats)
 }
 
+/// The physical limit of one lane: per job one push to the receiver and
+/// one Redis call that acks it and leases the next, nothing else. Measured
+/// as exactly that chain, 2,000 times (after 200 to warm up), by one task
+/// on a single-threaded runtime as Orderly's worker runs: a `reqwest` POST
+/// of a job-sized body to the bench's receiver (its trivial route, one
+/// keep-alive connection), then an engine ack-and-lease-next on a one-lane
+/// push queue of its own (key prefix `bench-limit-<pid>`). Answers the
+/// median µs of each half (the mean is dominated by the few round trips
+/// that catch a sleeping vCPU).
+fn one_lane_round_trips_us(receiver_port: u16, redis_port: u16) -> (f64, f64) {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(one_lane_chain(receiver_port, redis_port))
+    })
+    .join()
+    .unwrap()
+}
+
+async fn one_lane_chain(receiver_port: u16, redis_port: u16) -> (f64, f64) {
+    use orderly::queue::engine::{Engine, EngineConf, Mode, NewJob};
+    use orderly::queue::model::{QueueName, QueueRef};
+    let settings = orderly::configuration::RedisSettings {
+        url: format!("redis://127.0.0.1:{redis_port}"),
+        cluster_nodes: Vec::new(),
+        key_prefix: format!("bench-limit-{}", std::process::id()),
+        slot_groups: 0,
+        wait_replicas: 0,
+        wait_timeout_ms: 100,
+        connect_timeout_ms: 2000,
+        response_timeout_ms: 2000,
+    };
+    let engine = Engine::connect(&settings).expect("engine");
+    engine.check_layout().await.expect("layout");
+    let queue = QueueRef::new("bench", QueueName::parse("limit").unwrap());
+    let conf = EngineConf {
+        push: true,
+        paused: false,
+        on_exhausted: "dead_letter",
+        retention_s: 60,
+        rate_limit: None,
+        max_active: None,
+        version: 1,
+    };
+    engine.configure(&queue, &conf).await.expect("configure");
+    let (n, warm) = (2000, 200);
+    let jobs: Vec<NewJob> = (0..=n + warm)
+        .map(|i| NewJob {
+            queue: queue.clone(),
+            id: orderly::queue::model::JobId::generate(&queue.name).id,
+            key: String::new(),
+            payload: json!({"i": i}).to_string(),
+            delay_ms: 0,
+            max_attempts: 3,
+            idempotency_key: None,
+            priority: 0,
+        })
+        .collect();
+    for chunk in jobs.chunks(1000) {
+        engine.publish(chunk, 60).await;
+    }
+    let batch = engine
+        .claim(&queue, 1, 30_000, Mode::Push, None)
+        .await
+        .expect("claim");
+    let mut held = batch.jobs.into_iter().next().expect("a job");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{receiver_port}/trivial");
+    let (mut push_times, mut redis_times) = (Vec::new(), Vec::new());
+    for i in 0..n + warm {
+        let t0 = Instant::now();
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(held.job.payload.get().to_owned())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let t1 = Instant::now();
+        let token = format!("t{i}");
+        let acked = engine
+            .ack_and_lease_next(&queue, &held.job.id, &held.lease, "null", 30_000, &token)
+            .await
+            .expect("ack");
+        held = acked.next.expect("the lane's next job");
+        if i >= warm {
+            redis_times.push(t1.elapsed());
+            push_times.push(t1 - t0);
+        }
+    }
+    let _ = engine.delete_queue(&queue).await;
+    let median = |mut d: Vec<Duration>| {
+        d.sort();
+        d[d.len() / 2].as_secs_f64() * 1e6
+    };
+    (median(push_times), median(redis_times))
+}
+
 /// Redis `used_memory`, summed over every Redis (cluster master).
 fn used_memory(ports: &[u16]) -> u64 {
     ports
@@ -1020,6 +1124,18 @@ async fn main() {
         }
         let rate = total as f64 / elapsed;
         rows.push(json!({"what": format!("ordered push, {lanes} lane(s)"), "value": rate, "unit": "jobs/s", "target": target, "ceiling": redis_c1, "ratio": rate / redis_c1, "errors": 0, "cost": probe.cost(&before, total)}));
+        // One lane is a chain of round trips: per job one push to the
+        // receiver, then one Redis call that acks it and leases the next.
+        // Both measured alone, back to back, as the worker makes them.
+        if lanes == 1 && a.redis_ports.len() == 1 {
+            let (receiver_us, redis_us) = one_lane_round_trips_us(port, a.redis_port);
+            let limit = 1e6 / (receiver_us + redis_us);
+            println!(
+                "push 1 lane physical limit: receiver round trip {receiver_us:.1} µs + Redis ack-and-lease round trip {redis_us:.1} µs = {limit:.0} jobs/s; the row is {:.2} of it",
+                rate / limit
+            );
+            rows.push(json!({"what": "push 1 lane: ratio to its physical limit", "value": rate / limit, "unit": "x", "target": 0.8, "ceiling": limit, "ratio": rate / limit, "errors": 0, "limit": {"receiver_round_trip_us": receiver_us, "redis_round_trip_us": redis_us, "jobs_per_s": limit}}));
+        }
     }
 
     // 5. Pull consumers over HTTP, 64 lanes.
