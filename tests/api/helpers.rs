@@ -283,12 +283,21 @@ impl TestApp {
     }
 
     /// Waits until the queue has `n` completed jobs and nothing unfinished.
+    /// A read answered `503` (Redis connections being re-made after a fault)
+    /// is polled again like any other not-yet.
     pub async fn wait_for_completed(&self, token: &str, queue: &str, n: u64, timeout: Duration) {
         eventually(
             timeout,
             &format!("{n} jobs completed in {queue}"),
             || async {
-                let stats = self.queue(token, queue).await["stats"].clone();
+                let response = self
+                    .get_with_token(&format!("/v1/queues/{queue}"), token)
+                    .await;
+                if response.status() == 503 {
+                    return None;
+                }
+                assert_eq!(response.status(), 200);
+                let stats = body(response).await["stats"].clone();
                 let done = stats["completed"].as_u64() == Some(n)
                     && stats["waiting"] == 0
                     && stats["active"] == 0

@@ -27,14 +27,17 @@ local function clock()
 end
 
 -- A job record: one msgpack array in K_JOBS under the job id; `false` marks
--- an absent value. The payload lives apart in K_BODY (written once).
+-- an absent value. The payload is its last field (R_BODY): a hash field of
+-- its own cost about 100 bytes of Redis memory per job and a lookup per
+-- lease, more than rewriting a typical payload with its record.
 local R_KEY, R_SEQ, R_STATE, R_ATT, R_MAX, R_LNO, R_TOK, R_LEXP = 1, 2, 3, 4, 5, 6, 7, 8
 local R_CREATED, R_AVAIL, R_STARTED, R_FINISHED, R_ERR, R_RESULT, R_NEXT = 9, 10, 11, 12, 13, 14, 15
 -- R_OUT: the outcome the lease R_LNO produced ('completed', 'retrying',
 -- 'dead', 'blocked'), with its token kept in R_TOK, so a repeated ack or nack
 -- of that lease answers the same outcome (`repeated`). `false` while leased.
 local R_OUT = 16
-local R_SIZE = 16
+local R_BODY = 17
+local R_SIZE = 17
 -- Fields a job view returns (R_KEY .. R_RESULT).
 local R_VIEW = 14
 
@@ -70,7 +73,7 @@ local function view(id, r, with_payload)
     out[i + 1] = r[i] or false
   end
   if with_payload then
-    out[R_VIEW + 2] = redis.call('HGET', K_BODY, id) or false
+    out[R_VIEW + 2] = r[R_BODY] or false
   end
   return out
 end
@@ -379,7 +382,6 @@ local function trim(now, max)
       packed_records[id] = nil
     end
     redis.call('HDEL', K_JOBS, unpack(gone))
-    redis.call('HDEL', K_BODY, unpack(gone))
     redis.call('HDEL', K_PRIO, unpack(gone))
     redis.call('ZREM', K_ORDER, unpack(gone))
     redis.call('ZREM', K_EXPIRY, unpack(gone))

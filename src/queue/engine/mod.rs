@@ -18,8 +18,8 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `Q:m` | hash | `seq` counter; flow control: the mirrored `rate_per_s`, `rate_burst`, `max_active` and the token bucket `tb_tokens`, `tb_at`; `lane_scan` (the lanes listing's scan for lanes older than `Q:n`: cursor, then `done`); `completed`, `cancelled`, `retried` totals; `pending`, the number of unfinished jobs (written once per script run); the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v`; `watched_until` (ms until which finished jobs are announced to waiting reads); after a delete only `deleted_v` (the deleted settings version, a tombstone for a day) |
-//! | `Q:j` | hash | job id → msgpack record: key, seq, state, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, last_error, result, next (the lane's next job id), outcome (what lease `lease_no` produced; its token stays beside it so a repeated ack/nack answers it) |
-//! | `Q:b` | hash | job id → payload (written once, at publish) |
+//! | `Q:j` | hash | job id → msgpack record: key, seq, state, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, last_error, result, next (the lane's next job id), outcome (what lease `lease_no` produced; its token stays beside it so a repeated ack/nack answers it), payload (its JSON text) |
+//! | `Q:b` | hash | no longer written (payloads are in the records); kept in `KEYS` so `delete` still removes an old one |
 //! | `Q:l` | hash | lane key → msgpack {head id, tail id, length, hint}; lanes are chained through `next`, in seq order; the head stays until it is terminal; `hint` is the job a redrive last put back (where the next one is looked for) |
 //! | `Q:r` | zset | lane keys whose head may start, score = ms when it may; a lane is in it iff its head is neither leased nor blocked |
 //! | `Q:e` | zset | leased job ids by lease expiry |

@@ -53,7 +53,7 @@ if fresh > 0 then
 end
 
 -- Pass 2: records chained per lane, then lanes and indexes.
-local out, records, bodies, members, delayed, priorities = {}, {}, {}, {}, {}, {}
+local out, records, members, delayed, priorities = {}, {}, {}, {}, {}
 local lanes, last = {}, {}
 for i = 0, n - 1 do
   local o = 4 + i * 6
@@ -65,7 +65,8 @@ for i = 0, n - 1 do
     local id, lane, payload = ARGV[o], ARGV[o + 1], ARGV[o + 2]
     local delay, max_attempts = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
     seq = seq + 1
-    local r = { lane, seq, 'queued', 0, max_attempts, 0, false, false, now, false, false, false, false, false, false }
+    local r = { lane, seq, 'queued', 0, max_attempts, 0, false, false, now, false, false, false, false, false, false,
+      false, payload }
     if delay > 0 then
       r[R_STATE], r[R_AVAIL] = 'delayed', now + delay
       delayed[#delayed + 1] = now + delay
@@ -78,8 +79,6 @@ for i = 0, n - 1 do
       priorities[#priorities + 1] = priority
     end
     records[#records + 1] = id
-    bodies[#bodies + 1] = id
-    bodies[#bodies + 1] = payload
     members[#members + 1] = seq
     members[#members + 1] = id
     if last[lane] then
@@ -104,7 +103,6 @@ for _, id in ipairs(records) do
   packed[#packed + 1] = cmsgpack.pack(unpack(records[id], 1, R_SIZE))
 end
 variadic('HSET', K_JOBS, packed)
-variadic('HSET', K_BODY, bodies)
 -- Before the lanes are readied: `ready_lane` ranks a lane by its head's.
 if #priorities > 0 then
   variadic('HSET', K_PRIO, priorities)

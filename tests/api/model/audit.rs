@@ -231,7 +231,7 @@ struct Record {
 
 fn record(id: &str, bytes: &[u8]) -> Record {
     let f = unpack(bytes);
-    assert_eq!(f.len(), 16, "record of {id} has {} fields: {f:?}", f.len());
+    assert_eq!(f.len(), 17, "record of {id} has {} fields: {f:?}", f.len());
     let opt_int = |i: usize| (!f[i].absent()).then(|| f[i].int().expect("an integer field"));
     let opt_str =
         |i: usize| (!f[i].absent()).then(|| f[i].str().expect("a string field").to_owned());
