@@ -1166,13 +1166,16 @@ async fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(16);
+        // Claims made, µs they took in all, jobs they returned.
+        let claim_stats: Arc<(AtomicU64, AtomicU64, AtomicU64)> = Arc::default();
         for _ in 0..consumers_n {
-            let (c, acked, order, disorder, done_at) = (
+            let (c, acked, order, disorder, done_at, claim_stats) = (
                 ctx.clone(),
                 acked.clone(),
                 order.clone(),
                 disorder.clone(),
                 done_at.clone(),
+                claim_stats.clone(),
             );
             consumers.push(tokio::spawn(async move {
                 let completed = |r: &Value| {
@@ -1190,12 +1193,18 @@ async fn main() {
                 let mut pending: Vec<Value> = Vec::new();
                 while acked.load(Ordering::Relaxed) < total {
                     let body = json!({"wait_ms": 1000, "max_jobs": max_jobs, "acks": pending});
+                    let sent = Instant::now();
                     let r: Value = c
                         .post("/v1/queues/bench-pull/claim", &body)
                         .await
                         .json()
                         .await
                         .unwrap();
+                    let took = sent.elapsed().as_micros() as u64;
+                    let got = r["jobs"].as_array().map_or(0, |j| j.len() as u64);
+                    claim_stats.0.fetch_add(1, Ordering::Relaxed);
+                    claim_stats.1.fetch_add(took, Ordering::Relaxed);
+                    claim_stats.2.fetch_add(got, Ordering::Relaxed);
                     count(completed(&r));
                     pending = Vec::new();
                     for job in r["jobs"].as_array().cloned().unwrap_or_default() {
@@ -1233,15 +1242,52 @@ async fn main() {
                 }
             }));
         }
+        // The clock stops when Orderly counts the last completion (polled
+        // like the push rows): a consumer learns of its last acks only when
+        // its claim returns, and that claim may wait for jobs that no longer
+        // come, up to its `wait_ms`.
+        let all_completed = ctx
+            .wait_completed("bench-pull", total, Duration::from_secs(300))
+            .await;
+        let completed_at = Instant::now();
+        if !all_completed {
+            failures.push("bench-pull: not all jobs completed".into());
+        }
         for cns in consumers {
             cns.await.unwrap();
         }
-        let finished = done_at.lock().unwrap().unwrap_or_else(Instant::now);
+        let finished = done_at
+            .lock()
+            .unwrap()
+            .map_or(completed_at, |at| at.min(completed_at));
         let rate = total as f64 / (finished - started).as_secs_f64();
         if disorder.load(Ordering::Relaxed) {
             failures.push("bench-pull: a lane was consumed out of seq order".into());
         }
-        rows.push(json!({"what": "pull consumers over HTTP, 64 lanes (batch ack)", "value": rate, "unit": "jobs/s", "target": 15000, "ceiling": trivial_rps, "ratio": rate / trivial_rps, "errors": 0, "cost": probe.cost(&before, total)}));
+        let claims = claim_stats.0.load(Ordering::Relaxed).max(1);
+        let claim_mean_us = claim_stats.1.load(Ordering::Relaxed) as f64 / claims as f64;
+        let jobs_per_claim = claim_stats.2.load(Ordering::Relaxed) as f64 / claims as f64;
+        // As Orderly saw them: the claim route's request durations.
+        let metrics = match ctx.http.get(format!("{}/metrics", ctx.url)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let claim_metric = |suffix: &str| -> f64 {
+            metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with(&format!(
+                        "orderly_http_requests_duration_seconds_{suffix}{{"
+                    )) && l.contains(r#"endpoint="/v1/queues/{queue}/claim""#)
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let server_claim_us = claim_metric("sum") * 1e6 / claim_metric("count").max(1.0);
+        println!(
+            "pull: {consumers_n} consumers, max_jobs {max_jobs}: {claims} claims, {jobs_per_claim:.1} jobs per claim, a claim (with its acks) took {claim_mean_us:.0} µs on average at the consumer, {server_claim_us:.0} µs inside Orderly (both including the last claims, which wait up to wait_ms for jobs that no longer come)"
+        );
+        rows.push(json!({"what": "pull consumers over HTTP, 64 lanes (batch ack)", "consumers": consumers_n, "max_jobs": max_jobs, "claims": claims, "jobs_per_claim": jobs_per_claim, "claim_mean_us": claim_mean_us, "value": rate, "unit": "jobs/s", "target": 15000, "ceiling": trivial_rps, "ratio": rate / trivial_rps, "errors": 0, "cost": probe.cost(&before, total)}));
     }
 
     // 6. Publish latency at a fixed 5,000 req/s (open loop).
