@@ -2,9 +2,11 @@
 -- ARGV: qid, idempotency window (s), n, then n groups of 6:
 --   id, lane key, payload, delay_ms, max_attempts, KEYS index of the job's
 --   idempotency key (0 = none; those keys follow the queue's fixed keys);
---   then n priorities (0-9), one per job in the same order.
--- Returns, per job: seq, created_at, and '' or the id of the job the
--- idempotency key already names (then nothing was written for it).
+--   then n priorities (0-9), one per job in the same order, or none when
+--   every job has priority 0.
+-- Returns { created_at, first seq, then (index, id) for each job (0-based)
+-- whose idempotency key already names a job (nothing was written for it) }:
+-- the other jobs got consecutive seqs from the first, in order.
 -- Per run, not per job: one HINCRBY for the seqs (consecutive, in run order),
 -- one write per lane, one ZADD per index.
 local now = clock()
@@ -53,13 +55,12 @@ if fresh > 0 then
 end
 
 -- Pass 2: records chained per lane, then lanes and indexes.
-local out, records, members, delayed, priorities = {}, {}, {}, {}, {}
+local out, records, members, delayed, priorities = { now, seq + 1 }, {}, {}, {}, {}
 local lanes, last = {}, {}
 for i = 0, n - 1 do
   local o = 4 + i * 6
   if original[i] then
-    out[#out + 1] = 0
-    out[#out + 1] = 0
+    out[#out + 1] = i
     out[#out + 1] = original[i]
   else
     local id, lane, payload = ARGV[o], ARGV[o + 1], ARGV[o + 2]
@@ -89,9 +90,6 @@ for i = 0, n - 1 do
     end
     last[lane] = id
     lanes[lane].count = lanes[lane].count + 1
-    out[#out + 1] = seq
-    out[#out + 1] = now
-    out[#out + 1] = ''
   end
 end
 if fresh == 0 then

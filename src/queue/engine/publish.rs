@@ -117,8 +117,10 @@ impl Engine {
                 .arg(job.max_attempts)
                 .arg(key_index);
         }
-        for job in &jobs {
-            invocation.arg(job.priority);
+        if jobs.iter().any(|job| job.priority > 0) {
+            for job in &jobs {
+                invocation.arg(job.priority);
+            }
         }
         let reply: Vec<Value> = self.run(&invocation).await?;
         if matches!(reply.first(), Some(v) if string(v.clone()).as_deref() == Some("unconfigured"))
@@ -137,24 +139,32 @@ impl Engine {
                 );
             }
         }
+        // { created_at, first seq, (index, original id) per duplicate }: the
+        // other jobs got consecutive seqs, in order.
         let mut items = reply.into_iter();
+        let (Some(at), Some(first)) = (items.next(), items.next()) else {
+            return Err(unexpected("publish reply is short"));
+        };
+        let created_at_ms = int(&at).ok_or_else(|| unexpected("publish time"))?;
+        let mut seq = int(&first).ok_or_else(|| unexpected("publish seq"))?;
+        let mut duplicates = HashMap::new();
+        while let (Some(index), Some(original)) = (items.next(), items.next()) {
+            let index = int(&index).ok_or_else(|| unexpected("publish duplicate"))?;
+            let original = string(original).ok_or_else(|| unexpected("publish duplicate"))?;
+            duplicates.insert(index as usize, original);
+        }
         let mut published = Vec::with_capacity(jobs.len());
-        while let (Some(seq), Some(at), Some(original)) = (items.next(), items.next(), items.next())
-        {
-            let original = string(original).unwrap_or_default();
-            published.push(if original.is_empty() {
-                Published::New {
-                    seq: int(&seq).ok_or_else(|| unexpected("publish seq"))?,
-                    created_at_ms: int(&at).ok_or_else(|| unexpected("publish time"))?,
-                }
-            } else {
-                Published::Duplicate {
-                    original_id: original,
+        for i in 0..jobs.len() {
+            published.push(match duplicates.remove(&i) {
+                Some(original_id) => Published::Duplicate { original_id },
+                None => {
+                    seq += 1;
+                    Published::New {
+                        seq: seq - 1,
+                        created_at_ms,
+                    }
                 }
             });
-        }
-        if published.len() != jobs.len() {
-            return Err(unexpected("publish reply is short"));
         }
         Ok(published)
     }
