@@ -29,24 +29,29 @@ end
 -- Pass 1: idempotency keys, in order (a key repeated within the run names
 -- the run's first job). A key naming a job that no longer exists (its queue
 -- was deleted and created again) does not count.
-local original, claimed, fresh = {}, {}, 0
-for i = 0, n - 1 do
-  local o = 4 + i * 6
-  local ki = tonumber(ARGV[o + 5])
-  local orig = false
-  if ki > 0 then
-    local ik = KEYS[ki]
-    local prev = claimed[ik] or redis.call('GET', ik)
-    if prev and (claimed[ik] or redis.call('HEXISTS', K_JOBS, prev) == 1) then
-      orig = prev
-    else
-      redis.call('SET', ik, ARGV[o], 'EX', window)
-      claimed[ik] = ARGV[o]
+local original, claimed, fresh = {}, {}, n
+-- (Without keys beyond the queue's 21 fixed ones no job of the run has an
+-- idempotency key.)
+if #KEYS > 21 then
+  fresh = 0
+  for i = 0, n - 1 do
+    local o = 4 + i * 6
+    local ki = tonumber(ARGV[o + 5])
+    local orig = false
+    if ki > 0 then
+      local ik = KEYS[ki]
+      local prev = claimed[ik] or redis.call('GET', ik)
+      if prev and (claimed[ik] or redis.call('HEXISTS', K_JOBS, prev) == 1) then
+        orig = prev
+      else
+        redis.call('SET', ik, ARGV[o], 'EX', window)
+        claimed[ik] = ARGV[o]
+      end
     end
-  end
-  original[i] = orig
-  if not orig then
-    fresh = fresh + 1
+    original[i] = orig
+    if not orig then
+      fresh = fresh + 1
+    end
   end
 end
 local seq = 0
@@ -54,8 +59,10 @@ if fresh > 0 then
   seq = redis.call('HINCRBY', K_META, 'seq', fresh) - fresh
 end
 
--- Pass 2: records chained per lane, then lanes and indexes.
-local out, records, members, delayed, priorities = { now, seq + 1 }, {}, {}, {}, {}
+-- Pass 2: records chained per lane (arrays indexed by the run's fresh
+-- jobs), then lanes and indexes.
+local out, delayed, priorities = { now, seq + 1 }, {}, {}
+local ids, recs, members, k = {}, {}, {}, 0
 local lanes, last = {}, {}
 for i = 0, n - 1 do
   local o = 4 + i * 6
@@ -63,32 +70,32 @@ for i = 0, n - 1 do
     out[#out + 1] = i
     out[#out + 1] = original[i]
   else
-    local id, lane, payload = ARGV[o], ARGV[o + 1], ARGV[o + 2]
-    local delay, max_attempts = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+    local id, lane = ARGV[o], ARGV[o + 1]
+    local delay = tonumber(ARGV[o + 3])
     seq = seq + 1
-    local r = { lane, seq, 'queued', 0, max_attempts, 0, false, false, now, false, false, false, false, false, false,
-      false, payload }
+    local r = { lane, seq, 'queued', 0, tonumber(ARGV[o + 4]), 0, false, false, now, false, false, false, false,
+      false, false, false, ARGV[o + 2] }
     if delay > 0 then
       r[R_STATE], r[R_AVAIL] = 'delayed', now + delay
       delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = id
     end
-    records[id] = r
     local priority = tonumber(ARGV[4 + n * 6 + i] or '0')
     if priority > 0 then
       priorities[#priorities + 1] = id
       priorities[#priorities + 1] = priority
     end
-    records[#records + 1] = id
-    members[#members + 1] = seq
-    members[#members + 1] = id
-    if last[lane] then
-      records[last[lane]][R_NEXT] = id
+    k = k + 1
+    ids[k], recs[k] = id, r
+    members[2 * k - 1], members[2 * k] = seq, id
+    local before = last[lane]
+    if before then
+      recs[before][R_NEXT] = id
     else
       lanes[#lanes + 1] = lane
-      lanes[lane] = { first = id, count = 0, available = r[R_AVAIL] or now }
+      lanes[lane] = { first = id, record = r, count = 0, available = r[R_AVAIL] or now }
     end
-    last[lane] = id
+    last[lane] = k
     lanes[lane].count = lanes[lane].count + 1
   end
 end
@@ -96,9 +103,9 @@ if fresh == 0 then
   return out
 end
 local packed = {}
-for _, id in ipairs(records) do
-  packed[#packed + 1] = id
-  packed[#packed + 1] = cmsgpack.pack(unpack(records[id], 1, R_SIZE))
+for j = 1, k do
+  packed[2 * j - 1] = ids[j]
+  packed[2 * j] = cmsgpack.pack(unpack(recs[j], 1, R_SIZE))
 end
 variadic('HSET', K_JOBS, packed)
 -- Before the lanes are readied: `ready_lane` ranks a lane by its head's.
@@ -115,10 +122,10 @@ for _, lane in ipairs(lanes) do
       tail[R_NEXT] = run.first
       put(l[2], tail)
     end
-    lane_put(lane, { l[1], last[lane], l[3] + run.count, l[4] })
+    lane_put(lane, { l[1], ids[last[lane]], l[3] + run.count, l[4] })
   else
-    lane_put(lane, { run.first, last[lane], run.count })
-    lane_index(lane, run.first, records[run.first])
+    lane_put(lane, { run.first, ids[last[lane]], run.count })
+    lane_index(lane, run.first, run.record)
     ready_lane(lane, run.available, now)
   end
 end
