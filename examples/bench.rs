@@ -1158,14 +1158,17 @@ async fn main() {
         let before = probe.sample();
         let started = Instant::now();
         let mut consumers = Vec::new();
+        // A consumer pool sized to the queue: 8 consumers of 8 lanes each
+        // can hold all 64 lanes, none of them idle for long (16 of 16 made
+        // 256 slots compete for 64 lanes: 14.6–19.5k jobs/s, more spread).
         let consumers_n: usize = std::env::var("PULL_CONSUMERS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(16);
+            .unwrap_or(8);
         let max_jobs: usize = std::env::var("PULL_MAX_JOBS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(16);
+            .unwrap_or(8);
         // Claims made, µs they took in all, jobs they returned.
         let claim_stats: Arc<(AtomicU64, AtomicU64, AtomicU64)> = Arc::default();
         for _ in 0..consumers_n {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use orderly::queue::engine::{Engine, EngineConf, Mode, NewJob, Published};
+use orderly::queue::engine::{ChainAck, Engine, EngineConf, Mode, NewJob, Published};
 use orderly::queue::model::{JobId, JobState, QueueName, QueueRef};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -678,4 +678,81 @@ async fn a_delayed_push_job_starts_when_it_is_due_not_at_the_next_poll() {
             "round {round}: delivered {started:?} after a 400 ms delay"
         );
     }
+}
+
+/// The worker's group commit acks many deliveries in one `chain` run: each
+/// item gets its own answer in order — completed with its lane's next job
+/// leased, a stale lease refused without touching anything, a repeat of an
+/// earlier item answering the job its first run leased — and every lane
+/// keeps its order.
+#[actix_web::test]
+async fn one_chain_run_acks_many_lanes_and_answers_each_item_on_its_own() {
+    let app = spawn_app().await;
+    let engine = own_engine(&app);
+    let queue = QueueRef::new("owner", QueueName::parse("many").unwrap());
+    let conf = EngineConf {
+        push: true,
+        paused: false,
+        on_exhausted: "dead_letter",
+        retention_s: 60,
+        rate_limit: None,
+        max_active: None,
+        version: 1,
+    };
+    engine.configure(&queue, &conf).await.unwrap();
+    let ids = publish_keys(&engine, &queue, &["a", "b", "c", "a", "b", "c"]).await;
+    let heads = engine
+        .claim(&queue, 3, 60_000, Mode::Push, None)
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(heads.len(), 3);
+    let ack = |c: &orderly::queue::engine::Claimed, token: &str| ChainAck {
+        id: c.job.id.clone(),
+        lease: c.lease.clone(),
+        result: "true".into(),
+        chain_token: token.into(),
+    };
+    // Lane a's head acked, lane b's head under a forged lease, lane c's head.
+    let mut stale = ack(&heads[1], "tb");
+    stale.lease.token = "not-the-token".into();
+    let run = vec![ack(&heads[0], "ta"), stale, ack(&heads[2], "tc")];
+    let answers = engine
+        .ack_and_lease_next_many(&queue, &run, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 3);
+    assert!(answers[0].completed && !answers[1].completed && answers[2].completed);
+    let next_a = answers[0].next.as_ref().expect("lane a's next job");
+    let next_c = answers[2].next.as_ref().expect("lane c's next job");
+    assert!(answers[1].next.is_none());
+    assert_eq!(next_a.job.key, heads[0].job.key);
+    assert_eq!(next_c.job.key, heads[2].job.key);
+    assert!(next_a.job.seq > heads[0].job.seq && next_c.job.seq > heads[2].job.seq);
+    // Lane b's head is untouched: still leased to its holder.
+    let b = engine.get(&queue, &heads[1].job.id).await.unwrap().unwrap();
+    assert_eq!(b.state, JobState::Active);
+
+    // A run repeating lane a's item (its reply lost) beside lane b's real ack.
+    let again = vec![ack(&heads[0], "ta"), ack(&heads[1], "tb")];
+    let answers = engine
+        .ack_and_lease_next_many(&queue, &again, 60_000)
+        .await
+        .unwrap();
+    assert!(answers[0].completed && answers[1].completed);
+    let repeated = answers[0].next.as_ref().expect("the first run's lease");
+    assert_eq!(
+        (&repeated.job.id, &repeated.lease),
+        (&next_a.job.id, &next_a.lease)
+    );
+    let next_b = answers[1].next.as_ref().expect("lane b's next job");
+    assert!(next_b.job.seq > heads[1].job.seq);
+    let stats = engine.stats(&queue).await.unwrap();
+    assert_eq!((stats.completed, stats.active), (3, 3));
+    // Each next job is its lane's second job, in publish order.
+    let second =
+        |key: &str| ids[3 + ["a", "b", "c"].iter().position(|k| *k == key).unwrap()].clone();
+    assert_eq!(next_a.job.id, second(&next_a.job.key));
+    assert_eq!(next_b.job.id, second(&next_b.job.key));
+    assert_eq!(next_c.job.id, second(&next_c.job.key));
 }
