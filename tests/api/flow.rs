@@ -277,7 +277,7 @@ async fn a_throttled_push_queue_is_claimed_when_tokens_are_due_not_in_a_loop() {
     .await;
     let elapsed = started.elapsed();
     let after = redis.command_calls().await;
-    let scripts = ["evalsha", "eval"]
+    let scripts = ["fcall", "evalsha", "eval"]
         .iter()
         .map(|c| after.get(*c).unwrap_or(&0) - before.get(*c).unwrap_or(&0))
         .sum::<u64>();

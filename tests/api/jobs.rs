@@ -370,7 +370,7 @@ async fn get_with_wait_ms_waits_on_a_wake_not_by_polling_redis() {
     let after = redis.command_calls().await;
     assert_eq!(read["state"], "queued");
     assert!(waited >= Duration::from_millis(2_000), "{waited:?}");
-    let scripts = ["evalsha", "eval"]
+    let scripts = ["fcall", "evalsha", "eval"]
         .iter()
         .map(|name| {
             after.get(*name).copied().unwrap_or(0) - before.get(*name).copied().unwrap_or(0)

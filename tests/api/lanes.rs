@@ -397,7 +397,7 @@ async fn listing_twenty_thousand_lanes_runs_in_bounded_steps_of_a_few_millisecon
                 redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).to_lowercase(),
                 _ => return None,
             };
-            command.starts_with("eval").then_some(micros)
+            (command == "fcall" || command.starts_with("eval")).then_some(micros)
         })
         .collect();
     script_us.sort_unstable();

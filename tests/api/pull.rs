@@ -313,8 +313,9 @@ async fn an_idle_claim_waits_without_polling_redis_and_wakes_on_publish() {
     let after = redis.command_calls().await;
     let delta =
         |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
-    // Every engine call is one EVALSHA; everything else a client sends is plain.
-    let scripts = delta("evalsha") + delta("eval");
+    // Every engine call is one FCALL (the group polls one EVALSHA);
+    // everything else a client sends is plain.
+    let scripts = delta("fcall") + delta("evalsha") + delta("eval");
     let total: u64 = after.keys().map(|name| delta(name)).sum();
     assert!(
         waited >= Duration::from_millis(2_000) && waited < Duration::from_millis(3_000),
