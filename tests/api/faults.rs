@@ -863,3 +863,161 @@ async fn a_redis_that_lost_the_function_library_gets_it_again_on_the_next_call()
     }
     assert_eq!(seen, vec![json!(1), json!(2)], "both jobs, in order");
 }
+
+/// Rewrites a queue's data into the layout of the Orderly before this one:
+/// 16-field records with the payload apart in `Q:b`, the unfinished jobs
+/// indexed in `Q:p` rather than counted in `Q:m`'s `pending`.
+const TO_PREVIOUS_LAYOUT: &str = r#"
+local jobs = redis.call('HGETALL', KEYS[2])
+for i = 1, #jobs, 2 do
+  local r = { cmsgpack.unpack(jobs[i + 1]) }
+  redis.call('HSET', KEYS[3], jobs[i], r[17])
+  redis.call('HSET', KEYS[2], jobs[i], cmsgpack.pack(unpack(r, 1, 16)))
+  if r[3] ~= 'completed' and r[3] ~= 'cancelled' then
+    redis.call('ZADD', KEYS[4], r[2], jobs[i])
+  end
+end
+redis.call('HDEL', KEYS[1], 'pending')
+return #jobs / 2
+"#;
+
+#[actix_web::test]
+async fn jobs_written_by_the_previous_version_are_served_in_order_after_an_upgrade() {
+    let old = spawn_app().await;
+    let user = old.signed_up_user().await;
+    pull_queue(&old, &user.token, "upgrade", json!({"retention_s": 1})).await;
+    let mut published = Vec::new();
+    for n in 0..6 {
+        let key = format!("k{}", n % 2);
+        let job = old
+            .publish_ok(
+                &user.token,
+                "upgrade",
+                &json!({"payload": {"n": n}, "key": key}),
+            )
+            .await;
+        published.push(job["id"].as_str().unwrap().to_string());
+    }
+    // One job finished before the upgrade.
+    let claim = post(
+        &old,
+        &user.token,
+        "/v1/queues/upgrade/claim",
+        json!({"max_jobs": 1, "wait_ms": 0}),
+    )
+    .await;
+    let first = body(claim).await["jobs"][0].clone();
+    assert_eq!(first["payload"], json!({"n": 0}));
+    let ack = post(
+        &old,
+        &user.token,
+        &format!("/v1/jobs/{}/ack", first["id"].as_str().unwrap()),
+        json!({"lease": first["lease"]}),
+    )
+    .await;
+    assert_eq!(ack.status(), 200);
+
+    let engine = Engine::connect(&old.settings.redis).unwrap();
+    let queue = QueueRef::new(&user.id, QueueName::parse("upgrade").unwrap());
+    let k = engine.queue_keys(&queue);
+    let (meta, bodies, pending, live) = (&k[0], &k[2], &k[7], &k[15]);
+    let client = redis::Client::open(redis_url().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let rewritten: u64 = redis::cmd("EVAL")
+        .arg(TO_PREVIOUS_LAYOUT)
+        .arg(4)
+        .arg(meta)
+        .arg(&k[1])
+        .arg(bodies)
+        .arg(pending)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rewritten, 6);
+
+    // The new version starts on that data.
+    let settings = old.settings.clone();
+    drop(old);
+    let app = spawn_app_with(|s| *s = settings).await;
+    let unstarted = app.job(&user.token, &published[5]).await;
+    assert_eq!(
+        unstarted["payload"],
+        json!({"n": 5}),
+        "payload read from the old place"
+    );
+    let mut seen: Vec<(String, Value)> = Vec::new();
+    for _ in 0..10 {
+        let claim = post(
+            &app,
+            &user.token,
+            "/v1/queues/upgrade/claim",
+            json!({"max_jobs": 10, "wait_ms": 0}),
+        )
+        .await;
+        assert_eq!(claim.status(), 200);
+        let jobs = body(claim).await["jobs"].as_array().unwrap().clone();
+        if jobs.is_empty() {
+            break;
+        }
+        for job in jobs {
+            let id = job["id"].as_str().unwrap().to_string();
+            let ack = post(
+                &app,
+                &user.token,
+                &format!("/v1/jobs/{id}/ack"),
+                json!({"lease": job["lease"]}),
+            )
+            .await;
+            assert_eq!(ack.status(), 200);
+            seen.push((id, job["payload"].clone()));
+        }
+    }
+    let mut expected: Vec<(String, Value)> = (1..6)
+        .map(|n| (published[n].clone(), json!({ "n": n })))
+        .collect();
+    let mut got = seen.clone();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, expected, "each remaining job once, with its payload");
+    for lane in 0..2 {
+        let order: Vec<i64> = seen
+            .iter()
+            .map(|(_, p)| p["n"].as_i64().unwrap())
+            .filter(|n| n % 2 == lane)
+            .collect();
+        assert!(order.is_sorted(), "lane {lane} out of order: {order:?}");
+    }
+
+    // Counted, not indexed: nothing unfinished, the old index gone, the
+    // queue out of the live set, the old payloads trimmed with their jobs.
+    let mut c = conn.clone();
+    let count: Option<i64> = redis::cmd("HGET")
+        .arg(meta)
+        .arg("pending")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(count, Some(0));
+    let index: u64 = redis::cmd("EXISTS")
+        .arg(pending)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(index, 0);
+    let in_live: Option<f64> = redis::cmd("ZSCORE")
+        .arg(live)
+        .arg(queue.tag())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(in_live, None);
+    eventually(Duration::from_secs(15), "old payloads trimmed", || async {
+        let left: u64 = redis::cmd("HLEN")
+            .arg(bodies)
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+}

@@ -56,7 +56,14 @@ local function get(id)
   if not v then
     return nil
   end
-  return { cmsgpack.unpack(v) }
+  local r = { cmsgpack.unpack(v) }
+  if r[R_BODY] == nil then
+    -- Written by an Orderly before the payload joined the record (16
+    -- fields, the payload in K_BODY): read it from there; the next `put`
+    -- moves it into the record, `trim` deletes the old copy.
+    r[R_BODY] = redis.call('HGET', K_BODY, id) or false
+  end
+  return r
 end
 
 local function put(id, r)
@@ -91,7 +98,7 @@ local conf_cache = nil
 local function conf()
   if not conf_cache then
     local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s', 'watched_until',
-      'conf_v', 'rate_per_s', 'rate_burst', 'max_active')
+      'conf_v', 'rate_per_s', 'rate_burst', 'max_active', 'legacy_bodies')
     conf_cache = {
       configured = c[6] ~= false,
       push = c[1] == '1',
@@ -105,6 +112,9 @@ local function conf()
       rate = tonumber(c[7] or '0'),
       burst = tonumber(c[8] or '0'),
       max_active = tonumber(c[9] or '0'),
+      -- Payloads written apart (K_BODY) by an earlier version remain
+      -- (`configure` sets and clears this): `trim` deletes them too.
+      legacy_bodies = c[10] == '1',
     }
   end
   return conf_cache
@@ -382,6 +392,9 @@ local function trim(now, max)
       packed_records[id] = nil
     end
     redis.call('HDEL', K_JOBS, unpack(gone))
+    if conf().legacy_bodies then
+      redis.call('HDEL', K_BODY, unpack(gone))
+    end
     redis.call('HDEL', K_PRIO, unpack(gone))
     redis.call('ZREM', K_ORDER, unpack(gone))
     redis.call('ZREM', K_EXPIRY, unpack(gone))
