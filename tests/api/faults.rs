@@ -1021,3 +1021,50 @@ async fn jobs_written_by_the_previous_version_are_served_in_order_after_an_upgra
     })
     .await;
 }
+
+#[actix_web::test]
+async fn a_redis_out_of_memory_refuses_publishes_but_still_answers_reads() {
+    let redis = TestRedis::start().await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url.clone()).await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "full", json!({})).await;
+    let job = app
+        .publish_ok(&user.token, "full", &json!({"payload": {"a": 1}}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let config = |name: &'static str, value: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    config("maxmemory-policy", "noeviction").await;
+    config("maxmemory", "1").await;
+
+    let refused = app
+        .publish(&user.token, "full", &json!({"payload": {"a": 2}}))
+        .await;
+    assert_eq!(refused.status(), 503, "a full Redis takes no job");
+    let read = app
+        .get_with_token(&format!("/v1/jobs/{id}"), &user.token)
+        .await;
+    assert_eq!(read.status(), 200, "a job is still readable");
+    assert_eq!(body(read).await["payload"], json!({"a": 1}));
+    let queue = app.get_with_token("/v1/queues/full", &user.token).await;
+    assert_eq!(queue.status(), 200, "queue stats are still readable");
+    let stats = body(queue).await;
+    assert_eq!(stats["stats"]["waiting"], json!(1), "{stats}");
+
+    config("maxmemory", "0").await;
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    app.publish_ok(&user.token, "full", &json!({"payload": {"a": 3}}))
+        .await;
+}

@@ -357,6 +357,14 @@ const SCRIPTS: [(&str, &str); 20] = [
     ("watch", include_str!("watch.lua")),
 ];
 
+/// Scripts that only read: registered `no-writes` and called with
+/// `FCALL_RO`, so a Redis that refuses writes (out of memory under
+/// `noeviction`, too few replicas for `min-replicas-to-write`) still answers
+/// job and queue reads.
+fn read_only(script: &str) -> bool {
+    matches!(script, "view" | "stats")
+}
+
 /// One engine script: a function of the [`Library`], called with `FCALL`.
 struct EngineScript {
     name: &'static str,
@@ -370,12 +378,13 @@ impl EngineScript {
 
 /// The engine's Redis function library: `lib.lua` once, then every script
 /// of [`SCRIPTS`] as a function whose body starts with `begin_run`. Loaded
-/// with `FUNCTION LOAD` (on a cluster, to every master) when a call finds
-/// its function missing — first use, a Redis that lost its data, a new
+/// with `FUNCTION LOAD` (on a cluster, to the called key's master) when a
+/// call finds its function missing — first use, a Redis that lost its data, a new
 /// master — so the library's definitions are made once per load, not per
 /// call as an `EVAL` prelude would (about 14 µs of Redis time per call).
-/// Its name carries a hash of its text, so processes of different versions
-/// sharing a Redis each call their own. Wake-ups go out with `PUBLISH` on
+/// Its name carries a hash of its text, so each version calls its own (an
+/// older version's library stays until deleted: `FUNCTION DELETE` once no
+/// process of that version runs). Wake-ups go out with `PUBLISH` on
 /// one server and `SPUBLISH` (sharded, stays on the shard) on a cluster,
 /// hence one library per flavour.
 struct Library {
@@ -413,8 +422,10 @@ impl Library {
         let name = format!("orderly_{hash:016x}");
         let mut text = format!("#!lua name={name}\nlocal PUBLISH_CMD = '{publish_cmd}'\n{LIB}\n");
         for (script, body) in SCRIPTS {
+            let flags = if read_only(script) { "'no-writes'" } else { "" };
             text.push_str(&format!(
-                "redis.register_function('{name}_{script}', function(KEYS, ARGV)\nbegin_run(KEYS, ARGV)\n{body}\nend)\n"
+                "redis.register_function{{function_name = '{name}_{script}', flags = {{ {flags} }}, \
+                 callback = function(KEYS, ARGV)\nbegin_run(KEYS, ARGV)\n{body}\nend}}\n"
             ));
         }
         Library { name, text }
@@ -444,7 +455,12 @@ impl Invocation {
     }
 
     fn command(&self, library: &Library) -> Cmd {
-        let mut cmd = redis::cmd("FCALL");
+        let fcall = if read_only(self.script.name) {
+            "FCALL_RO"
+        } else {
+            "FCALL"
+        };
+        let mut cmd = redis::cmd(fcall);
         cmd.arg(library.function(self.script))
             .arg(self.keys.len())
             .arg(&self.keys)
@@ -654,23 +670,34 @@ impl Engine {
         let mut conn = self.conn.clone();
         match cmd.query_async::<T>(&mut conn).await {
             Err(err) if function_missing(&err) => {
-                self.load_library(library).await?;
+                self.load_library(library, &invocation.keys[0]).await?;
                 Ok(cmd.query_async::<T>(&mut conn).await?)
             }
             other => Ok(other?),
         }
     }
 
-    /// `FUNCTION LOAD REPLACE` of the engine's library (on a cluster, on
-    /// every master).
-    async fn load_library(&self, library: &Library) -> EngineResult<()> {
+    /// `FUNCTION LOAD REPLACE` of the engine's library where `key` lives:
+    /// on a cluster only that key's master (its replicas get the library by
+    /// replication; another master gets it when a call there misses it), so
+    /// one master being down does not fail calls that never go there.
+    async fn load_library(&self, library: &Library, key: &[u8]) -> EngineResult<()> {
         log::info!("loading redis function library {}", library.name);
-        let _: Value = redis::cmd("FUNCTION")
-            .arg("LOAD")
-            .arg("REPLACE")
-            .arg(&library.text)
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let mut cmd = redis::cmd("FUNCTION");
+        cmd.arg("LOAD").arg("REPLACE").arg(&library.text);
+        match &self.conn {
+            RedisConn::Single(_) => {
+                let _: Value = cmd.query_async(&mut self.conn.clone()).await?;
+            }
+            RedisConn::Cluster(lazy) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let (generation, mut conn) = lazy.get().await?;
+                lazy.check(generation, conn.route_command(cmd, routing).await)
+                    .await?;
+            }
+        }
         Ok(())
     }
 
