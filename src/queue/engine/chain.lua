@@ -53,11 +53,10 @@ for i = 0, n - 1 do
     end
     out[#out + 1] = { outcome and 'ok' or 'lease_lost', next_job }
   else
-    local lane, nxt = complete(id, r, token, result, now, true)
+    local lane, nxt, f = complete(id, r, token, result, now, true)
     completed[#completed + 1] = id
     completed[#completed + 1] = r
     if nxt then
-      local f = get(nxt)
       local avail = (f and f[R_AVAIL]) or now
       -- (flow_take_one last: it spends a token, only when the chain happens.)
       if f and avail <= now and c.push and not c.paused and not others_due()

@@ -37,7 +37,7 @@ if K_CLAIM then
   if prev then
     local held = { cmsgpack.unpack(prev) }
     for i = 1, #held, 3 do
-      local r = live_lease(held[i], tostring(held[i + 1]), held[i + 2], now)
+      local r = live_lease(held[i], held[i + 1], held[i + 2], now)
       if r then
         out[#out + 1] = view(held[i], r, true)
       end

@@ -9,6 +9,6 @@ if not r then
 end
 r[R_LEXP] = now + lease_ms
 put(id, r)
-redis.call('ZADD', K_LEASES, r[R_LEXP], id)
+zadd_later(K_LEASES, r[R_LEXP], id)
 reindex_leases()
 return { 'ok', view(id, r, true) }

@@ -38,6 +38,7 @@ local function index_old_lanes()
   redis.call('HSET', K_META, 'lane_scan', step[1] == '0' and 'done' or step[1])
 end
 index_old_lanes()
+flush_z(K_LANE_INDEX)
 
 local entries = redis.call('ZRANGEBYSCORE', K_LANE_INDEX, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, budget)
 local found, last = 0, nil

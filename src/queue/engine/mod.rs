@@ -425,7 +425,8 @@ impl Library {
             let flags = if read_only(script) { "'no-writes'" } else { "" };
             text.push_str(&format!(
                 "redis.register_function{{function_name = '{name}_{script}', flags = {{ {flags} }}, \
-                 callback = function(KEYS, ARGV)\nbegin_run(KEYS, ARGV)\n{body}\nend}}\n"
+                 callback = function(KEYS, ARGV)\nbegin_run(KEYS, ARGV)\n\
+                 return end_run((function()\n{body}\nend)())\nend}}\n"
             ));
         }
         Library { name, text }

@@ -19,13 +19,6 @@ if not conf().configured then
   return { 'unconfigured' }
 end
 
--- Values per call are bounded by Lua's C stack (about 8,000): in chunks.
-local function variadic(cmd, key, values)
-  for i = 1, #values, 2000 do
-    redis.call(cmd, key, unpack(values, i, math.min(i + 1999, #values)))
-  end
-end
-
 -- Pass 1: idempotency keys, in order (a key repeated within the run names
 -- the run's first job). A key naming a job that no longer exists (its queue
 -- was deleted and created again) does not count.
