@@ -4,6 +4,7 @@
 //! commit makes them) until none is left; prints `INFO commandstats` µs per
 //! job for `fcall` and the commands per job.
 //! Usage: REDIS_URL=redis://127.0.0.1:P cargo run --release --example engine_cost -- LANES PER_LANE
+//! (`MAX_ACTIVE=N`: the queue's `max_active_lanes`.)
 
 use orderly::configuration::RedisSettings;
 use orderly::queue::engine::{ChainAck, Engine, EngineConf, Mode, NewJob};
@@ -64,7 +65,7 @@ async fn main() {
         on_exhausted: "dead_letter",
         retention_s: 600,
         rate_limit: None,
-        max_active: None,
+        max_active: std::env::var("MAX_ACTIVE").ok().and_then(|v| v.parse().ok()),
         version: 1,
     };
     engine.configure(&queue, &conf).await.unwrap();

@@ -19,23 +19,7 @@ end
 redis.call('HSET', K_META, 'push', ARGV[2], 'paused', ARGV[3],
   'on_exhausted', ARGV[4], 'retention_s', ARGV[5], 'conf_v', version,
   'rate_per_s', ARGV[7] or '0', 'rate_burst', ARGV[8] or '0', 'max_active', ARGV[9] or '0')
--- Data of an earlier version (an upgrade keeps its jobs, docs/architecture.md): its
--- index of unfinished jobs (K_PENDING) becomes the count, added to what
--- this version counted meanwhile (publishes counted, finishes subtracted,
--- whether or not the job was indexed); its payloads apart (K_BODY) are read
--- from there by `get` and deleted by `trim` while any remain.
-if redis.call('EXISTS', K_PENDING) == 1 then
-  local pending = redis.call('HINCRBY', K_META, 'pending', redis.call('ZCARD', K_PENDING))
-  redis.call('DEL', K_PENDING)
-  if pending > 0 then
-    redis.call('ZADD', K_LIVE, 'NX', now, QID)
-  end
-end
-if redis.call('EXISTS', K_BODY) == 1 then
-  redis.call('HSET', K_META, 'legacy_bodies', '1')
-else
-  redis.call('HDEL', K_META, 'legacy_bodies')
-end
+convert_legacy(now)
 conf_cache = nil
 -- A queue without lanes has none to index from before the lane index
 -- existed: its listings skip that scan (`lanes`).

@@ -61,29 +61,47 @@ local function variadic(cmd, key, values)
   end
 end
 
-local function zadd_later(key, score, member)
+-- `score`: a number, not text (Redis prints it with '%.17g', exact for
+-- integers below 2^53, faster than Lua's string.format; Lua's tostring keeps
+-- only 14 digits), or false to remove `member`.
+local function z_later(key, member, score)
   local z = later_z[key]
   if not z then
     z = {}
     later_z[key] = z
   end
-  -- A number, not text: Redis prints it ('%.17g', exact for integers below
-  -- 2^53) faster than Lua's string.format, and Lua's tostring keeps only 14
-  -- digits.
   z[member] = score
 end
 
+local function zadd_later(key, score, member)
+  z_later(key, member, score)
+end
+
 local function zrem_later(key, member)
-  local z = later_z[key]
-  if not z then
-    z = {}
-    later_z[key] = z
+  z_later(key, member, false)
+end
+
+-- Leases held in the queue (ZCARD of K_LEASES), read once per run and then
+-- kept by the run's own leases and releases (`lease_count_add`), so a
+-- throttled queue's run does not flush its held lease writes per job.
+local lease_count = nil
+local flush_z
+local function leases_held()
+  if not lease_count then
+    flush_z(K_LEASES)
+    lease_count = redis.call('ZCARD', K_LEASES)
   end
-  z[member] = false
+  return lease_count
+end
+
+local function lease_count_add(d)
+  if lease_count then
+    lease_count = lease_count + d
+  end
 end
 
 -- Writes the held changes of sorted set `key` (before reading it).
-local function flush_z(key)
+function flush_z(key)
   local z = later_z[key]
   if not z then
     return
@@ -190,7 +208,7 @@ local conf_cache = nil
 local function conf()
   if not conf_cache then
     local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s', 'watched_until',
-      'conf_v', 'rate_per_s', 'rate_burst', 'max_active', 'legacy_bodies')
+      'conf_v', 'rate_per_s', 'rate_burst', 'max_active')
     conf_cache = {
       configured = c[6] ~= false,
       push = c[1] == '1',
@@ -204,9 +222,6 @@ local function conf()
       rate = tonumber(c[7] or '0'),
       burst = tonumber(c[8] or '0'),
       max_active = tonumber(c[9] or '0'),
-      -- Payloads written apart (K_BODY) by an earlier version remain
-      -- (`configure` sets and clears this): `trim` deletes them too.
-      legacy_bodies = c[10] == '1',
     }
   end
   return conf_cache
@@ -502,9 +517,9 @@ local function trim(now, max)
       later_records[id] = nil
     end
     redis.call('HDEL', K_JOBS, unpack(gone))
-    if conf().legacy_bodies then
-      redis.call('HDEL', K_BODY, unpack(gone))
-    end
+    -- Payloads an earlier version kept apart (K_BODY, see `get`): one
+    -- command per batch, whether or not any remain.
+    redis.call('HDEL', K_BODY, unpack(gone))
     redis.call('HDEL', K_PRIO, unpack(gone))
     redis.call('ZREM', K_ORDER, unpack(gone))
     redis.call('ZREM', K_EXPIRY, unpack(gone))
@@ -564,8 +579,7 @@ local function flow_allow(want, now)
   local c = conf()
   local n = want
   if c.max_active > 0 then
-    flush_z(K_LEASES)
-    n = math.min(n, math.max(0, c.max_active - redis.call('ZCARD', K_LEASES)))
+    n = math.min(n, math.max(0, c.max_active - leases_held()))
   end
   if c.rate > 0 and n > 0 then
     if not flow_tokens then
@@ -618,6 +632,7 @@ end
 local function drop_lease(id, r, keep_index)
   r[R_TOK], r[R_LEXP] = false, false
   zrem_later(K_LEASES, id)
+  lease_count_add(-1)
   if not keep_index then
     reindex_leases()
   end
@@ -683,6 +698,7 @@ local function lease_job(id, r, now, lease_ms, token)
   end
   put(id, r)
   zadd_later(K_LEASES, expires, id)
+  lease_count_add(1)
   if lease_index_at_end then
     lease_due_min = math.min(lease_due_min or expires, expires)
   else
@@ -923,6 +939,23 @@ local function lane_view(lane, l, now)
     priority }
 end
 
+-- Data of an earlier version (an upgrade keeps its jobs, docs/architecture.md):
+-- its index of unfinished jobs (K_PENDING) becomes the count, added to what
+-- this version counted meanwhile (publishes counted, finishes subtracted,
+-- whether or not the job was indexed). Run by `configure` (a process loading
+-- the queue) and `recover` (the lease reaper, which may meet a queue no
+-- process has loaded yet). Payloads kept apart (K_BODY) are read by `get`
+-- and deleted by `trim`.
+local function convert_legacy(now)
+  if redis.call('EXISTS', K_PENDING) == 1 then
+    local pending = redis.call('HINCRBY', K_META, 'pending', redis.call('ZCARD', K_PENDING))
+    redis.call('DEL', K_PENDING)
+    if pending > 0 then
+      redis.call('ZADD', K_LIVE, 'NX', now, QID)
+    end
+  end
+end
+
 -- Starts a script run: its keys and queue id, and fresh per-run state.
 local function begin_run(keys, argv)
   K_META, K_JOBS, K_BODY, K_LANES = keys[1], keys[2], keys[3], keys[4]
@@ -939,6 +972,7 @@ local function begin_run(keys, argv)
   some_lane_paused, some_priority, some_hot = nil, nil, nil
   pending_delta = 0
   flow_tokens = nil
+  lease_count = nil
   lease_index_at_end, lease_due_min = false, nil
   walk_budget = 500
 end

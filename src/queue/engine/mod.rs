@@ -672,7 +672,25 @@ impl Engine {
         match cmd.query_async::<T>(&mut conn).await {
             Err(err) if function_missing(&err) => {
                 self.load_library(library, &invocation.keys[0]).await?;
-                Ok(cmd.query_async::<T>(&mut conn).await?)
+                match cmd.query_async::<T>(&mut conn).await {
+                    Err(err) if function_missing(&err) && self.cluster => {
+                        // The call went elsewhere than the key's master in
+                        // the client's slot map (a slot being migrated: ASK
+                        // to the importing master): every master gets it;
+                        // one that is down does not stop the others.
+                        let everywhere = redis::cmd("FUNCTION")
+                            .arg("LOAD")
+                            .arg("REPLACE")
+                            .arg(&library.text)
+                            .query_async::<Value>(&mut self.conn.clone())
+                            .await;
+                        if let Err(err) = everywhere {
+                            log::warn!("loading {} on every master: {err}", library.name);
+                        }
+                        Ok(cmd.query_async::<T>(&mut conn).await?)
+                    }
+                    other => Ok(other?),
+                }
             }
             other => Ok(other?),
         }

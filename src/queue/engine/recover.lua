@@ -8,8 +8,10 @@
 local now = clock()
 local max = tonumber(ARGV[2])
 local recovered = 0
+convert_legacy(now)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, max)) do
-  redis.call('ZREM', K_LEASES, id)
+  zrem_later(K_LEASES, id)
+  lease_count_add(-1)
   local r = get(id)
   if r and r[R_STATE] == 'active' then
     r[R_TOK], r[R_LEXP] = false, false
