@@ -65,7 +65,9 @@ async fn main() {
         on_exhausted: "dead_letter",
         retention_s: 600,
         rate_limit: None,
-        max_active: std::env::var("MAX_ACTIVE").ok().and_then(|v| v.parse().ok()),
+        max_active: std::env::var("MAX_ACTIVE")
+            .ok()
+            .and_then(|v| v.parse().ok()),
         version: 1,
     };
     engine.configure(&queue, &conf).await.unwrap();
