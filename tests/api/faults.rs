@@ -38,6 +38,12 @@ async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::R
         .await
 }
 
+/// Acks a claimed job (its `id` and `lease` as the claim answered them).
+async fn ack(app: &TestApp, token: &str, job: &Value) -> reqwest::Response {
+    let path = format!("/v1/jobs/{}/ack", job["id"].as_str().unwrap());
+    post(app, token, &path, json!({"lease": job["lease"]})).await
+}
+
 async fn post_with_key(
     app: &TestApp,
     token: &str,
@@ -636,15 +642,7 @@ async fn finished_jobs_of_a_quiet_queue_are_trimmed_after_their_retention() {
     let jobs = body(claimed).await["jobs"].as_array().unwrap().clone();
     assert_eq!(jobs.len(), 5);
     for job in &jobs {
-        let id = job["id"].as_str().unwrap();
-        let r = post(
-            &app,
-            &user.token,
-            &format!("/v1/jobs/{id}/ack"),
-            json!({"lease": job["lease"]}),
-        )
-        .await;
-        assert_eq!(r.status(), 200);
+        assert_eq!(ack(&app, &user.token, job).await.status(), 200);
     }
     // Nothing else happens in the queue; the records go anyway.
     let engine = Engine::connect(&app.settings.redis).unwrap();
@@ -852,14 +850,8 @@ async fn a_redis_that_lost_the_function_library_gets_it_again_on_the_next_call()
         assert_eq!(claim.status(), 200);
         let job = body(claim).await["jobs"][0].clone();
         seen.push(job["payload"].clone());
-        let ack = post(
-            &app,
-            &user.token,
-            &format!("/v1/jobs/{}/ack", job["id"].as_str().unwrap()),
-            json!({"lease": job["lease"]}),
-        )
-        .await;
-        assert_eq!(ack.status(), 200);
+        let acked = ack(&app, &user.token, &job).await;
+        assert_eq!(acked.status(), 200);
     }
     assert_eq!(seen, vec![json!(1), json!(2)], "both jobs, in order");
 }
@@ -908,14 +900,8 @@ async fn jobs_written_by_the_previous_version_are_served_in_order_after_an_upgra
     .await;
     let first = body(claim).await["jobs"][0].clone();
     assert_eq!(first["payload"], json!({"n": 0}));
-    let ack = post(
-        &old,
-        &user.token,
-        &format!("/v1/jobs/{}/ack", first["id"].as_str().unwrap()),
-        json!({"lease": first["lease"]}),
-    )
-    .await;
-    assert_eq!(ack.status(), 200);
+    let acked = ack(&old, &user.token, &first).await;
+    assert_eq!(acked.status(), 200);
 
     let engine = Engine::connect(&old.settings.redis).unwrap();
     let queue = QueueRef::new(&user.id, QueueName::parse("upgrade").unwrap());
@@ -960,15 +946,8 @@ async fn jobs_written_by_the_previous_version_are_served_in_order_after_an_upgra
             break;
         }
         for job in jobs {
+            assert_eq!(ack(&app, &user.token, &job).await.status(), 200);
             let id = job["id"].as_str().unwrap().to_string();
-            let ack = post(
-                &app,
-                &user.token,
-                &format!("/v1/jobs/{id}/ack"),
-                json!({"lease": job["lease"]}),
-            )
-            .await;
-            assert_eq!(ack.status(), 200);
             seen.push((id, job["payload"].clone()));
         }
     }
