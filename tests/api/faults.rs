@@ -921,6 +921,37 @@ async fn jobs_written_by_the_previous_version_are_served_in_order_after_an_upgra
         .unwrap();
     assert_eq!(rewritten, 6);
 
+    // The lease reaper of the new version may meet the queue before any
+    // process loads it: its trim of the finished job (retention 1 s) takes
+    // the old payload too, and the old index becomes the count.
+    let hlen = |key: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("HLEN")
+                .arg(key)
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    eventually(Duration::from_secs(10), "finished job trimmed", || async {
+        engine.recover(&queue, 100).await.unwrap();
+        (hlen(k[1].clone()).await == 5).then_some(())
+    })
+    .await;
+    assert_eq!(
+        hlen(bodies.clone()).await,
+        5,
+        "its old payload went with it"
+    );
+    let count: Option<i64> = redis::cmd("HGET")
+        .arg(meta)
+        .arg("pending")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    assert_eq!(count, Some(5), "the old index counted");
+
     // The new version starts on that data.
     let settings = old.settings.clone();
     drop(old);

@@ -19,8 +19,8 @@ end
 redis.call('HSET', K_META, 'push', ARGV[2], 'paused', ARGV[3],
   'on_exhausted', ARGV[4], 'retention_s', ARGV[5], 'conf_v', version,
   'rate_per_s', ARGV[7] or '0', 'rate_burst', ARGV[8] or '0', 'max_active', ARGV[9] or '0')
-convert_legacy(now)
 conf_cache = nil
+convert_legacy(now)
 -- A queue without lanes has none to index from before the lane index
 -- existed: its listings skip that scan (`lanes`).
 if redis.call('EXISTS', K_LANES) == 0 then

@@ -52,7 +52,6 @@ local R_VIEW = 14
 -- member -> score, or false for a removal (the last word per member wins,
 -- so adds and removals need no order between them).
 local later_records, later_lanes, later_z = {}, {}, {}
-local later_records_n, later_lanes_n = 0, 0
 
 -- Values per call are bounded by Lua's C stack (about 8,000): in chunks.
 local function variadic(cmd, key, values)
@@ -64,7 +63,7 @@ end
 -- `score`: a number, not text (Redis prints it with '%.17g', exact for
 -- integers below 2^53, faster than Lua's string.format; Lua's tostring keeps
 -- only 14 digits), or false to remove `member`.
-local function z_later(key, member, score)
+local function zadd_later(key, score, member)
   local z = later_z[key]
   if not z then
     z = {}
@@ -73,12 +72,8 @@ local function z_later(key, member, score)
   z[member] = score
 end
 
-local function zadd_later(key, score, member)
-  z_later(key, member, score)
-end
-
 local function zrem_later(key, member)
-  z_later(key, member, false)
+  zadd_later(key, false, member)
 end
 
 -- Leases held in the queue (ZCARD of K_LEASES), read once per run and then
@@ -138,12 +133,8 @@ end
 -- Writes everything held; the last step of every run (the library wraps each
 -- script: `return end_run(body)`).
 local function end_run(result)
-  if later_records_n > 0 then
-    flush_hash(K_JOBS, later_records)
-  end
-  if later_lanes_n > 0 then
-    flush_hash(K_LANES, later_lanes)
-  end
+  flush_hash(K_JOBS, later_records)
+  flush_hash(K_LANES, later_lanes)
   for key in pairs(later_z) do
     flush_z(key)
   end
@@ -179,7 +170,6 @@ local function put(id, r)
   local v = cmsgpack.pack(unpack(r, 1, R_SIZE))
   packed_records[id] = v
   later_records[id] = v
-  later_records_n = later_records_n + 1
 end
 
 -- The job as the engine returns it: id, the record's fields R_KEY ..
@@ -208,7 +198,7 @@ local conf_cache = nil
 local function conf()
   if not conf_cache then
     local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s', 'watched_until',
-      'conf_v', 'rate_per_s', 'rate_burst', 'max_active')
+      'conf_v', 'rate_per_s', 'rate_burst', 'max_active', 'legacy_bodies')
     conf_cache = {
       configured = c[6] ~= false,
       push = c[1] == '1',
@@ -222,6 +212,9 @@ local function conf()
       rate = tonumber(c[7] or '0'),
       burst = tonumber(c[8] or '0'),
       max_active = tonumber(c[9] or '0'),
+      -- Payloads an earlier version kept apart remain (`convert_legacy`):
+      -- `trim` deletes them with their records.
+      legacy_bodies = c[10] == '1',
     }
   end
   return conf_cache
@@ -249,7 +242,6 @@ local function lane_put(lane, l)
   local v = cmsgpack.pack(l[1], l[2], l[3], l[4] or false)
   packed_lanes[lane] = v
   later_lanes[lane] = v
-  later_lanes_n = later_lanes_n + 1
 end
 
 -- The lane index (K_LANE_INDEX) ranks every lane with unfinished jobs for
@@ -271,9 +263,7 @@ end
 local function lane_gone(lane)
   redis.call('HDEL', K_LANES, lane)
   packed_lanes[lane] = false
-  if later_lanes[lane] then
-    later_lanes[lane] = nil
-  end
+  later_lanes[lane] = nil
   zrem_later(K_LANE_INDEX, lane)
 end
 
@@ -517,9 +507,9 @@ local function trim(now, max)
       later_records[id] = nil
     end
     redis.call('HDEL', K_JOBS, unpack(gone))
-    -- Payloads an earlier version kept apart (K_BODY, see `get`): one
-    -- command per batch, whether or not any remain.
-    redis.call('HDEL', K_BODY, unpack(gone))
+    if conf().legacy_bodies then
+      redis.call('HDEL', K_BODY, unpack(gone))
+    end
     redis.call('HDEL', K_PRIO, unpack(gone))
     redis.call('ZREM', K_ORDER, unpack(gone))
     redis.call('ZREM', K_EXPIRY, unpack(gone))
@@ -942,10 +932,11 @@ end
 -- Data of an earlier version (an upgrade keeps its jobs, docs/architecture.md):
 -- its index of unfinished jobs (K_PENDING) becomes the count, added to what
 -- this version counted meanwhile (publishes counted, finishes subtracted,
--- whether or not the job was indexed). Run by `configure` (a process loading
--- the queue) and `recover` (the lease reaper, which may meet a queue no
--- process has loaded yet). Payloads kept apart (K_BODY) are read by `get`
--- and deleted by `trim`.
+-- whether or not the job was indexed). Payloads kept apart (K_BODY) are read
+-- by `get`; while any remain, K_META's `legacy_bodies` has `trim` delete them
+-- with their records. Run by `configure` (a process loading the queue) and
+-- `recover` (the lease reaper, whose trims may come before any process
+-- loads the queue).
 local function convert_legacy(now)
   if redis.call('EXISTS', K_PENDING) == 1 then
     local pending = redis.call('HINCRBY', K_META, 'pending', redis.call('ZCARD', K_PENDING))
@@ -953,6 +944,15 @@ local function convert_legacy(now)
     if pending > 0 then
       redis.call('ZADD', K_LIVE, 'NX', now, QID)
     end
+  end
+  local bodies = redis.call('EXISTS', K_BODY) == 1
+  if bodies ~= conf().legacy_bodies then
+    if bodies then
+      redis.call('HSET', K_META, 'legacy_bodies', '1')
+    else
+      redis.call('HDEL', K_META, 'legacy_bodies')
+    end
+    conf_cache = nil
   end
 end
 
@@ -966,7 +966,6 @@ local function begin_run(keys, argv)
   QID = argv[1]
   packed_records, packed_lanes = {}, {}
   later_records, later_lanes, later_z = {}, {}, {}
-  later_records_n, later_lanes_n = 0, 0
   conf_cache = nil
   woken, finished_announced = false, false
   some_lane_paused, some_priority, some_hot = nil, nil, nil

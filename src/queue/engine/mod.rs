@@ -432,6 +432,14 @@ impl Library {
         Library { name, text }
     }
 
+    /// `FUNCTION LOAD REPLACE` of the library.
+    fn load_command(&self) -> Cmd {
+        log::info!("loading redis function library {}", self.name);
+        let mut cmd = redis::cmd("FUNCTION");
+        cmd.arg("LOAD").arg("REPLACE").arg(&self.text);
+        cmd
+    }
+
     fn function(&self, script: &EngineScript) -> String {
         format!("{}_{}", self.name, script.name)
     }
@@ -534,7 +542,14 @@ impl Engine {
     async fn wait_for_replicas(&self, key: &str) -> EngineResult<u64> {
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(self.wait.replicas).arg(self.wait.timeout_ms);
-        let reply = match &self.conn {
+        let reply = self.on_key_master(cmd, key.as_bytes()).await?;
+        int(&reply).ok_or_else(|| unexpected("WAIT reply"))
+    }
+
+    /// Sends `cmd` to the master that holds `key` (on one server: to it),
+    /// whatever the command's own routing would be.
+    async fn on_key_master(&self, cmd: Cmd, key: &[u8]) -> EngineResult<Value> {
+        Ok(match &self.conn {
             RedisConn::Single(lazy) => {
                 RedisConn::with(lazy, async |c: &mut ConnectionManager| {
                     cmd.query_async::<Value>(c).await
@@ -549,8 +564,7 @@ impl Engine {
                 lazy.check(generation, conn.route_command(cmd, routing).await)
                     .await?
             }
-        };
-        int(&reply).ok_or_else(|| unexpected("WAIT reply"))
+        })
     }
 
     /// An engine on the Redis (or cluster) `settings` name.
@@ -670,54 +684,27 @@ impl Engine {
         let cmd = invocation.command(library);
         let mut conn = self.conn.clone();
         match cmd.query_async::<T>(&mut conn).await {
-            Err(err) if function_missing(&err) => {
-                self.load_library(library, &invocation.keys[0]).await?;
-                match cmd.query_async::<T>(&mut conn).await {
-                    Err(err) if function_missing(&err) && self.cluster => {
-                        // The call went elsewhere than the key's master in
-                        // the client's slot map (a slot being migrated: ASK
-                        // to the importing master): every master gets it;
-                        // one that is down does not stop the others.
-                        let everywhere = redis::cmd("FUNCTION")
-                            .arg("LOAD")
-                            .arg("REPLACE")
-                            .arg(&library.text)
-                            .query_async::<Value>(&mut self.conn.clone())
-                            .await;
-                        if let Err(err) = everywhere {
-                            log::warn!("loading {} on every master: {err}", library.name);
-                        }
-                        Ok(cmd.query_async::<T>(&mut conn).await?)
-                    }
-                    other => Ok(other?),
-                }
-            }
-            other => Ok(other?),
+            Err(err) if function_missing(&err) => {}
+            other => return Ok(other?),
         }
-    }
-
-    /// `FUNCTION LOAD REPLACE` of the engine's library where `key` lives:
-    /// on a cluster only that key's master (its replicas get the library by
-    /// replication; another master gets it when a call there misses it), so
-    /// one master being down does not fail calls that never go there.
-    async fn load_library(&self, library: &Library, key: &[u8]) -> EngineResult<()> {
-        log::info!("loading redis function library {}", library.name);
-        let mut cmd = redis::cmd("FUNCTION");
-        cmd.arg("LOAD").arg("REPLACE").arg(&library.text);
-        match &self.conn {
-            RedisConn::Single(_) => {
-                let _: Value = cmd.query_async(&mut self.conn.clone()).await?;
-            }
-            RedisConn::Cluster(lazy) => {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                let route = Route::with_key(key, SlotAddr::Master);
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                let (generation, mut conn) = lazy.get().await?;
-                lazy.check(generation, conn.route_command(cmd, routing).await)
-                    .await?;
-            }
+        // Loaded on the called key's master only (its replicas get it by
+        // replication, another master at its own first miss), so one master
+        // being down does not fail calls that never go there.
+        let key = &invocation.keys[0];
+        self.on_key_master(library.load_command(), key).await?;
+        match cmd.query_async::<T>(&mut conn).await {
+            Err(err) if function_missing(&err) && self.cluster => {}
+            other => return Ok(other?),
         }
-        Ok(())
+        // Still missing: the call went elsewhere than the key's master in
+        // the client's slot map (ASK to the importing master while a slot
+        // migrates). Every master gets it; one that is down does not stop
+        // the others.
+        let everywhere = library.load_command();
+        if let Err(err) = everywhere.query_async::<Value>(&mut conn).await {
+            log::warn!("loading {} on every master: {err}", library.name);
+        }
+        Ok(cmd.query_async::<T>(&mut conn).await?)
     }
 
     /// Records the number of slot groups at first start; refuses a
