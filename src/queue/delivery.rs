@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use sha2::Sha256;
 
 /// Longest response body kept as a job's `result`.
@@ -126,7 +127,7 @@ pub enum PushOutcome {
 
 /// One push: the job's identity headers plus its payload.
 pub struct Push<'a> {
-    pub url: &'a str,
+    pub url: &'a reqwest::Url,
     pub timeout: Duration,
     pub signing_secret: &'a str,
     pub job_id: &'a str,
@@ -155,6 +156,11 @@ impl Pusher {
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .pool_max_idle_per_host(256)
+            // One attempt is one request: Orderly retries by its own rules.
+            // (reqwest's default retries HTTP/2 refusals, which this
+            // HTTP/1.1-only client never sees, yet copies every request's
+            // headers and body in case it must.)
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("orderly/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -175,21 +181,16 @@ impl Pusher {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let Some(headers) = push_headers(&push, t) else {
+            return PushOutcome::Permanent {
+                error: "the job's identity does not fit an HTTP header".into(),
+            };
+        };
         let request = self
             .client
-            .post(push.url)
+            .post(push.url.clone())
             .timeout(push.timeout)
-            .header("content-type", "application/json")
-            .header("orderly-job-id", push.job_id)
-            .header("orderly-queue", push.queue)
-            .header("orderly-key", header_safe(push.key))
-            .header("orderly-seq", push.seq.to_string())
-            .header("orderly-attempt", push.attempt.to_string())
-            .header("orderly-lease", push.lease.to_string())
-            .header(
-                "orderly-signature",
-                signature(push.signing_secret, t, push.payload),
-            )
+            .headers(headers)
             .body(push.payload.to_vec());
         let mut response = match request.send().await {
             Ok(response) => response,
@@ -248,6 +249,33 @@ impl Pusher {
     }
 }
 
+const JOB_ID: HeaderName = HeaderName::from_static("orderly-job-id");
+const QUEUE: HeaderName = HeaderName::from_static("orderly-queue");
+const KEY: HeaderName = HeaderName::from_static("orderly-key");
+const SEQ: HeaderName = HeaderName::from_static("orderly-seq");
+const ATTEMPT: HeaderName = HeaderName::from_static("orderly-attempt");
+const LEASE: HeaderName = HeaderName::from_static("orderly-lease");
+const SIGNATURE: HeaderName = HeaderName::from_static("orderly-signature");
+
+/// A push's headers, built from constant names and integer values (by name
+/// and by text they cost a parse and a format each, per delivery). `None`
+/// if a value cannot be a header value (ids and queue names always can; the
+/// key is made safe first).
+fn push_headers(push: &Push<'_>, t: u64) -> Option<HeaderMap> {
+    let text = |v: &str| HeaderValue::from_str(v).ok();
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(JOB_ID, text(push.job_id)?);
+    headers.insert(QUEUE, text(push.queue)?);
+    headers.insert(KEY, text(&header_safe(push.key))?);
+    headers.insert(SEQ, HeaderValue::from(push.seq));
+    headers.insert(ATTEMPT, HeaderValue::from(push.attempt));
+    headers.insert(LEASE, HeaderValue::from(push.lease));
+    let signed = signature(push.signing_secret, t, push.payload);
+    headers.insert(SIGNATURE, text(&signed)?);
+    Some(headers)
+}
+
 /// A `Retry-After` value: delay-seconds or an HTTP date (a date in the
 /// past means now).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
@@ -260,11 +288,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-fn literal_ip_is_private(url: &str) -> bool {
-    match url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host().map(|h| h.to_owned()))
-    {
+fn literal_ip_is_private(url: &reqwest::Url) -> bool {
+    match url.host() {
         Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
         _ => false,

@@ -38,9 +38,24 @@ pub struct QueueDefinition {
     pub signing_secret: Option<String>,
     pub created_at: bson::DateTime,
     pub updated_at: bson::DateTime,
+    /// The push URL parsed, once per cached definition rather than once per
+    /// delivery; a cache of `settings`, `Default::default()` when made.
+    #[serde(skip)]
+    pub push_url: std::sync::OnceLock<Option<reqwest::Url>>,
 }
 
 impl QueueDefinition {
+    /// The parsed push URL (`None` for pull delivery or an unparsable URL,
+    /// which `PUT` never stores).
+    pub fn push_url(&self) -> Option<&reqwest::Url> {
+        self.push_url
+            .get_or_init(|| match &self.settings.delivery {
+                super::model::Delivery::Push { url, .. } => reqwest::Url::parse(url).ok(),
+                super::model::Delivery::Pull => None,
+            })
+            .as_ref()
+    }
+
     pub fn queue_ref(&self) -> Option<QueueRef> {
         QueueRef::from_tag(&self.tag)
     }
@@ -303,6 +318,7 @@ impl QueueRegistry {
             signing_secret: None,
             created_at: now,
             updated_at: now,
+            push_url: Default::default(),
         };
         match self.queues.insert_one(&definition).await {
             Ok(_) => {
@@ -351,6 +367,7 @@ impl QueueRegistry {
             signing_secret,
             created_at: existing.as_ref().map_or(now, |e| e.created_at),
             updated_at: now,
+            push_url: Default::default(),
         };
         self.queues
             .replace_one(doc! { "_id": &tag }, &definition)

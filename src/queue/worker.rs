@@ -596,8 +596,11 @@ async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed, chain: bool) -> Af
             return give_back().await;
         }
     };
-    let Delivery::Push { url, timeout_ms } = &definition.settings.delivery else {
-        // Redis says push, the cached definition says pull: it is stale.
+    let (Delivery::Push { timeout_ms, .. }, Some(url)) =
+        (&definition.settings.delivery, definition.push_url())
+    else {
+        // Redis says push, the cached definition says pull: it is stale
+        // (a push URL that does not parse is never stored).
         deps.registry.invalidate(&queue);
         return give_back().await;
     };

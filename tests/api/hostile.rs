@@ -443,6 +443,7 @@ async fn delivery_refuses_a_private_target_stored_earlier_and_never_follows_redi
         signing_secret: Some("whsec_test".into()),
         created_at: mongodb::bson::DateTime::now(),
         updated_at: mongodb::bson::DateTime::now(),
+        push_url: Default::default(),
     };
     strict
         .db
