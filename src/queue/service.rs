@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use super::Queues;
-use super::engine::{ClaimBatch, EngineError, EngineResult, Mode, NewJob, Published};
+use super::engine::{
+    ClaimBatch, EngineError, EngineResult, Mode, NewJob, Outcome, Published, Reported,
+};
 use super::model::{Job, JobId, JobState, QueueRef, rfc3339_ms};
 use super::producer::{Publish, PublishError};
 use super::registry::RegistryError;
@@ -131,32 +133,39 @@ impl Queues {
     /// Leases up to `max_jobs` startable lane heads of pull queue `queue`,
     /// waiting up to `wait` for some to become startable. With a `claim_id`,
     /// a repeat while its leases live answers the same jobs and leases.
+    /// `outcomes` of earlier jobs are applied by the first claim, in its
+    /// script run (one status each, returned).
     pub async fn claim_and_wait(
         &self,
         queue: &QueueRef,
+        outcomes: &[Outcome],
         max_jobs: usize,
         lease_ms: u64,
         wait: Duration,
         claim_id: Option<&str>,
-    ) -> EngineResult<Vec<Job>> {
+    ) -> EngineResult<(Vec<Reported>, Vec<Job>)> {
         let deadline = Instant::now() + wait;
         let waiter = self.hub.waiter(&queue.tag());
+        let mut reported = None;
         loop {
             // Registered before claiming, so a wake during the claim is not lost.
             let notified = waiter.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            let claim = self
-                .engine
-                .claim(queue, max_jobs, lease_ms, Mode::Pull, claim_id);
-            let batch: ClaimBatch = claim.await?;
+            // The outcomes go with the first claim only.
+            let given = if reported.is_none() { outcomes } else { &[] };
+            let claim =
+                self.engine
+                    .claim_after(queue, given, max_jobs, lease_ms, Mode::Pull, claim_id);
+            let (statuses, batch): (Vec<Reported>, ClaimBatch) = claim.await?;
+            let reported = reported.get_or_insert(statuses);
             let now = Instant::now();
             if !batch.jobs.is_empty() || now >= deadline {
                 let jobs: Vec<Job> = batch.jobs.into_iter().map(|c| c.job).collect();
                 for job in &jobs {
                     log::info!("job_id={} claimed attempt={}", job.id, job.attempts);
                 }
-                return Ok(jobs);
+                return Ok((std::mem::take(reported), jobs));
             }
             let mut until = deadline.min(now + FALLBACK_RECHECK);
             if let Some(due) = batch.next_due_in_ms {

@@ -137,11 +137,21 @@ pub async fn claim(
     }
     let claim_id = claim_id(body.claim_id)?;
     let definition = pull_queue(&queues, &queue).await?;
-    let results = outcomes::report_given(&queues, &queue, body.acks, body.nacks).await?;
+    // Outcomes of earlier jobs go with the first claim, in one engine run.
+    let given = !(body.acks.is_empty() && body.nacks.is_empty());
+    let prepared = outcomes::prepare(&queues, &queue, body.acks, body.nacks).await?;
     let lease_ms = definition.settings.lease_ms;
-    let jobs = queues
-        .claim_and_wait(&queue, max_jobs, lease_ms, wait, claim_id.as_deref())
+    let (reported, jobs) = queues
+        .claim_and_wait(
+            &queue,
+            &prepared.items,
+            max_jobs,
+            lease_ms,
+            wait,
+            claim_id.as_deref(),
+        )
         .await?;
+    let results = given.then(|| outcomes::results(&queues, prepared, reported));
     Ok(HttpResponse::Ok().json(ClaimReply { jobs, results }))
 }
 

@@ -178,14 +178,21 @@ fn status(reported: Reported) -> OutcomeStatus {
     }
 }
 
-/// Applies the outcomes in order (acks, then nacks) in one engine run and
-/// returns one status per item.
-pub async fn report(
+/// Validated outcomes ready for the engine: `items` holds those that can
+/// name a job of the queue, in order (acks, then nacks).
+pub struct Prepared {
+    parsed: Vec<Parsed>,
+    pub items: Vec<EngineOutcome>,
+}
+
+/// Validates the outcomes (`422` naming the first bad field) and makes the
+/// engine's items of them.
+pub async fn prepare(
     queues: &Queues,
     queue: &QueueRef,
     acks: Vec<AckItem>,
     nacks: Vec<NackItem>,
-) -> Result<Vec<Outcome>, ApiError> {
+) -> Result<Prepared, ApiError> {
     let parsed = parse(queue, acks, nacks)?;
     // The queue's backoff, for nacks without `retry_in_ms`.
     let needs_backoff = parsed.iter().any(|p| {
@@ -220,14 +227,16 @@ pub async fn report(
             kind,
         });
     }
-    let mut reported = if items.is_empty() {
-        Vec::new()
-    } else {
-        queues.engine.report_outcomes(queue, &items).await?
-    }
-    .into_iter();
-    let mut results = Vec::with_capacity(parsed.len());
-    for p in parsed {
+    Ok(Prepared { parsed, items })
+}
+
+/// One result per outcome given, from what the engine reported for the
+/// prepared items (ids that name no job of the queue are `not_found`);
+/// counts the transitions.
+pub fn results(queues: &Queues, prepared: Prepared, reported: Vec<Reported>) -> Vec<Outcome> {
+    let mut reported = reported.into_iter();
+    let mut results = Vec::with_capacity(prepared.parsed.len());
+    for p in prepared.parsed {
         let status = match p.job {
             None => OutcomeStatus::NotFound,
             Some(_) => status(reported.next().unwrap_or(Reported::NotFound)),
@@ -244,20 +253,27 @@ pub async fn report(
             status,
         });
     }
-    Ok(results)
+    results
 }
 
-/// [`report`] for `claim`: `None` when it carried no outcomes.
-pub async fn report_given(
+/// Applies the outcomes in order (acks, then nacks) in one engine run and
+/// returns one status per item.
+pub async fn report(
     queues: &Queues,
     queue: &QueueRef,
     acks: Vec<AckItem>,
     nacks: Vec<NackItem>,
-) -> Result<Option<Vec<Outcome>>, ApiError> {
-    if acks.is_empty() && nacks.is_empty() {
-        return Ok(None);
-    }
-    report(queues, queue, acks, nacks).await.map(Some)
+) -> Result<Vec<Outcome>, ApiError> {
+    let prepared = prepare(queues, queue, acks, nacks).await?;
+    let reported = if prepared.items.is_empty() {
+        Vec::new()
+    } else {
+        queues
+            .engine
+            .report_outcomes(queue, &prepared.items)
+            .await?
+    };
+    Ok(results(queues, prepared, reported))
 }
 
 /// Report the outcomes of many leased jobs of a pull queue at once.

@@ -10,15 +10,29 @@
 -- remembered under it for `lease_ms`: a repeat of the claim while any of
 -- them lives answers the same jobs and leases (those still live) and leases
 -- nothing new, so a lost reply never strands a lane until its lease expires.
+-- A pull consumer's claim may carry outcomes of its earlier jobs: they are
+-- applied first, in the same run (`apply_outcomes`), so their lanes' next
+-- jobs may be leased right away and the consumer pays one round trip.
 -- ARGV: qid, max, lease_ms, token base (the i-th lease gets '<base>-<i>'),
--- mode, claim_id ('' = none).
--- Returns { wait_ms, job1, job2, ... }: wait_ms is -1 when no lane is
--- scheduled, else ms until the next one is due (0: more are startable now).
+-- mode, claim_id ('' = none), n outcomes (0 = none), then their n groups of
+-- 9 (as `apply_outcomes` reads them).
+-- Returns { wait_ms, statuses, job1, job2, ... }: wait_ms is -1 when no lane
+-- is scheduled, else ms until the next one is due (0: more are startable
+-- now); statuses: one per outcome, in order.
 local now = clock()
 local max, lease_ms, token, mode = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local claim_id = ARGV[6] or ''
 local K_CLAIM = claim_id ~= '' and KEYS[#KEYS]
+local statuses = {}
+local n_outcomes = tonumber(ARGV[7] or '0')
+if n_outcomes > 0 then
+  statuses = apply_outcomes(ARGV, 8, n_outcomes, now)
+end
 local out = { -1 }
+local function reply()
+  table.insert(out, 2, statuses)
+  return out
+end
 
 local function wait_ms(c)
   local first = c.push and reindex() or nil
@@ -29,7 +43,7 @@ local function wait_ms(c)
   if first then
     out[1] = math.max(0, first - now)
   end
-  return out
+  return reply()
 end
 
 if K_CLAIM then
@@ -51,7 +65,7 @@ end
 
 local c = conf()
 if c.paused or c.push ~= (mode == 'push') then
-  return out
+  return reply()
 end
 local allowed = flow_allow(max, now)
 local taken = {}
@@ -92,4 +106,4 @@ end
 if first then
   out[1] = math.max(0, first - now)
 end
-return out
+return reply()

@@ -3,6 +3,7 @@
 
 use redis::Value;
 
+use super::outcomes::{Outcome, Reported, outcome_args, statuses};
 use super::{Engine, EngineResult, EngineScript, Lease, job_view, new_token, next_due};
 use crate::queue::model::{Job, QueueRef};
 
@@ -59,6 +60,25 @@ impl Engine {
         mode: Mode,
         claim_id: Option<&str>,
     ) -> EngineResult<ClaimBatch> {
+        let (_, batch) = self
+            .claim_after(queue, &[], max, lease_ms, mode, claim_id)
+            .await?;
+        Ok(batch)
+    }
+
+    /// [`Engine::claim`] after applying a pull consumer's `outcomes` of
+    /// earlier jobs in the same script run (as [`Engine::report_outcomes`]
+    /// would; one status each): the lanes they complete may have their next
+    /// jobs leased right here, in one round trip.
+    pub async fn claim_after(
+        &self,
+        queue: &QueueRef,
+        outcomes: &[Outcome],
+        max: usize,
+        lease_ms: u64,
+        mode: Mode,
+        claim_id: Option<&str>,
+    ) -> EngineResult<(Vec<Reported>, ClaimBatch)> {
         let mut invocation = self.invocation(&SCRIPT, queue);
         invocation
             .arg(max)
@@ -69,17 +89,25 @@ impl Engine {
                 Mode::Pull => "pull",
             })
             .arg(claim_id.unwrap_or_default());
+        outcome_args(&mut invocation, outcomes);
         if let Some(claim_id) = claim_id {
             invocation.key(format!("{}c:{claim_id}", self.queue_base(queue)));
         }
         let reply: Vec<Value> = self.run(&invocation).await?;
         let mut items = reply.into_iter();
         let next_due_in_ms = next_due(items.next());
+        let reported = match items.next() {
+            Some(Value::Array(answered)) => statuses(answered, outcomes.len())?,
+            _ => return Err(super::unexpected("claim reply without statuses")),
+        };
         let jobs = items.filter_map(|v| claimed(queue, v)).collect();
-        Ok(ClaimBatch {
-            jobs,
-            next_due_in_ms,
-        })
+        Ok((
+            reported,
+            ClaimBatch {
+                jobs,
+                next_due_in_ms,
+            },
+        ))
     }
 
     /// Leases up to `max` startable lane heads of one pull queue.

@@ -956,6 +956,49 @@ local function convert_legacy(now)
   end
 end
 
+-- A pull consumer's outcomes for many leased jobs, in order (`outcomes`, and
+-- `claim` with acks/nacks before it leases): each applied as `ack` / `fail`
+-- would (a repeat of an outcome its lease already produced answers that
+-- outcome); counters, the lease index and the live set once per run.
+-- argv[o ..] (the script's ARGV): n groups of 9: kind ('a'|'n'), id, lease_no, token, result
+-- (ack) or error (nack), mode, a, b, jitter (nack; as in fail.lua).
+-- Returns one status per item: 'completed', 'retrying', 'dead', 'blocked',
+-- 'lease_lost' or 'not_found'.
+local function apply_outcomes(argv, o, n, now)
+  local out, completed = {}, {}
+  for i = 0, n - 1 do
+    local at = o + i * 9
+    local kind, id, lease_no, token = argv[at], argv[at + 1], argv[at + 2], argv[at + 3]
+    local r = live_lease(id, lease_no, token, now)
+    local status
+    if not r then
+      local outcome, old = repeated(id, lease_no, token)
+      status = outcome or (old and 'lease_lost' or 'not_found')
+    elseif kind == 'a' then
+      local lane, nxt = complete(id, r, token, argv[at + 4], now, true)
+      completed[#completed + 1] = id
+      completed[#completed + 1] = r
+      ready_next(lane, nxt, now)
+      status = 'completed'
+    else
+      status = fail_attempt(id, r, token, argv[at + 4], argv[at + 5], tonumber(argv[at + 6]),
+        tonumber(argv[at + 7]), tonumber(argv[at + 8]), now, true)
+    end
+    out[#out + 1] = status
+  end
+  if #completed > 0 then
+    local count = #completed / 2
+    local total = redis.call('HINCRBY', K_META, 'completed', count)
+    rate_add('completed', now, count)
+    for j = 1, #completed, 2 do
+      retire(completed[j], completed[j + 1], now, total - count + (j + 1) / 2)
+    end
+  end
+  reindex_leases()
+  settle_live()
+  return out
+end
+
 -- Starts a script run: its keys and queue id, and fresh per-run state.
 local function begin_run(keys, argv)
   K_META, K_JOBS, K_BODY, K_LANES = keys[1], keys[2], keys[3], keys[4]

@@ -33,6 +33,56 @@ pub enum Reported {
     NotFound,
 }
 
+/// Appends `n` and the outcomes' argument groups (as `apply_outcomes` in
+/// lib.lua reads them) to a script call.
+pub(super) fn outcome_args(invocation: &mut super::Invocation, outcomes: &[Outcome]) {
+    invocation.arg(outcomes.len());
+    for outcome in outcomes {
+        let kind = match &outcome.kind {
+            OutcomeKind::Ack { .. } => "a",
+            OutcomeKind::Nack { .. } => "n",
+        };
+        invocation
+            .arg(kind)
+            .arg(&outcome.id)
+            .arg(outcome.lease.number)
+            .arg(&outcome.lease.token);
+        match &outcome.kind {
+            OutcomeKind::Ack { result } => {
+                invocation.arg(result).arg("").arg(0).arg(0).arg(0);
+            }
+            OutcomeKind::Nack { error, failure } => {
+                let (mode, a, b) = failure.mode();
+                invocation
+                    .arg(error)
+                    .arg(mode)
+                    .arg(a)
+                    .arg(b)
+                    .arg(format!("{:.6}", fastrand::f64()));
+            }
+        }
+    }
+}
+
+/// The statuses `apply_outcomes` answered, one per outcome sent.
+pub(super) fn statuses(reply: Vec<redis::Value>, sent: usize) -> EngineResult<Vec<Reported>> {
+    let statuses = reply
+        .into_iter()
+        .map(|v| match string(v).as_deref() {
+            Some("completed") => Reported::Completed,
+            Some("retrying") => Reported::Retrying,
+            Some("dead") => Reported::Dead,
+            Some("blocked") => Reported::Blocked,
+            Some("lease_lost") => Reported::LeaseLost,
+            _ => Reported::NotFound,
+        })
+        .collect::<Vec<_>>();
+    if statuses.len() != sent {
+        return Err(super::unexpected("outcomes reply is short"));
+    }
+    Ok(statuses)
+}
+
 impl Engine {
     /// Applies `outcomes` in order in one script run; one status each.
     pub async fn report_outcomes(
@@ -41,47 +91,8 @@ impl Engine {
         outcomes: &[Outcome],
     ) -> EngineResult<Vec<Reported>> {
         let mut invocation = self.invocation(&SCRIPT, queue);
-        invocation.arg(outcomes.len());
-        for outcome in outcomes {
-            let kind = match &outcome.kind {
-                OutcomeKind::Ack { .. } => "a",
-                OutcomeKind::Nack { .. } => "n",
-            };
-            invocation
-                .arg(kind)
-                .arg(&outcome.id)
-                .arg(outcome.lease.number)
-                .arg(&outcome.lease.token);
-            match &outcome.kind {
-                OutcomeKind::Ack { result } => {
-                    invocation.arg(result).arg("").arg(0).arg(0).arg(0);
-                }
-                OutcomeKind::Nack { error, failure } => {
-                    let (mode, a, b) = failure.mode();
-                    invocation
-                        .arg(error)
-                        .arg(mode)
-                        .arg(a)
-                        .arg(b)
-                        .arg(format!("{:.6}", fastrand::f64()));
-                }
-            }
-        }
+        outcome_args(&mut invocation, outcomes);
         let reply: Vec<redis::Value> = self.run(&invocation).await?;
-        let statuses = reply
-            .into_iter()
-            .map(|v| match string(v).as_deref() {
-                Some("completed") => Reported::Completed,
-                Some("retrying") => Reported::Retrying,
-                Some("dead") => Reported::Dead,
-                Some("blocked") => Reported::Blocked,
-                Some("lease_lost") => Reported::LeaseLost,
-                _ => Reported::NotFound,
-            })
-            .collect::<Vec<_>>();
-        if statuses.len() != outcomes.len() {
-            return Err(super::unexpected("outcomes reply is short"));
-        }
-        Ok(statuses)
+        statuses(reply, outcomes.len())
     }
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use orderly::queue::engine::{
     Acked, CancelOutcome, ClaimBatch, Claimed, Engine, EngineConf, Failure, Lease, Mode, NewJob,
-    Published, Release, Resolution, Resolve, Transition, new_token,
+    Outcome, OutcomeKind, Published, Release, Reported, Resolution, Resolve, Transition, new_token,
 };
 use orderly::queue::model::{JobId, JobState, QueueName, QueueRef, now_ms};
 use proptest::prelude::*;
@@ -80,6 +80,9 @@ enum Op {
         max: usize,
         short: bool,
         wrong_mode: bool,
+        /// The claim carries the ack of this held job (picked), applied in
+        /// the claim's own script run before it leases.
+        ack: Option<usize>,
     },
     /// A consumer acks one of its leases (`chain`: as the push worker does).
     Ack {
@@ -157,8 +160,9 @@ fn op() -> impl Strategy<Value = Op> {
     let pick = any::<usize>;
     prop_oneof![
         6 => prop::collection::vec(new_spec(), 1..4).prop_map(Op::Publish),
-        8 => (0..CONSUMERS, 1..4usize, prop::bool::weighted(0.25), prop::bool::weighted(0.1))
-            .prop_map(|(consumer, max, short, wrong_mode)| Op::Claim { consumer, max, short, wrong_mode }),
+        8 => (0..CONSUMERS, 1..4usize, prop::bool::weighted(0.25), prop::bool::weighted(0.1),
+              prop::option::weighted(0.4, pick()))
+            .prop_map(|(consumer, max, short, wrong_mode, ack)| Op::Claim { consumer, max, short, wrong_mode, ack }),
         6 => (pick(), any::<bool>()).prop_map(|(pick, chain)| Op::Ack { pick, chain }),
         5 => (pick(), prop_oneof![Just(Nack::Now), Just(Nack::Later), Just(Nack::Backoff), Just(Nack::Permanent)])
             .prop_map(|(pick, how)| Op::Nack { pick, how }),
@@ -191,6 +195,8 @@ enum Call {
         max: usize,
         lease_ms: u64,
         claim_id: String,
+        /// An ack (job id, lease) applied first, in the same run.
+        ack: Option<(String, Lease)>,
     },
     Ack {
         id: String,
@@ -230,7 +236,8 @@ enum Call {
 #[derive(Debug)]
 enum Reply {
     Published(Vec<Published>),
-    Claimed(ClaimBatch),
+    /// The statuses of the outcomes the claim carried, and its batch.
+    Claimed(Vec<Reported>, ClaimBatch),
     Transition(Transition),
     Acked(Acked),
     Released(bool),
@@ -330,11 +337,24 @@ impl Harness {
                 max,
                 lease_ms,
                 claim_id,
-            } => Reply::Claimed(
-                e.claim(q, max, lease_ms, mode, Some(&claim_id))
+                ack,
+            } => {
+                let outcomes: Vec<Outcome> = ack
+                    .into_iter()
+                    .map(|(id, lease)| Outcome {
+                        id,
+                        lease,
+                        kind: OutcomeKind::Ack {
+                            result: "true".into(),
+                        },
+                    })
+                    .collect();
+                let (reported, batch) = e
+                    .claim_after(q, &outcomes, max, lease_ms, mode, Some(&claim_id))
                     .await
-                    .unwrap(),
-            ),
+                    .unwrap();
+                Reply::Claimed(reported, batch)
+            }
             Call::Ack {
                 id,
                 lease,
@@ -380,7 +400,8 @@ impl Harness {
                 max,
                 short,
                 wrong_mode,
-            } => self.claim(consumer, max, short, wrong_mode).await,
+                ack,
+            } => self.claim(consumer, max, short, wrong_mode, ack).await,
             Op::Ack { pick, chain } => self.ack(pick, chain).await,
             Op::Nack { pick, how } => self.nack(pick, how).await,
             Op::Extend { pick, short } => self.extend(pick, short).await,
@@ -528,6 +549,7 @@ impl Harness {
         max: usize,
         short: bool,
         wrong_mode: bool,
+        ack: Option<usize>,
     ) -> Effect {
         let mode = if self.model.push != wrong_mode {
             Mode::Push
@@ -535,17 +557,39 @@ impl Harness {
             Mode::Pull
         };
         let lease_ms = if short { SHORT_LEASE_MS } else { LONG_LEASE_MS };
+        let acked = ack.and_then(|pick| self.pick_held(pick));
         let (reply, w) = self
             .send(&Call::Claim {
                 mode,
                 max,
                 lease_ms,
                 claim_id: new_token(),
+                ack: acked
+                    .as_ref()
+                    .map(|(seq, held)| (self.id(*seq), held.lease.clone())),
             })
             .await;
-        let Reply::Claimed(batch) = reply else {
+        let Reply::Claimed(reported, batch) = reply else {
             unreachable!()
         };
+        assert_eq!(
+            reported.len(),
+            usize::from(acked.is_some()),
+            "one status per outcome"
+        );
+        // The ack first, as the run applied it: its lane's next head may be
+        // among the jobs claimed.
+        let mut effect = Effect::Nothing;
+        if let Some((seq, held)) = acked {
+            let completed = reported[0] == Reported::Completed;
+            if self.accepted(seq, completed, w) {
+                self.oracle.ended(seq, held.lease.number);
+                self.model.end_lease(seq);
+                self.model.outcomes.insert(seq, held.lease.clone());
+                self.model.finish(seq, JobState::Completed, w);
+                effect = Effect::Changed;
+            }
+        }
         let got: Vec<usize> = batch
             .jobs
             .iter()
@@ -553,7 +597,7 @@ impl Harness {
             .collect();
         if wrong_mode || self.model.paused {
             assert!(got.is_empty(), "claimed {got:?} (wrong mode or paused)");
-            return Effect::Nothing;
+            return effect;
         }
         // Lanes due for sure, and lanes that may be due within the call.
         let spans: Vec<(usize, Span)> = (0..LANES.len())
@@ -601,7 +645,7 @@ impl Harness {
             self.leased(claimed, lease_ms, consumer);
         }
         if got.is_empty() {
-            Effect::Nothing
+            effect
         } else {
             Effect::Changed
         }
@@ -1111,6 +1155,7 @@ impl Harness {
                 max: 3,
                 short: false,
                 wrong_mode: false,
+                ack: None,
             })
             .await;
             let before = self.model.held().len();
@@ -1193,6 +1238,7 @@ fn jobs_sent_back_behind_a_retried_blocked_head_start_in_seq_order() {
         max: 1,
         short: false,
         wrong_mode: false,
+        ack: None,
     };
     let fail = || Op::Nack {
         pick: 0,
@@ -1242,6 +1288,7 @@ fn a_dead_job_retried_to_the_head_keeps_the_push_due_index_exact() {
             max: 1,
             short: false,
             wrong_mode: false,
+            ack: None,
         },
         Op::Nack {
             pick: 0,
