@@ -1,7 +1,8 @@
 //! Batch outcomes (§7.3): one request completes or fails many leased jobs of
 //! a pull queue, and `claim` can carry the same `acks` / `nacks` before it
-//! leases more. All items go to Redis in one script run (`outcomes.lua`),
-//! each through the same lease-holder transitions as the single `ack` /
+//! leases more. All items go to Redis in one script run (`outcomes.lua`;
+//! for `claim`, the claim's own run, before it leases: `apply_outcomes` in
+//! lib.lua), each through the same lease-holder transitions as the single `ack` /
 //! `nack` routes; a stale lease or an unknown id is an item's status, never
 //! an error of the whole request. Items are validated before any is applied,
 //! so a `422` changes nothing.

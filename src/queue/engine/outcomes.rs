@@ -1,5 +1,5 @@
 //! `outcomes`: a pull consumer's acks and nacks of one queue, in one script
-//! run (`outcomes.lua`).
+//! run (`outcomes.lua`, or a claim's own run: [`Engine::claim_after`]).
 
 use super::{Engine, EngineResult, EngineScript, Failure, Lease, string};
 use crate::queue::model::QueueRef;
