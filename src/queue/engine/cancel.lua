@@ -23,7 +23,7 @@ settle_live()
 -- leases schedule it through reindex_leases; a cancel holds no lease).
 redis.call('ZADD', K_LEASE_DUE, 'NX', now + conf().retention_s * 1000 + TRIM_SLACK_MS, QID)
 if was_head then
-  redis.call('ZREM', K_READY, lane)
+  zrem_later(K_READY, lane)
   ready_next(lane, nxt, now)
   reindex()
 end

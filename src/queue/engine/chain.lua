@@ -17,6 +17,7 @@ local c = conf()
 
 -- The queue's earliest ready lane (acked lanes are not in K_READY: they
 -- were leased), kept up to date as lanes are readied below.
+flush_z(K_READY)
 local first = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
 local first_at = first[1] and tonumber(first[2])
 

@@ -37,6 +37,7 @@ end
 local function wait_ms(c)
   local first = c.push and reindex() or nil
   if not c.push then
+    flush_z(K_READY)
     local nxt = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
     first = nxt[1] and tonumber(nxt[2])
   end
@@ -87,6 +88,7 @@ end
 flow_spend(#out - 1, now)
 local first = c.push and reindex() or nil
 if not c.push then
+  flush_z(K_READY)
   local nxt = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
   first = nxt[1] and tonumber(nxt[2])
 end

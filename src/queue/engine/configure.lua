@@ -27,6 +27,7 @@ if redis.call('EXISTS', K_LANES) == 0 then
   redis.call('HSETNX', K_META, 'lane_scan', 'done')
 end
 reindex()
+flush_z(K_READY)
 if ARGV[3] ~= '1' and redis.call('ZRANGEBYSCORE', K_READY, '-inf', now, 'LIMIT', 0, 1)[1] then
   wake()
 end

@@ -12,8 +12,9 @@ local lane, pause = ARGV[2], ARGV[3] == '1'
 local changed = 0
 local parked = redis.call('HGET', K_LANE_PAUSED, lane)
 if pause and not parked then
+  flush_z(K_READY)
   local at = redis.call('ZSCORE', K_READY, lane)
-  redis.call('ZREM', K_READY, lane)
+  zrem_later(K_READY, lane)
   unhot(lane)
   redis.call('HSET', K_LANE_PAUSED, lane, at or '')
   some_lane_paused = true

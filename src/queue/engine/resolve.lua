@@ -44,7 +44,7 @@ if action == 'skip' and state == 'blocked' then
   put(id, r)
   redis.call('ZADD', K_DEAD, r[R_SEQ], id)
   pending_delta = pending_delta - 1
-  redis.call('ZREM', K_READY, lane)
+  zrem_later(K_READY, lane)
   ready_next(lane, lane_pop(lane, id, r), now)
   reindex()
   settle_live()
