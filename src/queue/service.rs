@@ -134,7 +134,8 @@ impl Queues {
     /// waiting up to `wait` for some to become startable. With a `claim_id`,
     /// a repeat while its leases live answers the same jobs and leases.
     /// `outcomes` of earlier jobs are applied by the first claim, in its
-    /// script run (one status each, returned).
+    /// script run (one status each, returned): on an error, either both that
+    /// run's outcomes and leases happened (its reply was lost) or neither.
     pub async fn claim_and_wait(
         &self,
         queue: &QueueRef,
@@ -157,7 +158,17 @@ impl Queues {
             let claim =
                 self.engine
                     .claim_after(queue, given, max_jobs, lease_ms, Mode::Pull, claim_id);
-            let (statuses, batch): (Vec<Reported>, ClaimBatch) = claim.await?;
+            let (statuses, batch): (Vec<Reported>, ClaimBatch) = match claim.await {
+                Ok(answer) => answer,
+                // A later claim of the wait failed: the outcomes the first
+                // one applied are answered, with no jobs (an error would hide
+                // them; the consumer's next claim meets the failure itself).
+                Err(err) if reported.is_some() => {
+                    log::warn!("claim during a wait failed: {err}");
+                    return Ok((reported.unwrap_or_default(), Vec::new()));
+                }
+                Err(err) => return Err(err),
+            };
             let reported = reported.get_or_insert(statuses);
             let now = Instant::now();
             if !batch.jobs.is_empty() || now >= deadline {
