@@ -198,6 +198,61 @@ async fn a_claim_repeated_with_its_claim_id_and_an_ack_repeated_after_lost_repli
 }
 
 #[actix_web::test]
+async fn a_claim_whose_wait_meets_a_lost_reply_still_answers_the_outcomes_it_applied() {
+    let (proxy, app) = behind_lossy_proxy().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "lossy", json!({"lease_ms": 60_000})).await;
+    app.publish_ok(&user.token, "lossy", &json!({"payload": 1, "key": "a"}))
+        .await;
+    let first = post(&app, &user.token, "/v1/queues/lossy/claim", json!({})).await;
+    let job = body(first).await["jobs"][0].clone();
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    // The claim acks the job in its first run, finds nothing to lease and
+    // waits; the claim its wait makes then loses its reply.
+    let claim_id = unique("claim");
+    let claim = json!({"claim_id": claim_id, "max_jobs": 1, "wait_ms": 5_000,
+        "acks": [{"id": id, "lease": job["lease"]}]});
+    let waiting = post(&app, &user.token, "/v1/queues/lossy/claim", claim);
+    let meanwhile = async {
+        eventually(Duration::from_secs(10), "the ack is applied", || async {
+            let path = format!("/v1/jobs/{id}");
+            let job = body(app.get_with_token(&path, &user.token).await).await;
+            (job["state"] == "completed").then_some(())
+        })
+        .await;
+        proxy.lose_reply_to(&claim_id);
+        app.publish_ok(&user.token, "lossy", &json!({"payload": 2, "key": "b"}))
+            .await;
+    };
+    let (answer, ()) = tokio::join!(waiting, meanwhile);
+    assert_eq!(proxy.lost(), 1, "the wait's claim lost its reply");
+    assert_eq!(
+        answer.status(),
+        200,
+        "the outcomes are answered, not hidden"
+    );
+    let answer = body(answer).await;
+    assert_eq!(
+        answer["results"],
+        json!([{"id": id, "status": "completed"}])
+    );
+    assert_eq!(answer["jobs"], json!([]));
+
+    // The lost claim did lease the new job: its repeat answers that lease.
+    let repeat = json!({"claim_id": claim_id, "max_jobs": 1});
+    let repeated = eventually(Duration::from_secs(10), "claim answers again", || async {
+        let r = post(&app, &user.token, "/v1/queues/lossy/claim", repeat.clone()).await;
+        (r.status() == 200).then_some(r)
+    })
+    .await;
+    let jobs = body(repeated).await["jobs"].clone();
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
+    assert_eq!(jobs[0]["seq"], 2);
+    assert_eq!(jobs[0]["attempts"], 1, "the repeat took no second attempt");
+}
+
+#[actix_web::test]
 async fn redis_connections_killed_during_push_delivery_never_overlap_a_lane_nor_lose_a_job() {
     let redis = TestRedis::start().await;
     let receiver = Receiver::start(|_| Reply::Hang(Duration::from_millis(120)));
