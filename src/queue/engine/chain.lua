@@ -73,12 +73,7 @@ for i = 0, n - 1 do
   end
 end
 if #completed > 0 then
-  local count = #completed / 2
-  local total = redis.call('HINCRBY', K_META, 'completed', count)
-  rate_add('completed', now, count)
-  for j = 1, #completed, 2 do
-    retire(completed[j], completed[j + 1], now, total - count + (j + 1) / 2)
-  end
+  retire_completed(completed, now)
   settle_live()
 end
 reindex_leases()

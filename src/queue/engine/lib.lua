@@ -963,6 +963,20 @@ local function convert_legacy(now)
   end
 end
 
+-- Jobs a run completed ({id, record, id, record, ...}): counted once, then
+-- each retired with its finishing number. The caller settles the live set.
+local function retire_completed(completed, now)
+  if #completed == 0 then
+    return
+  end
+  local count = #completed / 2
+  local total = redis.call('HINCRBY', K_META, 'completed', count)
+  rate_add('completed', now, count)
+  for j = 1, #completed, 2 do
+    retire(completed[j], completed[j + 1], now, total - count + (j + 1) / 2)
+  end
+end
+
 -- A pull consumer's outcomes for many leased jobs, in order (`outcomes`, and
 -- `claim` with acks/nacks before it leases): each applied as `ack` / `fail`
 -- would (a repeat of an outcome its lease already produced answers that
@@ -993,14 +1007,7 @@ local function apply_outcomes(argv, o, n, now)
     end
     out[#out + 1] = status
   end
-  if #completed > 0 then
-    local count = #completed / 2
-    local total = redis.call('HINCRBY', K_META, 'completed', count)
-    rate_add('completed', now, count)
-    for j = 1, #completed, 2 do
-      retire(completed[j], completed[j + 1], now, total - count + (j + 1) / 2)
-    end
-  end
+  retire_completed(completed, now)
   reindex_leases()
   settle_live()
   return out
