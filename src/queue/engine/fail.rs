@@ -18,13 +18,20 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The script's (mode, a, b) arguments.
-    pub(super) fn mode(self) -> (&'static str, u64, u64) {
-        match self {
+    /// Appends a failed attempt's arguments as `fail_attempt` in lib.lua
+    /// reads them: the error, the mode, its two numbers, and the jitter.
+    pub(super) fn args(self, invocation: &mut super::Invocation, error: &str) {
+        let (mode, a, b) = match self {
             Failure::Retry { in_ms } => ("retry", in_ms, 0),
             Failure::Backoff { initial_ms, max_ms } => ("backoff", initial_ms, max_ms),
             Failure::Permanent => ("permanent", 0, 0),
-        }
+        };
+        invocation
+            .arg(error)
+            .arg(mode)
+            .arg(a)
+            .arg(b)
+            .arg(format!("{:.6}", fastrand::f64()));
     }
 }
 
@@ -38,14 +45,8 @@ impl Engine {
         error: &str,
         failure: Failure,
     ) -> EngineResult<Transition> {
-        let (mode, a, b) = failure.mode();
         let mut invocation = self.lease_invocation(&SCRIPT, queue, id, lease);
-        invocation
-            .arg(error)
-            .arg(mode)
-            .arg(a)
-            .arg(b)
-            .arg(format!("{:.6}", fastrand::f64()));
+        failure.args(&mut invocation, error);
         self.run_transition(&invocation, queue).await
     }
 }

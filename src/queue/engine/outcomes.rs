@@ -51,15 +51,7 @@ pub(super) fn outcome_args(invocation: &mut super::Invocation, outcomes: &[Outco
             OutcomeKind::Ack { result } => {
                 invocation.arg(result).arg("").arg(0).arg(0).arg(0);
             }
-            OutcomeKind::Nack { error, failure } => {
-                let (mode, a, b) = failure.mode();
-                invocation
-                    .arg(error)
-                    .arg(mode)
-                    .arg(a)
-                    .arg(b)
-                    .arg(format!("{:.6}", fastrand::f64()));
-            }
+            OutcomeKind::Nack { error, failure } => failure.args(invocation, error),
         }
     }
 }
