@@ -147,36 +147,41 @@ impl Queues {
     ) -> EngineResult<(Vec<Reported>, Vec<Job>)> {
         let deadline = Instant::now() + wait;
         let waiter = self.hub.waiter(&queue.tag());
-        let mut reported = None;
+        // What the first claim's run answered for `outcomes`.
+        let mut applied: Option<Vec<Reported>> = None;
         loop {
             // Registered before claiming, so a wake during the claim is not lost.
             let notified = waiter.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
             // The outcomes go with the first claim only.
-            let given = if reported.is_none() { outcomes } else { &[] };
+            let given = if applied.is_none() { outcomes } else { &[] };
             let claim =
                 self.engine
                     .claim_after(queue, given, max_jobs, lease_ms, Mode::Pull, claim_id);
-            let (statuses, batch): (Vec<Reported>, ClaimBatch) = match claim.await {
-                Ok(answer) => answer,
+            let batch: ClaimBatch = match claim.await {
+                Ok((statuses, batch)) => {
+                    applied.get_or_insert(statuses);
+                    batch
+                }
                 // A later claim of the wait failed: the outcomes the first
                 // one applied are answered, with no jobs (an error would hide
                 // them; the consumer's next claim meets the failure itself).
-                Err(err) if reported.is_some() => {
-                    log::warn!("claim during a wait failed: {err}");
-                    return Ok((reported.unwrap_or_default(), Vec::new()));
-                }
-                Err(err) => return Err(err),
+                Err(err) => match applied {
+                    Some(statuses) => {
+                        log::warn!("claim during a wait failed: {err}");
+                        return Ok((statuses, Vec::new()));
+                    }
+                    None => return Err(err),
+                },
             };
-            let reported = reported.get_or_insert(statuses);
             let now = Instant::now();
             if !batch.jobs.is_empty() || now >= deadline {
                 let jobs: Vec<Job> = batch.jobs.into_iter().map(|c| c.job).collect();
                 for job in &jobs {
                     log::info!("job_id={} claimed attempt={}", job.id, job.attempts);
                 }
-                return Ok((std::mem::take(reported), jobs));
+                return Ok((applied.unwrap_or_default(), jobs));
             }
             let mut until = deadline.min(now + FALLBACK_RECHECK);
             if let Some(due) = batch.next_due_in_ms {

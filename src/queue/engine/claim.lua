@@ -29,22 +29,25 @@ if n_outcomes > 0 then
   statuses = apply_outcomes(ARGV, 8, n_outcomes, now)
 end
 local out = { -1 }
-local function reply()
-  table.insert(out, 2, statuses)
-  return out
+
+-- When the queue's earliest ready lane is due (a push queue's due entry
+-- follows it: `reindex`), or nil.
+local function first_ready(c)
+  if c.push then
+    return reindex()
+  end
+  flush_z(K_READY)
+  local nxt = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
+  return nxt[1] and tonumber(nxt[2])
 end
 
-local function wait_ms(c)
-  local first = c.push and reindex() or nil
-  if not c.push then
-    flush_z(K_READY)
-    local nxt = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
-    first = nxt[1] and tonumber(nxt[2])
-  end
+-- The reply, with wait_ms from `first` (when the next lane is due, or nil).
+local function reply(first)
   if first then
     out[1] = math.max(0, first - now)
   end
-  return reply()
+  table.insert(out, 2, statuses)
+  return out
 end
 
 if K_CLAIM then
@@ -58,7 +61,7 @@ if K_CLAIM then
       end
     end
     if #out > 1 then
-      return wait_ms(conf())
+      return reply(first_ready(conf()))
     end
     redis.call('DEL', K_CLAIM)
   end
@@ -86,12 +89,7 @@ if K_CLAIM and #taken > 0 then
   redis.call('SET', K_CLAIM, cmsgpack.pack(unpack(taken)), 'PX', lease_ms)
 end
 flow_spend(#out - 1, now)
-local first = c.push and reindex() or nil
-if not c.push then
-  flush_z(K_READY)
-  local nxt = redis.call('ZRANGE', K_READY, 0, 0, 'WITHSCORES')
-  first = nxt[1] and tonumber(nxt[2])
-end
+local first = first_ready(c)
 -- Throttled with lanes still due: come back at the next token (the push
 -- due entry moves there too, so polls do not spin), or when a lease ends.
 if first and first <= now then
@@ -105,7 +103,4 @@ if first and first <= now then
     end
   end
 end
-if first then
-  out[1] = math.max(0, first - now)
-end
-return reply()
+return reply(first)
