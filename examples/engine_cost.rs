@@ -4,7 +4,8 @@
 //! commit makes them) until none is left; prints `INFO commandstats` µs per
 //! job for `fcall` and the commands per job.
 //! Usage: REDIS_URL=redis://127.0.0.1:P cargo run --release --example engine_cost -- LANES PER_LANE
-//! (`MAX_ACTIVE=N`: the queue's `max_active_lanes`.)
+//! (`MAX_ACTIVE=N`: the queue's `max_active_lanes`. `PUBLISH_RUN=N`: measure
+//! the publish script instead, the same jobs published in runs of N.)
 
 use orderly::configuration::RedisSettings;
 use orderly::queue::engine::{ChainAck, Engine, EngineConf, Mode, NewJob};
@@ -83,6 +84,25 @@ async fn main() {
             priority: 0,
         })
         .collect();
+    if let Some(run) = std::env::var("PUBLISH_RUN")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        // The publish path instead: every job published in runs of `run`.
+        let (calls0, usec0) = commandstats(&url);
+        for chunk in jobs.chunks(run) {
+            engine.publish(chunk, 60).await;
+        }
+        let (calls1, usec1) = commandstats(&url);
+        let n = jobs.len() as f64;
+        println!(
+            "publish, {lanes} lanes, runs of {run}: fcall µs/job {:.2}, µs/run {:.1}, commands/job {:.2}",
+            (usec1 - usec0) as f64 / n,
+            (usec1 - usec0) as f64 / n * run as f64,
+            (calls1 - calls0) as f64 / n
+        );
+        return;
+    }
     for chunk in jobs.chunks(1000) {
         engine.publish(chunk, 60).await;
     }

@@ -52,10 +52,11 @@ if fresh > 0 then
   seq = redis.call('HINCRBY', K_META, 'seq', fresh) - fresh
 end
 
--- Pass 2: records chained per lane (arrays indexed by the run's fresh
--- jobs), then lanes and indexes.
+-- Pass 2: the fresh jobs in run order (job j has seq first + j - 1), chained
+-- per lane (`nexts`), then packed (`pack_fresh`), then lanes and indexes.
 local out, delayed, priorities = { now, seq + 1 }, {}, {}
-local ids, recs, members, k = {}, {}, {}, 0
+local first = seq + 1
+local ids, argo, avails, nexts, members, k = {}, {}, {}, {}, {}, 0
 local lanes, last = {}, {}
 for i = 0, n - 1 do
   local o = 4 + i * 6
@@ -66,11 +67,10 @@ for i = 0, n - 1 do
     local id, lane = ARGV[o], ARGV[o + 1]
     local delay = tonumber(ARGV[o + 3])
     seq = seq + 1
-    local r = { lane, seq, 'queued', 0, tonumber(ARGV[o + 4]), 0, false, false, now, false, false, false, false,
-      false, false, false, ARGV[o + 2] }
+    local avail = false
     if delay > 0 then
-      r[R_STATE], r[R_AVAIL] = 'delayed', now + delay
-      delayed[#delayed + 1] = now + delay
+      avail = now + delay
+      delayed[#delayed + 1] = avail
       delayed[#delayed + 1] = id
     end
     local priority = tonumber(ARGV[4 + n * 6 + i] or '0')
@@ -79,14 +79,16 @@ for i = 0, n - 1 do
       priorities[#priorities + 1] = priority
     end
     k = k + 1
-    ids[k], recs[k] = id, r
+    ids[k], argo[k], avails[k], nexts[k] = id, o, avail, false
     members[2 * k - 1], members[2 * k] = seq, id
     local before = last[lane]
     if before then
-      recs[before][R_NEXT] = id
+      nexts[before] = id
     else
       lanes[#lanes + 1] = lane
-      lanes[lane] = { first = id, record = r, count = 0, available = r[R_AVAIL] or now }
+      -- (`record`: the fields `lane_index` reads, R_KEY .. R_STATE.)
+      lanes[lane] = { first = id, record = { lane, seq, avail and 'delayed' or 'queued' }, count = 0,
+        available = avail or now }
     end
     last[lane] = k
     lanes[lane].count = lanes[lane].count + 1
@@ -95,10 +97,25 @@ end
 if fresh == 0 then
   return out
 end
-local packed = {}
+local packed, key_mps, max_mps = {}, {}, {}
+local created_mp, queued_mp, delayed_mp = mp_uint(now), mp_str('queued'), mp_str('delayed')
 for j = 1, k do
+  local o = argo[j]
+  local lane, max = ARGV[o + 1], ARGV[o + 4]
+  local key_mp = key_mps[lane]
+  if not key_mp then
+    key_mp = mp_str(lane)
+    key_mps[lane] = key_mp
+  end
+  local max_mp = max_mps[max]
+  if not max_mp then
+    max_mp = mp_uint(tonumber(max))
+    max_mps[max] = max_mp
+  end
+  local avail = avails[j]
   packed[2 * j - 1] = ids[j]
-  packed[2 * j] = cmsgpack.pack(unpack(recs[j], 1, R_SIZE))
+  packed[2 * j] = pack_fresh(key_mp, first + j - 1, avail and delayed_mp or queued_mp, max_mp, created_mp,
+    avail, nexts[j], ARGV[o + 2])
 end
 variadic('HSET', K_JOBS, packed)
 -- Before the lanes are readied: `ready_lane` ranks a lane by its head's.
