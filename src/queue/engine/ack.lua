@@ -11,9 +11,9 @@ local r = live_lease(id, lease_no, token, now)
 if not r then
   local outcome, old = repeated(id, lease_no, token)
   if outcome then
-    return { outcome, view(id, old, true) }
+    return { outcome, view(id, old) }
   end
-  return { 'lease_lost', old and view(id, old, true) or {} }
+  return { 'lease_lost', old and view(id, old) or {} }
 end
 -- The lease index is made exact after `retire`, so a queue left without
 -- leases is due for trimming its finished records (reindex_leases).
@@ -24,4 +24,4 @@ retire(id, r, now, completed)
 settle_live()
 ready_next(lane, nxt, now)
 reindex_leases()
-return { 'ok', view(id, r, true) }
+return { 'ok', view(id, r) }

@@ -10,7 +10,7 @@ if not r then
 end
 local state = r[R_STATE]
 if state ~= 'queued' and state ~= 'delayed' and state ~= 'retrying' then
-  return { 'not_cancellable', view(id, r, true) }
+  return { 'not_cancellable', view(id, r) }
 end
 local lane = r[R_KEY]
 local was_head, nxt = lane_remove(lane, id, r)
@@ -27,4 +27,4 @@ if was_head then
   ready_next(lane, nxt, now)
   reindex()
 end
-return { 'ok', view(id, r, true) }
+return { 'ok', view(id, r) }

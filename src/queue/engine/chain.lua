@@ -50,7 +50,7 @@ for i = 0, n - 1 do
     local head = outcome == 'completed' and lane_head(old[R_KEY])
     local h = head and get(head)
     if h and h[R_STATE] == 'active' and h[R_TOK] == chain then
-      next_job = view(head, h, true)
+      next_job = view(head, h)
     end
     out[#out + 1] = { outcome and 'ok' or 'lease_lost', next_job }
   else

@@ -57,7 +57,7 @@ if K_CLAIM then
     for i = 1, #held, 3 do
       local r = live_lease(held[i], held[i + 1], held[i + 2], now)
       if r then
-        out[#out + 1] = view(held[i], r, true)
+        out[#out + 1] = view(held[i], r)
       end
     end
     if #out > 1 then
@@ -75,13 +75,12 @@ local allowed = flow_allow(max, now)
 local taken = {}
 lease_index_at_end = true
 for i, lane in ipairs(due_lanes(allowed, now)) do
-  local job = lease_head(lane, now, lease_ms, token .. '-' .. i)
+  local job, r = lease_head(lane, now, lease_ms, token .. '-' .. i)
   if job then
     out[#out + 1] = job
-    -- The view holds the record's fields after the id.
     taken[#taken + 1] = job[1]
-    taken[#taken + 1] = job[1 + R_LNO]
-    taken[#taken + 1] = job[1 + R_TOK]
+    taken[#taken + 1] = r[R_LNO]
+    taken[#taken + 1] = r[R_TOK]
   end
 end
 flush_lease_due()

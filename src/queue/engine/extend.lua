@@ -5,10 +5,10 @@ local now = clock()
 local id, lease_no, token, lease_ms = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local r = live_lease(id, lease_no, token, now)
 if not r then
-  return { 'lease_lost', get_view(id, true) }
+  return { 'lease_lost', get_view(id) }
 end
 r[R_LEXP] = now + lease_ms
 put(id, r)
 zadd_later(K_LEASES, r[R_LEXP], id)
 reindex_leases()
-return { 'ok', view(id, r, true) }
+return { 'ok', view(id, r) }

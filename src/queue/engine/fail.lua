@@ -12,7 +12,7 @@ local mode, a, b, jitter = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumb
 local r = live_lease(id, lease_no, token, now)
 if not r then
   local outcome, old = repeated(id, lease_no, token)
-  return { outcome or 'lease_lost', old and view(id, old, true) or {} }
+  return { outcome or 'lease_lost', old and view(id, old) or {} }
 end
 local outcome = fail_attempt(id, r, token, err, mode, a, b, jitter, now, false)
-return { outcome, view(id, r, true) }
+return { outcome, view(id, r) }

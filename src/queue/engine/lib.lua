@@ -39,8 +39,6 @@ local R_CREATED, R_AVAIL, R_STARTED, R_FINISHED, R_ERR, R_RESULT, R_NEXT = 9, 10
 local R_OUT = 16
 local R_BODY = 17
 local R_SIZE = 17
--- Fields a job view returns (R_KEY .. R_RESULT).
-local R_VIEW = 14
 
 -- Writes held to the end of the run (`end_run`), each key's in one variadic
 -- command: a group commit's run writes two records, a lane and three index
@@ -222,25 +220,20 @@ local function pack_fresh(key_mp, seq, state_mp, max_mp, created_mp, avail, nxt,
     .. MP_FALSE .. mp_str_header(#body) .. body
 end
 
--- The job as the engine returns it: id, the record's fields R_KEY ..
--- R_RESULT in order, then the payload when `with_payload`.
-local function view(id, r, with_payload)
-  local out = { id }
-  for i = 1, R_VIEW do
-    out[i + 1] = r[i] or false
-  end
-  if with_payload then
-    out[R_VIEW + 2] = r[R_BODY] or false
-  end
-  return out
+-- The job as the engine returns it: { id, the record packed } (the engine
+-- decodes the msgpack itself: one bulk string per job instead of 16 reply
+-- values to build in Lua and to parse in Orderly). `packed`: the record's
+-- packed form when the caller has it (`lease_job`, right after `put`).
+local function view(id, r, packed)
+  return { id, packed or cmsgpack.pack(unpack(r, 1, R_SIZE)) }
 end
 
-local function get_view(id, with_payload)
+local function get_view(id)
   local r = get(id)
   if not r then
     return {}
   end
-  return view(id, r, with_payload)
+  return view(id, r)
 end
 
 -- Queue configuration mirrored from the queue definition (`configure`).
@@ -725,7 +718,7 @@ end
 
 -- Leases job `id` (record `r`), its lane's head: attempts+1, lease number+1,
 -- a new token; the group's lease entry for the queue is lowered to its expiry
--- if that is earlier.
+-- if that is earlier. Returns the job's view and its (leased) record.
 local function lease_job(id, r, now, lease_ms, token)
   local expires = now + lease_ms
   if r[R_STATE] == 'delayed' then
@@ -748,11 +741,11 @@ local function lease_job(id, r, now, lease_ms, token)
   else
     redis.call('ZADD', K_LEASE_DUE, 'LT', expires, QID)
   end
-  return view(id, r, true)
+  return view(id, r, packed_records[id]), r
 end
 
--- Leases the head of `lane` (it leaves K_READY). A lane whose head record
--- is gone is dropped.
+-- Leases the head of `lane` (it leaves K_READY), as `lease_job`. A lane
+-- whose head record is gone is dropped.
 local function lease_head(lane, now, lease_ms, token)
   zrem_later(K_READY, lane)
   local id = lane_head(lane)

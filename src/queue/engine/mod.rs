@@ -88,6 +88,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use rmpv::ValueRef;
 use serde_json::value::RawValue;
 
 use super::model::{Job, JobState, QueueRef, rfc3339_ms};
@@ -772,35 +773,50 @@ struct JobView {
     lease: Option<Lease>,
 }
 
-/// Decodes a script's job view: id, key, seq, state, attempts, max_attempts,
-/// lease_no, lease_token, lease_expires_at, created_at, available_at,
-/// started_at, finished_at, last_error, result, payload. `None` for an empty
-/// array (no such job).
+/// Decodes a script's job view (`view` in lib.lua): the id and the record
+/// as its scripts pack it, 17 msgpack values in a row — key, seq, state,
+/// attempts, max_attempts, lease_no, lease_token, lease_expires_at,
+/// created_at, available_at, started_at, finished_at, last_error, result,
+/// next, outcome, payload (`false` where absent). `None` for an empty array
+/// (no such job).
 fn job_view(queue: &QueueRef, value: Value) -> Option<JobView> {
     let Value::Array(items) = value else {
         return None;
     };
-    if items.len() < 16 {
-        return None;
-    }
     let mut items = items.into_iter();
-    let mut next = || items.next().unwrap_or(Value::Nil);
-    let id = string(next())?;
-    let key = string(next()).unwrap_or_default();
-    let seq = int(&next())?;
-    let mut state = JobState::parse(&string(next())?)?;
-    let attempts = int(&next()).unwrap_or(0) as u32;
-    let max_attempts = int(&next()).unwrap_or(0) as u32;
-    let lease_no = int(&next());
-    let lease_token = string(next());
-    let lease_expires_at = int(&next());
-    let created_at = int(&next())?;
-    let available_at = int(&next());
-    let started_at = int(&next());
-    let finished_at = int(&next());
-    let last_error = string(next());
-    let result = string(next());
-    let payload = string(next())?;
+    let id = string(items.next()?)?;
+    let Some(Value::BulkString(packed)) = items.next() else {
+        return None;
+    };
+    let mut rd = packed.as_slice();
+    let mut fields = std::iter::from_fn(|| rmpv::decode::read_value_ref(&mut rd).ok());
+    let mut next = || fields.next().unwrap_or(ValueRef::Nil);
+    let text = |v: ValueRef| match v {
+        ValueRef::String(s) => s.into_str().map(str::to_owned),
+        _ => None,
+    };
+    let number = |v: ValueRef| match v {
+        ValueRef::Integer(n) => n.as_u64(),
+        ValueRef::F64(f) if f >= 0.0 => Some(f as u64),
+        _ => None,
+    };
+    let key = text(next()).unwrap_or_default();
+    let seq = number(next())?;
+    let mut state = JobState::parse(&text(next())?)?;
+    let attempts = number(next()).unwrap_or(0) as u32;
+    let max_attempts = number(next()).unwrap_or(0) as u32;
+    let lease_no = number(next());
+    let lease_token = text(next());
+    let lease_expires_at = number(next());
+    let created_at = number(next())?;
+    let available_at = number(next());
+    let started_at = number(next());
+    let finished_at = number(next());
+    let last_error = text(next());
+    let result = text(next());
+    let _next_in_lane = next();
+    let _outcome = next();
+    let payload = text(next())?;
     if state == JobState::Delayed && available_at.is_some_and(|at| at <= super::model::now_ms()) {
         state = JobState::Queued;
     }

@@ -18,7 +18,7 @@ if action == 'retry' and state == 'blocked' then
   put(id, r)
   lane_index(lane, id, r)
   ready_lane(lane, now, now)
-  return { 'ok', view(id, r, true) }
+  return { 'ok', view(id, r) }
 end
 if action == 'retry' and state == 'dead' then
   r[R_STATE], r[R_ATT], r[R_AVAIL], r[R_FINISHED], r[R_STARTED] = 'queued', 0, now, false, false
@@ -36,7 +36,7 @@ if action == 'retry' and state == 'dead' then
     -- earlier): the group's due entry follows.
     reindex()
   end
-  return { 'ok', view(id, r, true) }
+  return { 'ok', view(id, r) }
 end
 if action == 'skip' and state == 'blocked' then
   redis.call('ZREM', K_BLOCKED, id)
@@ -49,6 +49,6 @@ if action == 'skip' and state == 'blocked' then
   reindex()
   settle_live()
   announce_finished(now)
-  return { 'ok', view(id, r, true) }
+  return { 'ok', view(id, r) }
 end
-return { 'conflict', view(id, r, true) }
+return { 'conflict', view(id, r) }
