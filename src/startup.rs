@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, Supervisor};
 use actix_web::dev::{Server, ServerHandle, ServiceRequest};
-use actix_web::middleware::{Logger, from_fn};
+use actix_web::middleware::{Condition, Logger, from_fn};
 use actix_web::{App, HttpMessage, HttpServer, web};
 use mongodb::Database;
 
@@ -37,6 +37,9 @@ use crate::{routes, storage};
 
 /// One access-log line per request, tagged with the request id.
 const ACCESS_LOG: &str = "%a \"%r\" %s %b %Dms request_id=%{request_id}xi";
+/// Where the access log goes (actix's default target, named so the level
+/// check at startup and the Logger agree).
+const ACCESS_LOG_TARGET: &str = "actix_web::middleware::logger";
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -197,9 +200,20 @@ impl Application {
         let expose_metrics = settings.metrics.enabled;
         let body_limit = settings.server.body_limit_bytes;
 
+        // The access log only where its level is logged: actix's Logger
+        // renders each line's fields (the peer address, the request line)
+        // when the request arrives, whether or not the line is then
+        // filtered out — ~3.5 % of Orderly's CPU in the `wrk` publish row
+        // with RUST_LOG=warn.
+        let access_log = log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info);
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(Logger::new(ACCESS_LOG).custom_request_replace("request_id", log_request_id))
+                .wrap(Condition::new(
+                    access_log,
+                    Logger::new(ACCESS_LOG)
+                        .log_target(ACCESS_LOG_TARGET)
+                        .custom_request_replace("request_id", log_request_id),
+                ))
                 .wrap(from_fn(in_flight::middleware))
                 .wrap(prometheus.clone())
                 .wrap(from_fn(request_id::middleware))
