@@ -797,7 +797,9 @@ fn job_view(queue: &QueueRef, value: Value) -> Option<JobView> {
     };
     let number = |v: ValueRef| match v {
         ValueRef::Integer(n) => n.as_u64(),
+        // (cmsgpack writes a Lua number that is not integral as a float.)
         ValueRef::F64(f) if f >= 0.0 => Some(f as u64),
+        ValueRef::F32(f) if f >= 0.0 => Some(f as u64),
         _ => None,
     };
     let key = text(next()).unwrap_or_default();
