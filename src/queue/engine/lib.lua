@@ -159,8 +159,11 @@ local function get(id)
   if r[R_BODY] == nil then
     -- Written by an Orderly before the payload joined the record (16
     -- fields, the payload in K_BODY): read it from there; the next `put`
-    -- moves it into the record, `trim` deletes the old copy.
+    -- moves it into the record, `trim` deletes the old copy. Until then the
+    -- run keeps the whole record packed, so `packed_records` always holds
+    -- a record as the run sees it (a view returns it as is).
     r[R_BODY] = redis.call('HGET', K_BODY, id) or false
+    packed_records[id] = cmsgpack.pack(unpack(r, 1, R_SIZE))
   end
   return r
 end
@@ -226,7 +229,8 @@ end
 -- The job as the engine returns it: { id, the record packed } (the engine
 -- decodes the msgpack itself: one bulk string per job instead of 16 reply
 -- values to build in Lua and to parse in Orderly). `packed`: the record's
--- packed form when the caller has it (`lease_job`, right after `put`).
+-- packed form when the caller has `r` unchanged since it read or wrote it
+-- (`packed_records[id]`), so it is not packed again.
 local function view(id, r, packed)
   return { id, packed or cmsgpack.pack(unpack(r, 1, R_SIZE)) }
 end
@@ -236,7 +240,7 @@ local function get_view(id)
   if not r then
     return {}
   end
-  return view(id, r)
+  return view(id, r, packed_records[id])
 end
 
 -- Queue configuration mirrored from the queue definition (`configure`).
