@@ -1,9 +1,19 @@
 //! HS256 access tokens: issued at login, verified on every authenticated
-//! request by the [`super::caller`] extractors (a few microseconds, no I/O).
+//! request by the [`super::caller`] extractors (no I/O).
 //!
 //! Only HS256 is accepted; `alg: none`, other algorithms, a wrong issuer,
 //! missing claims and expiry (no leeway) are all rejected as `401`.
+//!
+//! A client sends the same token with every request, so a token that
+//! verified is remembered by its text (a bounded `moka` cache) with its
+//! subject and expiry: checking its signature and parsing its header and
+//! claims again cost about a tenth of Orderly's CPU per one-job publish
+//! (`docs/performance.md`). Expiry is checked on every use, exactly as the
+//! full check does it; tokens that fail are never remembered. Tokens cannot
+//! be revoked (they expire), and the secret is fixed for the process's life,
+//! so a remembered token answers as its full check would.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -13,6 +23,19 @@ use crate::configuration::AuthSettings;
 
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_LEN: usize = 4096;
+
+/// Bytes of remembered tokens at most (a typical token is ~200 bytes, so
+/// some tens of thousands of clients' tokens).
+const VERIFIED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// What a remembered token stands for.
+#[derive(Debug)]
+struct Verified {
+    sub: String,
+    iat: u64,
+    exp: u64,
+    iss: String,
+}
 
 /// The claims Orderly signs.
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,6 +64,7 @@ pub struct TokenKeys {
     validation: Validation,
     issuer: String,
     lifetime_s: u64,
+    verified: moka::sync::Cache<Arc<str>, Arc<Verified>>,
 }
 
 fn now_s() -> u64 {
@@ -63,6 +87,12 @@ impl TokenKeys {
             validation,
             issuer: settings.jwt_issuer.clone(),
             lifetime_s: settings.token_lifetime_s,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CACHE_BYTES)
+                .weigher(|token: &Arc<str>, v: &Arc<Verified>| {
+                    u32::try_from(token.len() + v.sub.len() + v.iss.len() + 96).unwrap_or(u32::MAX)
+                })
+                .build(),
         }
     }
 
@@ -88,8 +118,30 @@ impl TokenKeys {
         if token.len() > MAX_TOKEN_LEN {
             return None;
         }
+        if let Some(v) = self.verified.get(token) {
+            // As `decode` judges expiry (no leeway): valid through second `exp`.
+            return (v.exp >= now_s()).then(|| Claims {
+                sub: v.sub.clone(),
+                iat: v.iat,
+                exp: v.exp,
+                iss: v.iss.clone(),
+            });
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        (!data.claims.sub.is_empty()).then_some(data.claims)
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return None;
+        }
+        self.verified.insert(
+            token.into(),
+            Arc::new(Verified {
+                sub: claims.sub.clone(),
+                iat: claims.iat,
+                exp: claims.exp,
+                iss: claims.iss.clone(),
+            }),
+        );
+        Some(claims)
     }
 }
 
@@ -119,5 +171,49 @@ mod tests {
     fn tokens_of_another_secret_do_not_verify() {
         let token = keys(&"a".repeat(32)).issue("user-1").unwrap();
         assert!(keys(&"b".repeat(32)).verify(&token.access_token).is_none());
+    }
+
+    #[test]
+    fn a_remembered_token_answers_as_its_full_check() {
+        let keys = keys(&"s".repeat(32));
+        let token = keys.issue("user-1").unwrap().access_token;
+        let first = keys.verify(&token).unwrap();
+        let again = keys.verify(&token).unwrap();
+        assert_eq!(
+            (again.sub, again.iat, again.exp, again.iss),
+            (first.sub, first.iat, first.exp, first.iss)
+        );
+        // Another signature on the same header and claims is another token.
+        let (body, signature) = token.rsplit_once('.').unwrap();
+        let mut forged = signature.as_bytes().to_vec();
+        forged[0] = if forged[0] == b'A' { b'B' } else { b'A' };
+        let forged = format!("{body}.{}", String::from_utf8(forged).unwrap());
+        assert!(keys.verify(&forged).is_none());
+        assert!(keys.verify(&token).is_some());
+    }
+
+    #[test]
+    fn a_remembered_token_expires_when_its_claims_say() {
+        let keys = keys(&"s".repeat(32));
+        let exp = now_s() + 1;
+        let claims = Claims {
+            sub: "user-1".into(),
+            iat: exp - 1,
+            exp,
+            iss: "orderly".into(),
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
+        assert!(keys.verify(&token).is_some(), "valid through second `exp`");
+        // Poll the clock (not the cache) until the token's second has passed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while now_s() <= exp {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the clock did not advance"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(keys.verify(&token).is_none(), "remembered, yet expired");
     }
 }
