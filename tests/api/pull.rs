@@ -267,6 +267,58 @@ async fn nack_with_retry_in_ms_delays_the_lane_head_by_at_least_that() {
 }
 
 #[actix_web::test]
+async fn a_nack_repeated_after_its_job_was_claimed_again_answers_its_outcome() {
+    // PRODUCT.md §7.2: the nack's reply was lost, the job was retried at once
+    // and claimed again; the consumer's repeat still answers 200 retrying.
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    app.publish_ok(&user.token, "q", &json!({"payload": "head", "key": "k"}))
+        .await;
+    let first = claim(&app, &user.token, "q", 0, 1).await.remove(0);
+    let nack = json!({"lease": lease(&first), "error": "busy", "retry_in_ms": 0});
+    let nacked = job_call(&app, &user.token, id(&first), "nack", nack.clone()).await;
+    assert_eq!(nacked.status(), 200);
+    let second = claim(&app, &user.token, "q", 5_000, 1).await.remove(0);
+    assert_eq!(id(&second), id(&first));
+    assert_eq!(second["attempts"], 2);
+
+    let repeated = job_call(&app, &user.token, id(&first), "nack", nack.clone()).await;
+    assert_eq!(repeated.status(), 200, "a repeated nack is idempotent");
+    let repeated = body(repeated).await;
+    assert_eq!(repeated["attempts"], 2, "the repeat changed nothing");
+    assert_eq!(repeated["state"], "active", "the job is leased again");
+    let batch = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/ack",
+            &user.token,
+            Some(&json!({"nacks": [{"id": id(&first), "lease": lease(&first)}]})),
+        )
+        .await;
+    assert_eq!(batch.status(), 200);
+    assert_eq!(body(batch).await["results"][0]["status"], "retrying");
+
+    // Only that lease's own token answers ("<number>.<token>"); the live
+    // lease is untouched.
+    let mut forged = lease(&first).to_owned();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    let wrong = job_call(
+        &app,
+        &user.token,
+        id(&first),
+        "nack",
+        json!({"lease": forged, "retry_in_ms": 0}),
+    )
+    .await;
+    error_body(wrong, 409, "lease_lost").await;
+    let done = ack(&app, &user.token, &second).await;
+    assert_eq!(done["state"], "completed");
+    assert_eq!(done["attempts"], 2);
+}
+
+#[actix_web::test]
 async fn nack_without_retry_in_ms_backs_off_exponentially_up_to_the_cap() {
     let app = spawn_app().await;
     let user = app.signed_up_user().await;

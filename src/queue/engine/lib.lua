@@ -39,6 +39,11 @@ local R_CREATED, R_AVAIL, R_STARTED, R_FINISHED, R_ERR, R_RESULT, R_NEXT = 9, 10
 local R_OUT = 16
 local R_BODY = 17
 local R_SIZE = 17
+-- R_PREV, after the payload and only once a job is leased again after a
+-- lease that produced an outcome: { lease_no, token, outcome } of that
+-- lease, so a repeat of its ack or nack (its reply was lost, the job has
+-- been retried since) still answers that outcome (PRODUCT.md §7.2).
+local R_PREV = 18
 
 -- Writes held to the end of the run (`end_run`), each key's in one variadic
 -- command: a group commit's run writes two records, a lane and three index
@@ -169,7 +174,7 @@ local function get(id)
 end
 
 local function put(id, r)
-  local v = cmsgpack.pack(unpack(r, 1, R_SIZE))
+  local v = cmsgpack.pack(unpack(r, 1, r[R_PREV] and R_PREV or R_SIZE))
   packed_records[id] = v
   later_records[id] = v
 end
@@ -699,8 +704,16 @@ end
 -- an outcome: that outcome and the record; else nil and the record (if any).
 local function repeated(id, lease_no, token)
   local r = get(id)
-  if r and r[R_OUT] and r[R_LNO] == tonumber(lease_no) and r[R_TOK] == token then
+  if not r then
+    return nil, r
+  end
+  local n = tonumber(lease_no)
+  if r[R_OUT] and r[R_LNO] == n and r[R_TOK] == token then
     return r[R_OUT], r
+  end
+  local prev = r[R_PREV]
+  if prev and prev[1] == n and prev[2] == token then
+    return prev[3], r
   end
   return nil, r
 end
@@ -732,6 +745,9 @@ local function lease_job(id, r, now, lease_ms, token)
     redis.call('ZREM', K_DELAYED, id)
   end
   r[R_STATE] = 'active'
+  if r[R_OUT] then
+    r[R_PREV] = { r[R_LNO], r[R_TOK], r[R_OUT] }
+  end
   r[R_LNO] = (r[R_LNO] or 0) + 1
   r[R_ATT] = (r[R_ATT] or 0) + 1
   r[R_TOK] = token

@@ -133,6 +133,7 @@ enum Mp {
     Int(i64),
     Float(f64),
     Str(String),
+    Array(Vec<Mp>),
 }
 
 impl Mp {
@@ -159,6 +160,15 @@ impl Mp {
 
 /// Decodes the concatenated values `cmsgpack.pack(a, b, ...)` produces.
 fn unpack(mut bytes: &[u8]) -> Vec<Mp> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        out.push(value(&mut bytes));
+    }
+    out
+}
+
+/// Decodes one msgpack value from the front of `bytes`.
+fn value(bytes: &mut &[u8]) -> Mp {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> &'a [u8] {
         let (head, rest) = bytes.split_at(n);
         *bytes = rest;
@@ -169,45 +179,43 @@ fn unpack(mut bytes: &[u8]) -> Vec<Mp> {
             .iter()
             .fold(0, |acc, b| acc << 8 | u64::from(*b))
     }
-    let mut out = Vec::new();
-    while let Some((&tag, rest)) = bytes.split_first() {
-        bytes = rest;
-        let text = |bytes: &mut &[u8], n: usize| {
-            Mp::Str(String::from_utf8(take(bytes, n).to_vec()).expect("utf-8 field"))
-        };
-        out.push(match tag {
-            0x00..=0x7f => Mp::Int(i64::from(tag)),
-            0xe0..=0xff => Mp::Int(i64::from(tag as i8)),
-            0xc0 => Mp::Nil,
-            0xc2 => Mp::Bool(false),
-            0xc3 => Mp::Bool(true),
-            0xa0..=0xbf => text(&mut bytes, usize::from(tag & 0x1f)),
-            0xd9 | 0xc4 => {
-                let n = be(&mut bytes, 1) as usize;
-                text(&mut bytes, n)
-            }
-            0xda | 0xc5 => {
-                let n = be(&mut bytes, 2) as usize;
-                text(&mut bytes, n)
-            }
-            0xdb | 0xc6 => {
-                let n = be(&mut bytes, 4) as usize;
-                text(&mut bytes, n)
-            }
-            0xcc => Mp::Int(be(&mut bytes, 1) as i64),
-            0xcd => Mp::Int(be(&mut bytes, 2) as i64),
-            0xce => Mp::Int(be(&mut bytes, 4) as i64),
-            0xcf => Mp::Int(be(&mut bytes, 8) as i64),
-            0xd0 => Mp::Int(i64::from(be(&mut bytes, 1) as u8 as i8)),
-            0xd1 => Mp::Int(i64::from(be(&mut bytes, 2) as u16 as i16)),
-            0xd2 => Mp::Int(i64::from(be(&mut bytes, 4) as u32 as i32)),
-            0xd3 => Mp::Int(be(&mut bytes, 8) as i64),
-            0xca => Mp::Float(f64::from(f32::from_bits(be(&mut bytes, 4) as u32))),
-            0xcb => Mp::Float(f64::from_bits(be(&mut bytes, 8))),
-            other => panic!("unexpected msgpack tag {other:#x}"),
-        });
+    let (&tag, rest) = bytes.split_first().expect("a msgpack value");
+    *bytes = rest;
+    let text = |bytes: &mut &[u8], n: usize| {
+        Mp::Str(String::from_utf8(take(bytes, n).to_vec()).expect("utf-8 field"))
+    };
+    match tag {
+        0x00..=0x7f => Mp::Int(i64::from(tag)),
+        0xe0..=0xff => Mp::Int(i64::from(tag as i8)),
+        0xc0 => Mp::Nil,
+        0xc2 => Mp::Bool(false),
+        0xc3 => Mp::Bool(true),
+        0x90..=0x9f => Mp::Array((0..tag & 0x0f).map(|_| value(bytes)).collect()),
+        0xa0..=0xbf => text(bytes, usize::from(tag & 0x1f)),
+        0xd9 | 0xc4 => {
+            let n = be(bytes, 1) as usize;
+            text(bytes, n)
+        }
+        0xda | 0xc5 => {
+            let n = be(bytes, 2) as usize;
+            text(bytes, n)
+        }
+        0xdb | 0xc6 => {
+            let n = be(bytes, 4) as usize;
+            text(bytes, n)
+        }
+        0xcc => Mp::Int(be(bytes, 1) as i64),
+        0xcd => Mp::Int(be(bytes, 2) as i64),
+        0xce => Mp::Int(be(bytes, 4) as i64),
+        0xcf => Mp::Int(be(bytes, 8) as i64),
+        0xd0 => Mp::Int(i64::from(be(bytes, 1) as u8 as i8)),
+        0xd1 => Mp::Int(i64::from(be(bytes, 2) as u16 as i16)),
+        0xd2 => Mp::Int(i64::from(be(bytes, 4) as u32 as i32)),
+        0xd3 => Mp::Int(be(bytes, 8) as i64),
+        0xca => Mp::Float(f64::from(f32::from_bits(be(bytes, 4) as u32))),
+        0xcb => Mp::Float(f64::from_bits(be(bytes, 8))),
+        other => panic!("unexpected msgpack tag {other:#x}"),
     }
-    out
 }
 
 /// A job record's fields, in `lib.lua`'s R_KEY.. order.
@@ -227,11 +235,25 @@ struct Record {
     /// The outcome the lease `lease_no` produced (its token is kept with it
     /// for repeats); `None` while leased or when no lease produced one.
     outcome: Option<String>,
+    /// The lease number and token of the latest earlier lease that produced
+    /// an outcome, once the job was leased again after it.
+    prev: Option<(u64, String)>,
 }
 
 fn record(id: &str, bytes: &[u8]) -> Record {
     let f = unpack(bytes);
-    assert_eq!(f.len(), 17, "record of {id} has {} fields: {f:?}", f.len());
+    assert!(
+        f.len() == 17 || f.len() == 18,
+        "record of {id} has {} fields: {f:?}",
+        f.len()
+    );
+    let prev = f.get(17).map(|p| match p {
+        Mp::Array(p) if p.len() == 3 => (
+            p[0].int().expect("a lease number"),
+            p[1].str().expect("a token").to_owned(),
+        ),
+        other => panic!("record of {id}: an earlier outcome {other:?}"),
+    });
     let opt_int = |i: usize| (!f[i].absent()).then(|| f[i].int().expect("an integer field"));
     let opt_str =
         |i: usize| (!f[i].absent()).then(|| f[i].str().expect("a string field").to_owned());
@@ -247,6 +269,7 @@ fn record(id: &str, bytes: &[u8]) -> Record {
         started_at: opt_int(10),
         next: opt_str(14),
         outcome: opt_str(15),
+        prev,
     }
 }
 
@@ -316,6 +339,11 @@ pub fn check(d: &Dump, m: &Model) {
         if job.state == JobState::Delayed {
             assert_eq!(r.available_at, job.available_at, "{at}: availability");
         }
+        let prev = m
+            .prev_outcomes
+            .get(&job.seq)
+            .map(|l| (l.number, l.token.clone()));
+        assert_eq!(r.prev, prev, "{at}: the earlier lease's outcome");
     }
 
     // Lanes: each chain runs from head to tail through `next`, `len` jobs,

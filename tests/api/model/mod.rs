@@ -925,7 +925,8 @@ impl Harness {
         let (seq, lease) = leases[pick % leases.len()].clone();
         // An ack or nack repeated under a lease whose outcome the engine
         // remembers answers that outcome (a lost reply retried).
-        let repeat = self.model.outcomes.get(&seq) == Some(&lease)
+        let repeat = (self.model.outcomes.get(&seq) == Some(&lease)
+            || self.model.prev_outcomes.get(&seq) == Some(&lease))
             && matches!(
                 kind,
                 StaleKind::Ack | StaleKind::ChainedAck | StaleKind::Nack

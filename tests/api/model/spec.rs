@@ -111,9 +111,14 @@ pub struct Model {
     pub idempotency: HashMap<String, u64>,
     /// Leases that can never be live again.
     pub stale: Vec<(u64, Lease)>,
-    /// Per job, the lease whose ack/nack outcome the engine remembers (until
-    /// the job is leased again): a repeat of it answers that outcome.
+    /// Per job, the lease whose ack/nack outcome the engine remembers as the
+    /// current one (until the job is leased again): a repeat of it answers
+    /// that outcome.
     pub outcomes: std::collections::HashMap<u64, Lease>,
+    /// Per job, the latest earlier lease that produced an outcome (it moves
+    /// here from `outcomes` when the job is leased again): its repeat still
+    /// answers that outcome.
+    pub prev_outcomes: std::collections::HashMap<u64, Lease>,
     pub completed: u64,
     pub cancelled: u64,
 }
@@ -144,6 +149,7 @@ impl Model {
             idempotency: HashMap::new(),
             stale: Vec::new(),
             outcomes: Default::default(),
+            prev_outcomes: Default::default(),
             completed: 0,
             cancelled: 0,
         }
@@ -239,7 +245,9 @@ impl Model {
         job.attempts += 1;
         job.started = true;
         job.lease = Some(held);
-        self.outcomes.remove(&seq);
+        if let Some(ended) = self.outcomes.remove(&seq) {
+            self.prev_outcomes.insert(seq, ended);
+        }
     }
 
     /// The job's lease ended (an outcome, a release, recovery): it is stale.
