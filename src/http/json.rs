@@ -209,6 +209,36 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
     }
 }
 
+/// A JSON body as [`ApiJson`], or `T::default()` when the request has no
+/// body at all (zero bytes, whatever its `Content-Type`): for routes whose
+/// every field is optional, so a bare `POST` does what `{}` does. A body
+/// that is present must be JSON, as for [`ApiJson`].
+#[derive(Debug)]
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for ApiJsonOrEmpty<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = is_json(req);
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = body.await.map_err(|err| match err.as_error() {
+                Some(payload) => ApiError::from_payload(payload),
+                None => ApiError::from_actix(&err),
+            })?;
+            if bytes.is_empty() {
+                return Ok(ApiJsonOrEmpty(T::default()));
+            }
+            if !json {
+                return Err(ApiError::unsupported_media_type());
+            }
+            parse(&bytes).map(ApiJsonOrEmpty)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,7 +262,7 @@ pub struct KeyPath {
     request_body = NewKeyBody,
     responses(
         (status = 201, description = "Created; `key` is shown only here", body = CreatedKey),
-        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON (an unknown field is a `422`)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: API keys cannot manage keys", body = ErrorBody),
         (status = 409, description = "`too_many_keys`: the user holds 100 keys", body = ErrorBody),

@@ -15,6 +15,7 @@ use super::queues::{QueuePath, path_queue};
 use crate::auth::{Authorized, need};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::ApiJson;
+use crate::http::json::ApiJsonOrEmpty;
 use crate::http::json::integer;
 use crate::queue::Queues;
 use crate::queue::engine::{Failure, Lease, Transition};
@@ -95,7 +96,7 @@ pub(crate) async fn pull_queue(
 /// Lease the next startable job(s) of a pull queue, after reporting the
 /// outcomes of earlier ones (`acks` / `nacks`, answered in `results`).
 #[utoipa::path(post, path = "/v1/queues/{queue}/claim", operation_id = "claim_jobs", tag = "consumers", security(("bearer" = [])),
-    params(QueuePath), request_body = ClaimBody,
+    params(QueuePath), request_body(content = Option<ClaimBody>, description = "Optional: a request with no body claims one job without waiting (any `Content-Type`)"),
     responses(
         (status = 200, description = "Leased jobs, each with `lease` and `lease_expires_at` (empty when none became ready in time); `results` when `acks` or `nacks` were given", body = ClaimReply, links(
             ("AckJob" = (operation_id = "ack_job", parameters(("id" = "$response.body#/jobs/0/id")),
@@ -110,13 +111,13 @@ pub(crate) async fn pull_queue(
             ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/jobs/0/id")),
                 description = "Read the first leased job")),
         )),
-        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON (an unknown field is a `422`)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 409, description = "`not_a_pull_queue`", body = ErrorBody),
         (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (a request with no body needs no `Content-Type`)", body = ErrorBody),
         (status = 422, description = "`wait_ms` or `max_jobs` out of range, an invalid `claim_id`, more than 1000 outcomes or an invalid outcome", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
     ))]
@@ -124,7 +125,7 @@ pub async fn claim(
     queues: web::Data<Queues>,
     who: Authorized<need::Consume>,
     path: web::Path<QueuePath>,
-    ApiJson(body): ApiJson<ClaimBody>,
+    ApiJsonOrEmpty(body): ApiJsonOrEmpty<ClaimBody>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = path_queue(&who, &path)?;
     let wait = wait_ms(body.wait_ms)?;
@@ -295,7 +296,7 @@ fn answer(transition: Transition) -> Result<HttpResponse, ApiError> {
     params(JobPath), request_body = AckBody,
     responses(
         (status = 200, description = "Completed", body = Job),
-        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON (an unknown field is a `422`)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -321,7 +322,7 @@ pub async fn ack(
     params(JobPath), request_body = NackBody,
     responses(
         (status = 200, description = "`retrying`, `dead` or `blocked`", body = Job),
-        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON (an unknown field is a `422`)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -349,7 +350,7 @@ pub async fn nack(
     params(JobPath), request_body = ExtendBody,
     responses(
         (status = 200, description = "The job with its new `lease_expires_at`", body = Job),
-        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON (an unknown field is a `422`)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),

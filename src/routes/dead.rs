@@ -37,11 +37,10 @@ pub struct Redriven {
     params(QueuePath, DeadQuery),
     responses(
         (status = 200, description = "One page", body = JobPage),
-        (status = 400, description = "Unknown query parameter", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
-        (status = 422, description = "Invalid `limit`", body = ErrorBody),
+        (status = 422, description = "Unknown query parameter (`fields.query`), or invalid `limit`", body = ErrorBody),
         (status = 503, description = "Redis or MongoDB down", body = ErrorBody),
     ))]
 pub async fn list(

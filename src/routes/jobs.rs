@@ -218,7 +218,7 @@ async fn admit(limiter: &IngressLimiter, who: &Caller, jobs: usize) -> Result<()
                 description = "Cancel the job while it has not started")),
         )),
         (status = 200, description = "Idempotent repeat: the original job, or `ExpiredDuplicate` when it is gone; nothing is enqueued", body = Repeated),
-        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON (an unknown field is a `422`)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "Impossible queue name", body = ErrorBody),
@@ -282,7 +282,7 @@ pub struct BatchBody {
             ("GetFirstJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/jobs/0/id")),
                 description = "Read the batch's first job")),
         )),
-        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON (an unknown field is a `422`)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "Impossible queue name", body = ErrorBody),
@@ -426,11 +426,10 @@ fn state_filter_schema() -> utoipa::openapi::schema::Object {
     params(QueuePath, ListQuery),
     responses(
         (status = 200, description = "One page", body = JobPage),
-        (status = 400, description = "Unknown query parameter", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "Impossible queue name", body = ErrorBody),
-        (status = 422, description = "Invalid `state` or `limit`", body = ErrorBody),
+        (status = 422, description = "Unknown query parameter (`fields.query`), or invalid `state` or `limit`", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn list(

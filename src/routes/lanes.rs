@@ -82,11 +82,10 @@ pub struct LanePage {
     params(QueuePath, LanesQuery),
     responses(
         (status = 200, description = "One page", body = LanePage),
-        (status = 400, description = "Unknown query parameter", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "Impossible queue name", body = ErrorBody),
-        (status = 422, description = "Invalid `state` or `limit`", body = ErrorBody),
+        (status = 422, description = "Unknown query parameter (`fields.query`), or invalid `state` or `limit`", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn list(

@@ -282,7 +282,7 @@ pub async fn report(
     params(QueuePath), request_body = OutcomesBody,
     responses(
         (status = 200, description = "One status per item, acks first, in request order", body = OutcomeList),
-        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON (an unknown field is a `422`)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),

@@ -350,7 +350,7 @@ impl<'a> QueueView<'a> {
             ("GetQueue" = (operation_id = "get_queue", parameters(("queue" = "$request.path.queue")),
                 description = "The queue with its stats")),
         )),
-        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON (an unknown field is a `422`)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 413, description = "Body over the configured limit", body = ErrorBody),

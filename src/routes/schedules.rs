@@ -145,7 +145,7 @@ async fn views(store: &Schedules, schedules: Vec<Schedule>) -> Result<Vec<Schedu
     responses(
         (status = 201, description = "Created", body = ScheduleView),
         (status = 200, description = "Replaced (its last run is kept; the next tick is computed anew)", body = ScheduleView),
-        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON (an unknown field is a `422`)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the `manage` scope, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue (of this user)", body = ErrorBody),

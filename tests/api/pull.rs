@@ -267,6 +267,57 @@ async fn nack_with_retry_in_ms_delays_the_lane_head_by_at_least_that() {
 }
 
 #[actix_web::test]
+async fn a_claim_without_a_body_claims_one_job_and_a_body_must_still_be_json() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    for (n, key) in ["a", "b", "c"].into_iter().enumerate() {
+        app.publish_ok(&user.token, "q", &json!({"payload": n, "key": key}))
+            .await;
+    }
+    let post = || {
+        app.client
+            .post(app.url("/v1/queues/q/claim"))
+            .bearer_auth(&user.token)
+    };
+    // No body and no Content-Type: as `{}`, one job.
+    let bare = post().send().await.unwrap();
+    assert_eq!(bare.status(), 200);
+    let jobs = body(bare).await["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["seq"], 1);
+    // An empty body labelled JSON: the same.
+    let empty = post()
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 200);
+    assert_eq!(body(empty).await["jobs"][0]["seq"], 2);
+    // A body that is there must be JSON, and valid.
+    let text = post()
+        .header("content-type", "text/plain")
+        .body("max_jobs=5")
+        .send()
+        .await
+        .unwrap();
+    error_body(text, 415, "unsupported_media_type").await;
+    let broken = post()
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    error_body(broken, 400, "invalid_json").await;
+    let unknown = post().json(&json!({"max_job": 5})).send().await.unwrap();
+    error_body(unknown, 422, "validation_failed").await;
+    // Nothing of that claimed anything.
+    let last = claim(&app, &user.token, "q", 0, 5).await;
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0]["seq"], 3);
+}
+
+#[actix_web::test]
 async fn a_nack_repeated_after_its_job_was_claimed_again_answers_its_outcome() {
     // PRODUCT.md §7.2: the nack's reply was lost, the job was retried at once
     // and claimed again; the consumer's repeat still answers 200 retrying.
