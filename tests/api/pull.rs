@@ -590,6 +590,66 @@ async fn the_same_idempotency_key_publishes_once_per_queue() {
 }
 
 #[actix_web::test]
+async fn an_idempotency_key_outlives_its_job_in_its_window_but_not_its_queue() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({"retention_s": 1})).await;
+    let publish = |key: Option<&'static str>| {
+        let (app, token) = (&app, &user.token);
+        async move {
+            let mut request = app
+                .client
+                .post(app.url("/v1/queues/q/jobs"))
+                .bearer_auth(token)
+                .json(&json!({"payload": "x"}));
+            if let Some(key) = key {
+                request = request.header("Idempotency-Key", key);
+            }
+            request.send().await.unwrap()
+        }
+    };
+    let first = publish(Some("order-7")).await;
+    assert_eq!(first.status(), 202);
+    let first = body(first).await;
+    let held = claim(&app, &user.token, "q", 0, 1).await.remove(0);
+    ack(&app, &user.token, &held).await;
+    // Its retention (1 s) ends; the lease reaper trims the record.
+    let path = format!("/v1/jobs/{}", id(&first));
+    crate::helpers::eventually(Duration::from_secs(20), "the job is trimmed", || async {
+        let r = app
+            .call(reqwest::Method::GET, &path, &user.token, None)
+            .await;
+        (r.status() == 404).then_some(())
+    })
+    .await;
+
+    // Within the key's window the repeat enqueues nothing (PRODUCT.md §3).
+    let repeat = publish(Some("order-7")).await;
+    assert_eq!(repeat.status(), 200);
+    let repeat = body(repeat).await;
+    assert_eq!(repeat["id"], first["id"]);
+    assert_eq!(repeat["state"], "expired");
+    let next = body(publish(None).await).await;
+    assert_eq!(next["seq"], 2, "the repeat took no seq");
+    assert_eq!(app.counter("orderly_jobs_published_total").await, 2.0);
+
+    // A queue created again under the name is another queue: the key is new.
+    let deleted = app
+        .call(reqwest::Method::DELETE, "/v1/queues/q", &user.token, None)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    pull_queue(&app, &user.token, "q", json!({"retention_s": 1})).await;
+    let fresh = publish(Some("order-7")).await;
+    assert_eq!(fresh.status(), 202);
+    let fresh = body(fresh).await;
+    assert_ne!(fresh["id"], first["id"]);
+    assert_eq!(fresh["seq"], 1);
+    let again = publish(Some("order-7")).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(body(again).await["id"], fresh["id"]);
+}
+
+#[actix_web::test]
 async fn a_batch_is_published_in_order_with_contiguous_seqs_or_not_at_all() {
     let app = spawn_app().await;
     let user = app.signed_up_user().await;

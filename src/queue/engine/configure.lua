@@ -19,6 +19,9 @@ end
 redis.call('HSET', K_META, 'push', ARGV[2], 'paused', ARGV[3],
   'on_exhausted', ARGV[4], 'retention_s', ARGV[5], 'conf_v', version,
   'rate_per_s', ARGV[7] or '0', 'rate_burst', ARGV[8] or '0', 'max_active', ARGV[9] or '0')
+-- The queue's life starts with this version (a delete removes K_META, so a
+-- queue created again starts another; `conf().born`).
+redis.call('HSETNX', K_META, 'born', ARGV[6])
 conf_cache = nil
 convert_legacy(now)
 -- A queue without lanes has none to index from before the lane index

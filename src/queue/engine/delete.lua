@@ -1,8 +1,8 @@
 -- delete: removes every key of the queue and its group-index entries in one
 -- atomic run, so no publish, claim or ack of any process can interleave; a
 -- queue created again under the name starts afresh (seq from 1).
--- Idempotency keys expire by themselves; publish ignores any that names a
--- job that no longer exists.
+-- Idempotency keys expire by themselves; publish ignores any of the
+-- queue's earlier life (they name the `born` version K_META loses here).
 -- The settings version of the deleted queue stays behind for a day as a
 -- tombstone: a settings copy of that version or older (a refresh by another
 -- process that read the definition before the delete) is refused, so it

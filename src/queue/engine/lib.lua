@@ -253,7 +253,7 @@ local conf_cache = nil
 local function conf()
   if not conf_cache then
     local c = redis.call('HMGET', K_META, 'push', 'paused', 'on_exhausted', 'retention_s', 'watched_until',
-      'conf_v', 'rate_per_s', 'rate_burst', 'max_active', 'legacy_bodies')
+      'conf_v', 'rate_per_s', 'rate_burst', 'max_active', 'legacy_bodies', 'born')
     conf_cache = {
       configured = c[6] ~= false,
       push = c[1] == '1',
@@ -270,6 +270,10 @@ local function conf()
       -- Payloads an earlier version kept apart remain (`convert_legacy`):
       -- `trim` deletes them with their records.
       legacy_bodies = c[10] == '1',
+      -- This life of the queue: the settings version it was created with
+      -- (set once by `configure`; a queue created again after a delete has
+      -- a newer one). Idempotency keys name it beside their job.
+      born = c[11],
     }
   end
   return conf_cache

@@ -17,7 +17,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `Q:m` | hash | `seq` counter; flow control: the mirrored `rate_per_s`, `rate_burst`, `max_active` and the token bucket `tb_tokens`, `tb_at`; `lane_scan` (the lanes listing's scan for lanes older than `Q:n`: cursor, then `done`); `completed`, `cancelled`, `retried` totals; `pending`, the number of unfinished jobs (written once per script run); the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v`; `watched_until` (ms until which finished jobs are announced to waiting reads); after a delete only `deleted_v` (the deleted settings version, a tombstone for a day) |
+//! | `Q:m` | hash | `seq` counter; flow control: the mirrored `rate_per_s`, `rate_burst`, `max_active` and the token bucket `tb_tokens`, `tb_at`; `lane_scan` (the lanes listing's scan for lanes older than `Q:n`: cursor, then `done`); `completed`, `cancelled`, `retried` totals; `pending`, the number of unfinished jobs (written once per script run); the mirrored settings `push`, `paused`, `on_exhausted`, `retention_s` and their version `conf_v`; `watched_until` (ms until which finished jobs are announced to waiting reads); `born`, the settings version the queue was created with (its life, named by idempotency keys); after a delete only `deleted_v` (the deleted settings version, a tombstone for a day) |
 //! | `Q:j` | hash | job id → msgpack record: key, seq, state, attempts, max_attempts, lease_no, lease_token, lease_expires_at, created_at, available_at, started_at, finished_at, last_error, result, next (the lane's next job id), outcome (what lease `lease_no` produced; its token stays beside it so a repeated ack/nack answers it), payload (its JSON text), then, once the job is leased again after a lease that produced an outcome, {lease_no, token, outcome} of that lease (its repeats still answer it) |
 //! | `Q:b` | hash | no longer written (payloads are in the records); kept in `KEYS` so `delete` still removes an old one |
 //! | `Q:l` | hash | lane key → msgpack {head id, tail id, length, hint}; lanes are chained through `next`, in seq order; the head stays until it is terminal; `hint` is the job a redrive last put back (where the next one is looked for) |
@@ -33,7 +33,7 @@
 //! | `Q:u` | hash | paused lanes: lane key → ms when its head may start (`''`: not yet); a paused lane is not in `Q:r` |
 //! | `Q:h` | zset | ready lanes whose head has a priority, score = (9 − priority) × 2^42 + ready ms; claim looks here first (may keep stale entries; `Q:r` decides) |
 //! | `Q:y` | hash | job id → priority (1–9), for jobs published with one |
-//! | `Q:i:<idempotency key>` | string | job id, expires after the idempotency window |
+//! | `Q:i:<idempotency key>` | string | `<job id> <born>` (`born`: `Q:m`'s settings version the queue was created with, so a key of the queue's earlier life does not count), expires after the idempotency window; a bare job id from before `born` existed counts while its job exists |
 //! | `Q:c:<claim id>` | string | msgpack (id, lease number, token)… of the leases a claim with that `claim_id` took; expires with them |
 //! | `P:{g<n>}:g:due` | zset | push queues (qids) with a ready lane, score = earliest ready time |
 //! | `P:{g<n>}:g:leases` | zset | queues with leases, score = earliest lease expiry; a queue without leases but with finished records is there until its oldest record's retention ends (+2 s): the reaper's `recover` trims it |

@@ -20,9 +20,14 @@ if not conf().configured then
 end
 
 -- Pass 1: idempotency keys, in order (a key repeated within the run names
--- the run's first job). A key naming a job that no longer exists (its queue
--- was deleted and created again) does not count.
+-- the run's first job). A key holds "<job id> <born>": the job it named in
+-- the queue's life `born` (`conf().born`). It counts within that life even
+-- when the job's record is gone (its retention ended: the repeat answers it
+-- as expired, nothing is enqueued), and not in a later life (the queue was
+-- deleted and created again). A key written before queues recorded their
+-- life (a bare id) counts while its job exists.
 local original, claimed, fresh = {}, {}, n
+local born = conf().born
 -- (Without keys beyond the queue's 21 fixed ones no job of the run has an
 -- idempotency key.)
 if #KEYS > 21 then
@@ -33,11 +38,22 @@ if #KEYS > 21 then
     local orig = false
     if ki > 0 then
       local ik = KEYS[ki]
-      local prev = claimed[ik] or redis.call('GET', ik)
-      if prev and (claimed[ik] or redis.call('HEXISTS', K_JOBS, prev) == 1) then
+      local prev = claimed[ik]
+      if not prev then
+        local v = redis.call('GET', ik)
+        local sep = v and string.find(v, ' ', 1, true)
+        if sep then
+          if string.sub(v, sep + 1) == born then
+            prev = string.sub(v, 1, sep - 1)
+          end
+        elseif v and redis.call('HEXISTS', K_JOBS, v) == 1 then
+          prev = v
+        end
+      end
+      if prev then
         orig = prev
       else
-        redis.call('SET', ik, ARGV[o], 'EX', window)
+        redis.call('SET', ik, born and (ARGV[o] .. ' ' .. born) or ARGV[o], 'EX', window)
         claimed[ik] = ARGV[o]
       end
     end
