@@ -278,7 +278,7 @@ pub struct BatchBody {
     request_body = BatchBody,
     responses(
         (status = 200, description = "Idempotent repeat: every job was already published; the original jobs (those still stored), nothing enqueued", body = JobList),
-        (status = 202, description = "Accepted, in the given order; jobs whose idempotency key was seen are not enqueued again and appear as the original job", body = JobList, links(
+        (status = 202, description = "Accepted, in the given order; jobs whose idempotency key was seen are not enqueued again and appear as the original job (left out when it is gone, past its retention)", body = JobList, links(
             ("GetFirstJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/jobs/0/id")),
                 description = "Read the batch's first job")),
         )),
