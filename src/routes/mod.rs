@@ -61,6 +61,17 @@ fn allow_header(methods: &[&str]) -> String {
 }
 
 route_table! {
+    // The job path's routes first: a request is matched against the table in
+    // order, a pattern with `{…}` by a regex each, which cost ~3 % of
+    // Orderly's CPU per one-job publish when publish came 17th. (No two
+    // patterns match the same path, so the order changes nothing else.)
+    "/v1/queues/{queue}/jobs" => { post: jobs::publish, get: jobs::list },
+    "/v1/queues/{queue}/jobs/batch" => { post: jobs::publish_batch },
+    "/v1/queues/{queue}/claim" => { post: consumers::claim },
+    "/v1/queues/{queue}/ack" => { post: outcomes::outcomes },
+    "/v1/jobs/{id}/ack" => { post: consumers::ack },
+    "/v1/jobs/{id}/nack" => { post: consumers::nack },
+    "/v1/jobs/{id}/extend" => { post: consumers::extend },
     "/metrics" => { get: metrics::scrape },
     "/healthz" => { get: health::healthz },
     "/readyz" => { get: health::readyz },
@@ -78,10 +89,6 @@ route_table! {
     "/v1/queues/{queue}" => { put: queues::put, get: queues::get, delete: queues::delete },
     "/v1/queues/{queue}/pause" => { post: queues::pause },
     "/v1/queues/{queue}/resume" => { post: queues::resume },
-    "/v1/queues/{queue}/jobs" => { post: jobs::publish, get: jobs::list },
-    "/v1/queues/{queue}/jobs/batch" => { post: jobs::publish_batch },
-    "/v1/queues/{queue}/claim" => { post: consumers::claim },
-    "/v1/queues/{queue}/ack" => { post: outcomes::outcomes },
     "/v1/queues/{queue}/lanes" => { get: lanes::list },
     "/v1/queues/{queue}/lanes/{key}" => { get: lanes::get },
     "/v1/queues/{queue}/lanes/{key}/pause" => { post: lanes::pause },
@@ -91,9 +98,6 @@ route_table! {
     "/v1/queues/{queue}/schedules" => { get: schedules::list },
     "/v1/queues/{queue}/schedules/{name}" => { put: schedules::put, get: schedules::get, delete: schedules::delete },
     "/v1/jobs/{id}" => { get: jobs::get, delete: jobs::cancel },
-    "/v1/jobs/{id}/ack" => { post: consumers::ack },
-    "/v1/jobs/{id}/nack" => { post: consumers::nack },
-    "/v1/jobs/{id}/extend" => { post: consumers::extend },
     "/v1/jobs/{id}/retry" => { post: dead::retry },
     "/v1/jobs/{id}/skip" => { post: dead::skip },
 }
