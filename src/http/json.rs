@@ -210,9 +210,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 }
 
 /// A JSON body as [`ApiJson`], or `T::default()` when the request has no
-/// body at all (zero bytes, whatever its `Content-Type`): for routes whose
-/// every field is optional, so a bare `POST` does what `{}` does. A body
-/// that is present must be JSON, as for [`ApiJson`].
+/// body at all (zero bytes, whatever its `Content-Type`) or its body is JSON
+/// `null` (what the OpenAPI document's optional body allows): for routes
+/// whose every field is optional, so a bare `POST` does what `{}` does. A
+/// body that is present must be JSON, as for [`ApiJson`].
 #[derive(Debug)]
 pub struct ApiJsonOrEmpty<T>(pub T);
 
@@ -233,6 +234,9 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for ApiJsonOrEmpty<T> 
             }
             if !json {
                 return Err(ApiError::unsupported_media_type());
+            }
+            if bytes.trim_ascii() == b"null" {
+                return Ok(ApiJsonOrEmpty(T::default()));
             }
             parse(&bytes).map(ApiJsonOrEmpty)
         })

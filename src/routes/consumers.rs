@@ -96,7 +96,7 @@ pub(crate) async fn pull_queue(
 /// Lease the next startable job(s) of a pull queue, after reporting the
 /// outcomes of earlier ones (`acks` / `nacks`, answered in `results`).
 #[utoipa::path(post, path = "/v1/queues/{queue}/claim", operation_id = "claim_jobs", tag = "consumers", security(("bearer" = [])),
-    params(QueuePath), request_body(content = Option<ClaimBody>, description = "Optional: a request with no body claims one job without waiting (any `Content-Type`)"),
+    params(QueuePath), request_body(content = Option<ClaimBody>, description = "Optional: a request with no body (or `null`) claims one job without waiting"),
     responses(
         (status = 200, description = "Leased jobs, each with `lease` and `lease_expires_at` (empty when none became ready in time); `results` when `acks` or `nacks` were given", body = ClaimReply, links(
             ("AckJob" = (operation_id = "ack_job", parameters(("id" = "$response.body#/jobs/0/id")),

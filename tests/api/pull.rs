@@ -271,7 +271,7 @@ async fn a_claim_without_a_body_claims_one_job_and_a_body_must_still_be_json() {
     let app = spawn_app().await;
     let user = app.signed_up_user().await;
     pull_queue(&app, &user.token, "q", json!({})).await;
-    for (n, key) in ["a", "b", "c"].into_iter().enumerate() {
+    for (n, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
         app.publish_ok(&user.token, "q", &json!({"payload": n, "key": key}))
             .await;
     }
@@ -294,6 +294,15 @@ async fn a_claim_without_a_body_claims_one_job_and_a_body_must_still_be_json() {
         .unwrap();
     assert_eq!(empty.status(), 200);
     assert_eq!(body(empty).await["jobs"][0]["seq"], 2);
+    // JSON `null` (the documented body is optional, so nullable): the same.
+    let null = post()
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(null.status(), 200);
+    assert_eq!(body(null).await["jobs"][0]["seq"], 3);
     // A body that is there must be JSON, and valid.
     let text = post()
         .header("content-type", "text/plain")
@@ -314,7 +323,7 @@ async fn a_claim_without_a_body_claims_one_job_and_a_body_must_still_be_json() {
     // Nothing of that claimed anything.
     let last = claim(&app, &user.token, "q", 0, 5).await;
     assert_eq!(last.len(), 1);
-    assert_eq!(last[0]["seq"], 3);
+    assert_eq!(last[0]["seq"], 4);
 }
 
 #[actix_web::test]
