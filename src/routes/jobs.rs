@@ -428,7 +428,7 @@ fn state_filter_schema() -> utoipa::openapi::schema::Object {
         (status = 200, description = "One page", body = JobPage),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
-        (status = 404, description = "Impossible queue name", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
         (status = 422, description = "Unknown query parameter (`fields.query`), or invalid `state` or `limit`", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
@@ -447,7 +447,9 @@ pub async fn list(
         })?),
     };
     let limit = page_limit(query.limit)?;
-
+    if queues.registry.get(&queue).await?.is_none() {
+        return Err(ApiError::not_found("no such queue"));
+    }
     let filter = ListFilter {
         state,
         key: query.key,

@@ -84,7 +84,7 @@ pub struct LanePage {
         (status = 200, description = "One page", body = LanePage),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
-        (status = 404, description = "Impossible queue name", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
         (status = 422, description = "Unknown query parameter (`fields.query`), or invalid `state` or `limit`", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
@@ -110,6 +110,9 @@ pub async fn list(
         after: query.after,
         limit: page_limit(query.limit)?,
     };
+    if queues.registry.get(&queue).await?.is_none() {
+        return Err(ApiError::not_found("no such queue"));
+    }
     let page = queues.engine.lanes(&queue, &filter).await?;
     Ok(HttpResponse::Ok().json(LanePage {
         lanes: page.lanes,

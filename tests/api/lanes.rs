@@ -151,6 +151,11 @@ async fn the_lanes_listing_pages_with_after_and_answers_404_for_a_lane_without_j
         .get_with_token("/v1/queues/q/lanes/nothing", &user.token)
         .await;
     error_body(none, 404, "not_found").await;
+    // A queue that does not exist has no lanes to list, nor jobs.
+    for path in ["/v1/queues/nope/lanes", "/v1/queues/nope/jobs"] {
+        let missing = app.get_with_token(path, &user.token).await;
+        error_body(missing, 404, "not_found").await;
+    }
     let bad_state = app
         .get_with_token("/v1/queues/q/lanes?state=stuck", &user.token)
         .await;
