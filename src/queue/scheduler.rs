@@ -17,6 +17,12 @@
 //! (the first one's); with `"none"` they are skipped. Either way the
 //! schedule moves to its first tick after `now - ON_TIME_MS`.
 //!
+//! The tick index is in Redis, the definitions in MongoDB: after each
+//! (re)start, until a sweep succeeds, the sweep first puts schedules missing
+//! from the index back (`Schedules::reindex_missing`), so a Redis that lost
+//! its data (which breaks the connection, restarting this actor) does not
+//! silence them.
+//!
 //! It never writes queue keys (the producer does) and never publishes to a
 //! queue that does not exist. A failure to read the index stops it, and its
 //! supervisor restarts it; one schedule's failure is logged and retried at
@@ -89,6 +95,11 @@ pub struct Scheduler {
     /// Set by a restart: the first sweep then waits, so a Redis outage
     /// does not become a tight restart loop.
     restarted: bool,
+    /// Until a sweep succeeds after a (re)start, each sweep first puts
+    /// schedules missing from the tick index back (`reindex_missing`): a
+    /// Redis that lost its data breaks the connection, which restarts this
+    /// actor.
+    reconciled: bool,
 }
 
 impl Scheduler {
@@ -98,13 +109,18 @@ impl Scheduler {
             queues,
             ticks,
             restarted: false,
+            reconciled: false,
         }
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let (schedules, queues) = (self.schedules.clone(), self.queues.clone());
         let ticks = self.ticks.clone();
+        let reconcile = !self.reconciled;
         let run = async move {
+            if reconcile {
+                schedules.reindex_missing().await?;
+            }
             let now = Utc::now().timestamp_millis();
             let entries = schedules.earliest(BATCH).await?;
             let full = entries.len() == BATCH;
@@ -161,6 +177,7 @@ impl Scheduler {
         };
         ctx.spawn(run.into_actor(self).map(|result, act, ctx| match result {
             Ok(wait) => {
+                act.reconciled = true;
                 ctx.run_later(wait, |act, ctx| act.sweep(ctx));
             }
             Err(err) => {
@@ -260,6 +277,7 @@ impl Actor for Scheduler {
 impl Supervised for Scheduler {
     fn restarting(&mut self, _: &mut Self::Context) {
         self.restarted = true;
+        self.reconciled = false;
     }
 }
 

@@ -285,6 +285,43 @@ impl Schedules {
         Ok(())
     }
 
+    /// Puts every schedule that is not paused but missing from the tick
+    /// index back into it, at its next tick after now (`NX`: an entry that
+    /// is there stays). The index lives in Redis and the definitions in
+    /// MongoDB: a Redis that lost its data (restarted without persistence,
+    /// a failover to a lagging replica) would otherwise never tick them
+    /// again. A schedule paused or deleted meanwhile is dropped again by the
+    /// first sweep that meets it. Returns how many were put back.
+    pub async fn reindex_missing(&self) -> ScheduleResult<usize> {
+        use futures_util::TryStreamExt;
+        let mut cursor = self.docs.find(doc! { "paused": false }).await?;
+        let now = Utc::now().timestamp_millis();
+        let mut restored = 0;
+        while let Some(schedule) = cursor.try_next().await? {
+            let Ok(calendar) = Calendar::parse(&schedule.cron, &schedule.timezone) else {
+                continue;
+            };
+            let Some(next) = calendar.next_after(now) else {
+                continue;
+            };
+            let added: i64 = redis::cmd("ZADD")
+                .arg(&self.due_key)
+                .arg("NX")
+                .arg(next)
+                .arg(&schedule.id)
+                .query_async(&mut self.redis.clone())
+                .await?;
+            if added == 1 {
+                log::warn!(
+                    "schedule {} was missing from the tick index (Redis lost data?); its next tick is {next}",
+                    schedule.id
+                );
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
     /// Next and last runs of `ids`, in order: one round trip to the
     /// `{sched}` slot.
     pub async fn run_states(&self, ids: &[&str]) -> ScheduleResult<Vec<RunState>> {

@@ -386,3 +386,50 @@ async fn ticks_missed_while_no_process_ran_publish_one_job_with_catch_up_one_and
     let skipped = app.all_jobs(&user.token, "none", None).await;
     assert_eq!(skipped.len(), 0, "catch_up none: {skipped:?}");
 }
+
+#[actix_web::test]
+async fn schedules_tick_again_after_redis_lost_its_data() {
+    // Its own Redis, so the test may flush it (a Redis restarted without
+    // persistence: the tick index is gone, the definitions are in MongoDB).
+    let redis = crate::helpers::TestRedis::start().await;
+    let mut settings = test_settings();
+    settings.redis.url = redis.url.clone();
+    settings.redis.cluster_nodes.clear();
+    let mut first = OrderlyProcess::start(&settings).await;
+    let app = first.client(&settings).await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "ticks").await;
+    let request = json!({"cron": EVERY_SECOND, "payload": {"n": 1}});
+    let created = put_schedule(&app, &user.token, "ticks", "s", &request).await;
+    assert_eq!(created.status(), 201);
+    eventually(Duration::from_secs(15), "a first tick", || async {
+        let view = schedule(&app, &user.token, "ticks", "s").await;
+        view["last_job_id"].is_string().then_some(())
+    })
+    .await;
+    first.kill9();
+    drop(app);
+
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let flushed_at = Utc::now().timestamp_millis();
+
+    let second = OrderlyProcess::start(&settings).await;
+    let app = second.client(&settings).await;
+    let view = eventually(Duration::from_secs(15), "ticks again", || async {
+        let view = schedule(&app, &user.token, "ticks", "s").await;
+        (view["last_job_id"].is_string() && millis(&view["last_run_at"]) > flushed_at)
+            .then_some(view)
+    })
+    .await;
+    assert!(view["next_run_at"].is_string(), "{view}");
+    let jobs = app.all_jobs(&user.token, "ticks", None).await;
+    assert!(
+        jobs.iter().any(|j| j["id"] == view["last_job_id"]),
+        "the tick's job is in the queue: {view}"
+    );
+}
