@@ -321,12 +321,25 @@ fn describe(err: &reqwest::Error) -> String {
     text
 }
 
-/// Header values must be visible ASCII; other characters are percent-encoded.
+/// A lane key as a header value. Header values are visible ASCII (inner
+/// spaces allowed; a parser trims outer ones), so a key that is not — or that
+/// holds a `%` — is sent percent-encoded: its UTF-8 bytes other than ASCII
+/// letters, digits and `*-._` as `%XX` (a space too). An encoded value always
+/// holds a `%` and a plain one never does, so a receiver percent-decodes
+/// exactly the values that hold a `%`.
 fn header_safe(value: &str) -> String {
-    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    let plain = value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'%')
+        && !value.starts_with(' ')
+        && !value.ends_with(' ');
+    if plain {
         return value.to_owned();
     }
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+    // (Form encoding writes a space as `+`, and a `+` as `%2B`.)
+    url::form_urlencoded::byte_serialize(value.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 /// The receiver's body as the job's `result`: its JSON if it is JSON, else a
@@ -344,6 +357,50 @@ pub fn result_json(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_header_holds_a_percent_exactly_when_it_is_encoded() {
+        let decode = |header: &str| -> String {
+            if header.contains('%') {
+                url::form_urlencoded::parse(format!("k={header}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            } else {
+                header.to_owned()
+            }
+        };
+        for key in [
+            "",
+            "user-42",
+            "a b",
+            "a+b",
+            "user:42/x",
+            "100%",
+            "%41",
+            "é",
+            "a+é",
+            " a",
+            "b ",
+            "tab\there",
+            "\u{1F600}",
+            "%",
+        ] {
+            let header = header_safe(key);
+            assert!(
+                header.bytes().all(|b| (0x20..0x7f).contains(&b))
+                    && !header.starts_with(' ')
+                    && !header.ends_with(' '),
+                "{key:?} -> {header:?} is not a plain header value"
+            );
+            assert_eq!(decode(&header), key, "{key:?} -> {header:?}");
+        }
+        assert_eq!(
+            header_safe("user:42 a+b"),
+            "user:42 a+b",
+            "plain keys as they are"
+        );
+    }
 
     #[test]
     fn private_ranges_are_recognised() {
