@@ -198,13 +198,21 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
         if !is_json(req) {
             return Box::pin(async { Err(ApiError::unsupported_media_type()) });
         }
-        let body = web::Bytes::from_request(req, payload);
-        Box::pin(async move {
-            let bytes = body.await.map_err(|err| match err.as_error() {
-                Some(payload) => ApiError::from_payload(payload),
-                None => ApiError::from_actix(&err),
-            })?;
-            parse(&bytes).map(ApiJson)
+        let body = body_bytes(req, payload);
+        Box::pin(async move { parse(&body.await?).map(ApiJson) })
+    }
+}
+
+/// The request's body, its read errors (too large, broken) as API errors.
+fn body_bytes(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> impl std::future::Future<Output = Result<web::Bytes, ApiError>> + 'static {
+    let body = web::Bytes::from_request(req, payload);
+    async move {
+        body.await.map_err(|err| match err.as_error() {
+            Some(payload) => ApiError::from_payload(payload),
+            None => ApiError::from_actix(&err),
         })
     }
 }
@@ -223,20 +231,14 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for ApiJsonOrEmpty<T> 
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let json = is_json(req);
-        let body = web::Bytes::from_request(req, payload);
+        let body = body_bytes(req, payload);
         Box::pin(async move {
-            let bytes = body.await.map_err(|err| match err.as_error() {
-                Some(payload) => ApiError::from_payload(payload),
-                None => ApiError::from_actix(&err),
-            })?;
-            if bytes.is_empty() {
+            let bytes = body.await?;
+            if bytes.is_empty() || (json && bytes.trim_ascii() == b"null") {
                 return Ok(ApiJsonOrEmpty(T::default()));
             }
             if !json {
                 return Err(ApiError::unsupported_media_type());
-            }
-            if bytes.trim_ascii() == b"null" {
-                return Ok(ApiJsonOrEmpty(T::default()));
             }
             parse(&bytes).map(ApiJsonOrEmpty)
         })
