@@ -249,8 +249,12 @@ pub struct StatsView {
     dead: u64,
     cancelled: u64,
     retried: u64,
-    /// Age of the oldest unfinished job, 0 when none.
+    /// Age of the oldest unfinished job, 0 when none (the oldest lane head:
+    /// a lane keeps its jobs in seq order).
     oldest_waiting_age_ms: u64,
+    /// Lanes paused by `POST …/lanes/{key}/pause` (blocked lanes: `blocked`,
+    /// one blocked head each).
+    paused_lanes: u64,
     /// Jobs published in the last 60 seconds.
     published_last_minute: u64,
     /// Jobs completed in the last 60 seconds: the queue's current throughput.
@@ -275,6 +279,7 @@ impl From<RawStats> for StatsView {
             oldest_waiting_age_ms: s
                 .oldest_pending_created_ms
                 .map_or(0, |created| s.now_ms.saturating_sub(created)),
+            paused_lanes: s.paused_lanes,
             published_last_minute: s.published_last_minute,
             completed_last_minute: s.completed_last_minute,
             drain_eta_s: drain_eta_s(s.waiting(), s.completed_last_minute),

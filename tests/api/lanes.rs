@@ -195,6 +195,9 @@ async fn a_paused_lane_starts_nothing_while_the_others_flow_and_resumed_continue
     assert_eq!(p["length"], 4);
     let listing = lanes(&app, &user.token, "q", "?state=paused").await;
     assert_eq!(keys(&listing), ["p"]);
+    let stats = app.queue(&user.token, "q").await["stats"].clone();
+    assert_eq!(stats["paused_lanes"], 1, "{stats}");
+    assert_eq!(stats["waiting"], 4, "{stats}");
     eventually(
         Duration::from_secs(10),
         "the paused-lanes gauge",
@@ -206,6 +209,8 @@ async fn a_paused_lane_starts_nothing_while_the_others_flow_and_resumed_continue
     assert_eq!(resumed["paused"], false);
     app.wait_for_completed(&user.token, "q", 8, Duration::from_secs(10))
         .await;
+    let stats = app.queue(&user.token, "q").await["stats"].clone();
+    assert_eq!(stats["paused_lanes"], 0, "{stats}");
     let seen = receiver.seen();
     assert_eq!(seqs_by_lane(&seen)["p"].len(), 4);
     assert_lanes_in_order(&seen);
