@@ -233,11 +233,12 @@ end
 
 -- The job as the engine returns it: { id, the record packed } (the engine
 -- decodes the msgpack itself: one bulk string per job instead of 16 reply
--- values to build in Lua and to parse in Orderly). `packed`: the record's
--- packed form when the caller has `r` unchanged since it read or wrote it
--- (`packed_records[id]`), so it is not packed again.
-local function view(id, r, packed)
-  return { id, packed or cmsgpack.pack(unpack(r, 1, R_SIZE)) }
+-- values to build in Lua and to parse in Orderly). Every caller's `r` is the
+-- record as the run last read (`get`) or wrote (`put`) it, which
+-- `packed_records` holds already packed: it is returned as is, not packed
+-- again (`r` is packed only for a record `trim` dropped from the cache).
+local function view(id, r)
+  return { id, packed_records[id] or cmsgpack.pack(unpack(r, 1, R_SIZE)) }
 end
 
 local function get_view(id)
@@ -245,7 +246,7 @@ local function get_view(id)
   if not r then
     return {}
   end
-  return view(id, r, packed_records[id])
+  return view(id, r)
 end
 
 -- Queue configuration mirrored from the queue definition (`configure`).
@@ -768,7 +769,7 @@ local function lease_job(id, r, now, lease_ms, token)
   else
     redis.call('ZADD', K_LEASE_DUE, 'LT', expires, QID)
   end
-  return view(id, r, packed_records[id]), r
+  return view(id, r), r
 end
 
 -- Leases the head of `lane` (it leaves K_READY), as `lease_job`. A lane

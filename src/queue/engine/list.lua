@@ -23,7 +23,7 @@ for i = 1, #ids, 2 do
       st = 'queued'
     end
     if (state == '' or st == state) and (not has_key or r[R_KEY] == key) then
-      out[#out + 1] = view(id, r, packed_records[id])
+      out[#out + 1] = view(id, r)
       found = found + 1
       if found >= limit then
         break

@@ -777,8 +777,9 @@ struct JobView {
 /// as its scripts pack it, 17 msgpack values in a row — key, seq, state,
 /// attempts, max_attempts, lease_no, lease_token, lease_expires_at,
 /// created_at, available_at, started_at, finished_at, last_error, result,
-/// next, outcome, payload (`false` where absent). `None` for an empty array
-/// (no such job).
+/// next, outcome, payload (`false` where absent); an 18th (an earlier
+/// lease's outcome, for repeats) may follow and is not read. `None` for an
+/// empty array (no such job).
 fn job_view(queue: &QueueRef, value: Value) -> Option<JobView> {
     let Value::Array(items) = value else {
         return None;
