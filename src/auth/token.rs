@@ -28,17 +28,8 @@ const MAX_TOKEN_LEN: usize = 4096;
 /// some tens of thousands of clients' tokens).
 const VERIFIED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// What a remembered token stands for.
-#[derive(Debug)]
-struct Verified {
-    sub: String,
-    iat: u64,
-    exp: u64,
-    iss: String,
-}
-
 /// The claims Orderly signs.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     pub iat: u64,
@@ -64,7 +55,7 @@ pub struct TokenKeys {
     validation: Validation,
     issuer: String,
     lifetime_s: u64,
-    verified: moka::sync::Cache<Arc<str>, Arc<Verified>>,
+    verified: moka::sync::Cache<Arc<str>, Arc<Claims>>,
 }
 
 fn now_s() -> u64 {
@@ -89,7 +80,7 @@ impl TokenKeys {
             lifetime_s: settings.token_lifetime_s,
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_CACHE_BYTES)
-                .weigher(|token: &Arc<str>, v: &Arc<Verified>| {
+                .weigher(|token: &Arc<str>, v: &Arc<Claims>| {
                     u32::try_from(token.len() + v.sub.len() + v.iss.len() + 96).unwrap_or(u32::MAX)
                 })
                 .build(),
@@ -118,29 +109,17 @@ impl TokenKeys {
         if token.len() > MAX_TOKEN_LEN {
             return None;
         }
-        if let Some(v) = self.verified.get(token) {
+        if let Some(claims) = self.verified.get(token) {
             // As `decode` judges expiry (no leeway): valid through second `exp`.
-            return (v.exp >= now_s()).then(|| Claims {
-                sub: v.sub.clone(),
-                iat: v.iat,
-                exp: v.exp,
-                iss: v.iss.clone(),
-            });
+            return (claims.exp >= now_s()).then(|| Claims::clone(&claims));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        let claims = data.claims;
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()?
+            .claims;
         if claims.sub.is_empty() {
             return None;
         }
-        self.verified.insert(
-            token.into(),
-            Arc::new(Verified {
-                sub: claims.sub.clone(),
-                iat: claims.iat,
-                exp: claims.exp,
-                iss: claims.iss.clone(),
-            }),
-        );
+        self.verified.insert(token.into(), Arc::new(claims.clone()));
         Some(claims)
     }
 }
