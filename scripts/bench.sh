@@ -143,6 +143,9 @@ if [ -z "$only" ] || [[ ",$only," == *,wrk,* ]]; then
     local core; core=$(awk -v t="$cpu" -v hz="$ticks" -v ms="$wall_ms" 'BEGIN {printf "%.2f", (t / hz) / (ms / 1000)}')
     echo "$name $rps $core"
   }
+  # Orderly's peak resident memory during the two wrk rows alone: writing 5
+  # to clear_refs resets the process's VmHWM to its current resident memory.
+  echo 5 >"/proc/$ORDERLY_PID/clear_refs" 2>/dev/null || true
   read -r _ trivial_rps trivial_cpu < <(wrk_run trivial "$base/healthz")
   jobs_before=$(curl -sf "$base/v1/queues/bench-wrk" -H "Authorization: Bearer $TOKEN" | sed -n 's/.*"waiting":\([0-9]*\).*/\1/p')
   read -r _ publish_rps publish_cpu < <(wrk_run publish -s scripts/wrk_publish.lua "$base/v1/queues/bench-wrk/jobs")
@@ -160,6 +163,8 @@ if [ -z "$only" ] || [[ ",$only," == *,wrk,* ]]; then
   printf '%-44s %12s %8s %10s %10s %14s\n' "trivial endpoint (/healthz), wrk" "$trivial_rps" "req/s" "-" "-" "$trivial_cpu"
   printf '%-44s %12s %8s %10s %10s %14s\n' "publish, 1 job/request, wrk" "$publish_rps" "jobs/s" "30000" "$ratio" "$publish_cpu"
   echo "  latency p50 ${p50:-?} µs, p99 ${p99:-?} µs; requests ${requests:-?}, non-2xx ${bad:-?}; jobs enqueued $accepted"
+  wrk_peak_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$ORDERLY_PID/status" 2>/dev/null || echo 0)
+  echo "  Orderly's peak resident memory during the wrk rows: $(awk -v k="${wrk_peak_kb:-0}" 'BEGIN {printf "%.1f", k / 1024}') MB (target 100)"
   # Requests still in flight when wrk stops are not counted by it but may be
   # enqueued: at most one per connection.
   if [ "${bad:-1}" != "0" ] || [ "$accepted" -lt "${requests:-0}" ] || [ "$accepted" -gt $(( ${requests:-0} + 64 )) ]; then
