@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 
+use super::domain::MAX_PASSWORD_BYTES;
+
 /// Why a hash job did not produce an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -45,11 +47,24 @@ struct Verify {
     hash: Arc<str>,
 }
 
+/// bcrypt keys on 72 bytes: the password and a NUL terminator, cut at 72.
+/// The crate's `non_truncating_*` functions count that terminator and so
+/// refuse a password of exactly 72 bytes, every byte of which bcrypt uses
+/// (only the terminator falls off). Up to [`MAX_PASSWORD_BYTES`] nothing of
+/// the password is lost, so the truncating functions serve those; a longer
+/// password is refused, never cut.
+fn fits_bcrypt(password: &str) -> bool {
+    password.len() <= MAX_PASSWORD_BYTES
+}
+
 impl Handler<Hash> for Hasher {
     type Result = Result<String, bcrypt::BcryptError>;
 
     fn handle(&mut self, msg: Hash, _: &mut Self::Context) -> Self::Result {
-        bcrypt::non_truncating_hash(msg.password, msg.cost)
+        if !fits_bcrypt(&msg.password) {
+            return Err(bcrypt::BcryptError::Truncation(msg.password.len()));
+        }
+        bcrypt::hash(msg.password, msg.cost)
     }
 }
 
@@ -57,7 +72,10 @@ impl Handler<Verify> for Hasher {
     type Result = Result<bool, bcrypt::BcryptError>;
 
     fn handle(&mut self, msg: Verify, _: &mut Self::Context) -> Self::Result {
-        bcrypt::non_truncating_verify(msg.password, &msg.hash)
+        if !fits_bcrypt(&msg.password) {
+            return Ok(false);
+        }
+        bcrypt::verify(msg.password, &msg.hash)
     }
 }
 

@@ -96,6 +96,30 @@ async fn invalid_registrations_are_422_naming_the_field_and_store_nothing() {
     assert_eq!(count, 0);
 }
 
+/// 72 bytes is bcrypt's whole key, so such a password is accepted and every
+/// byte of it counts: a password differing only in its 72nd byte, or one
+/// byte longer, does not log in.
+#[actix_web::test]
+async fn a_password_of_exactly_72_bytes_registers_and_every_byte_counts() {
+    let app = spawn_app().await;
+    for (email, password) in [
+        ("ascii72@example.com", "a".repeat(71) + "b"),
+        // 72 bytes in 36 characters: bytes are what bcrypt counts.
+        ("utf72@example.com", "é".repeat(36)),
+    ] {
+        assert_eq!(password.len(), 72);
+        assert_eq!(app.register(email, &password).await.status(), 201);
+        assert_eq!(app.login(email, &password).await.status(), 200);
+        let mut last_byte_differs = password.clone().into_bytes();
+        last_byte_differs[71] ^= 1;
+        let wrong = String::from_utf8(last_byte_differs).unwrap_or_else(|_| "a".repeat(72));
+        let longer = password.clone() + "x";
+        for wrong in [wrong, longer] {
+            assert_eq!(app.login(email, &wrong).await.status(), 401, "{wrong:?}");
+        }
+    }
+}
+
 #[actix_web::test]
 async fn the_stored_user_holds_a_bcrypt_hash_never_the_password() {
     let app = spawn_app().await;
