@@ -523,6 +523,67 @@ async fn redrive_puts_dead_jobs_back_at_the_heads_of_their_lanes_in_seq_order() 
     );
 }
 
+/// A head only waiting for its retry (not leased, not blocked) does not keep
+/// an older job sent back from dead behind it: the lane runs in seq order
+/// again, the retried head after the sent-back job and still after its own
+/// backoff.
+#[actix_web::test]
+async fn a_redriven_job_goes_ahead_of_a_newer_head_waiting_for_its_retry() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({"max_attempts": 2})).await;
+    for payload in ["j1", "j2", "j3"] {
+        app.publish_ok(&user.token, "q", &json!({"payload": payload, "key": "L"}))
+            .await;
+    }
+    for _ in 0..2 {
+        let j1 = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
+        assert_eq!(j1["payload"], "j1");
+        fail(&app, &user.token, &j1).await;
+    }
+    let j2 = claim(&app, &user.token, "q", 1_000, 1).await.remove(0);
+    assert_eq!(j2["payload"], "j2");
+    let retry_in = Duration::from_millis(1_500);
+    let request = json!({"lease": lease(&j2), "retry_in_ms": retry_in.as_millis() as u64});
+    let nacked_at = Instant::now();
+    let nacked = body(job_call(&app, &user.token, id(&j2), "nack", request).await).await;
+    assert_eq!(nacked["state"], "retrying");
+
+    let redrive = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/dead/redrive",
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(body(redrive).await["redriven"], 1);
+    let lane = body(
+        app.get_with_token("/v1/queues/q/lanes/L", &user.token)
+            .await,
+    )
+    .await;
+    assert_eq!(lane["head"]["seq"], 1, "{lane}");
+
+    let mut order = Vec::new();
+    while order.len() < 3 {
+        for job in claim(&app, &user.token, "q", 5_000, 1).await {
+            let payload = job["payload"].as_str().unwrap().to_owned();
+            if payload == "j2" {
+                assert!(
+                    nacked_at.elapsed() >= retry_in,
+                    "j2 started {:?} after its nack asked for {retry_in:?}",
+                    nacked_at.elapsed()
+                );
+            }
+            order.push((payload, job["attempts"].as_u64().unwrap()));
+            ack(&app, &user.token, &job).await;
+        }
+    }
+    let expected = [("j1", 1), ("j2", 2), ("j3", 1)].map(|(p, a)| (p.to_owned(), a));
+    assert_eq!(order, expected);
+}
+
 #[actix_web::test]
 async fn a_blocked_head_is_resolved_by_retry_or_skip() {
     let app = spawn_app().await;

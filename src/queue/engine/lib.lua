@@ -828,11 +828,26 @@ local function hint_usable(h, lane, seq)
   return state ~= 'completed' and state ~= 'dead' and state ~= 'cancelled'
 end
 
+-- Does the lane's head `head` keep its place ahead of a job sent back from
+-- dead: while it is leased or blocked (it is being delivered, or the lane
+-- stopped at it: README "Dead letters"), and while jobs older than it, sent
+-- back then, wait behind it (going ahead of it would put the new one ahead
+-- of them). A head only waiting — for its retry's backoff too — does not:
+-- an older job sent back goes first, so the lane runs in seq order again.
+local function head_keeps_place(head)
+  local state = head[R_STATE]
+  if state == 'active' or state == 'blocked' then
+    return true
+  end
+  local second = head[R_NEXT] and get(head[R_NEXT])
+  return second and second[R_SEQ] < head[R_SEQ] or false
+end
+
 -- Puts `id` (record `r`, not in any lane) into its lane where its seq
 -- belongs: before the first job with a higher seq, but never before a head
--- that has started (leased, blocked or attempted; a blocked head retried
--- keeps its `started_at` and so stays first — jobs sent back behind it
--- must not overtake it later. A job sent back from dead starts afresh). Returns true if it became
+-- that keeps its place (`head_keeps_place`; only the head can be out of seq
+-- order, behind it the chain always is in order). A job sent back from dead
+-- starts afresh. Returns true if it became
 -- the head, false if not; nil if this run's walk budget ran out first (then
 -- nothing of `r` was written, and the lane's hint remembers how far the walk
 -- got, so the next run goes on from there). Writes `r`.
@@ -850,9 +865,7 @@ local function insert_in_order(lane, id, r)
   end
   local seq = r[R_SEQ]
   local head = get(l[1])
-  local started = head and (head[R_STATE] == 'active' or head[R_STATE] == 'blocked'
-    or (head[R_ATT] or 0) > 0 or head[R_STARTED])
-  if head and not started and head[R_SEQ] > seq then
+  if head and head[R_SEQ] > seq and not head_keeps_place(head) then
     r[R_NEXT] = l[1]
     put(id, r)
     lane_put(lane, { id, l[2], l[3] + 1, id })
@@ -932,6 +945,10 @@ local function fail_attempt(id, r, token, err, mode, a, b, jitter, now, keep_ind
       retry_in = fixed + math.floor((step - fixed) * jitter)
     end
     r[R_STATE] = 'retrying'
+    -- Also kept in the record (not only as the lane's ready time): a job
+    -- sent back from dead may go ahead of this head, which then waits for
+    -- its retry time still when it is the head again (`ready_next`).
+    r[R_AVAIL] = now + retry_in
     settle_lease(r, token, 'retrying')
     put(id, r)
     redis.call('HINCRBY', K_META, 'retried', 1)

@@ -316,6 +316,7 @@ pub fn check(d: &Dump, m: &Model) {
         assert_eq!(r.key, LANES[job.lane], "{at}");
         assert_eq!(r.state, job.state.as_str(), "{at}");
         assert_eq!(r.attempts, u64::from(job.attempts), "{at}: attempts");
+        assert_eq!(r.started_at.is_some(), job.started, "{at}: started_at");
         match &job.lease {
             Some(held) => {
                 assert_eq!(r.lease_no, Some(held.lease.number), "{at}: lease number");

@@ -83,10 +83,14 @@ pub struct MJob {
     pub state: JobState,
     pub attempts: u32,
     /// Attempted at least once since it was published or sent back from
-    /// dead (the engine's `started_at`): such a head stays first.
+    /// dead (the engine's `started_at` is set; a blocked head retried keeps it).
     pub started: bool,
     /// When a job published with `delay_ms` may start (until redriven).
     pub available_at: Option<u64>,
+    /// When a job waiting for its retry may start again: the engine keeps it
+    /// in the record, so a job sent back from dead ahead of this head does
+    /// not cut the retry's wait short.
+    pub retry_at: Option<Span>,
     pub lease: Option<Held>,
 }
 
@@ -225,6 +229,7 @@ impl Model {
             attempts: 0,
             started: false,
             available_at,
+            retry_at: None,
             lease: None,
         };
         self.jobs.insert(seq, job);
@@ -259,8 +264,17 @@ impl Model {
     /// The lane's next head becomes ready: now, or when it may start.
     fn ready_next(&mut self, lane: usize, w: Window) {
         let next = self.lanes[lane].jobs.front().copied();
-        self.lanes[lane].ready =
-            next.map(|seq| w.not_before(self.job(seq).available_at.unwrap_or(0)));
+        self.lanes[lane].ready = next.map(|seq| {
+            let job = self.job(seq);
+            let at = w.not_before(job.available_at.unwrap_or(0));
+            match job.retry_at {
+                Some(retry) => Span {
+                    lo: at.lo.max(retry.lo),
+                    hi: at.hi.max(retry.hi),
+                },
+                None => at,
+            }
+        });
     }
 
     /// The head reached a terminal state; its lane continues.
@@ -284,7 +298,9 @@ impl Model {
     /// The head goes back to waiting, startable within `at`.
     pub fn requeue(&mut self, seq: u64, state: JobState, at: Span) {
         let lane = self.job(seq).lane;
-        self.job_mut(seq).state = state;
+        let job = self.job_mut(seq);
+        job.state = state;
+        job.retry_at = (state == JobState::Retrying).then_some(at);
         self.lanes[lane].ready = Some(at);
     }
 
@@ -310,7 +326,7 @@ impl Model {
     }
 
     /// A dead job goes back into its lane where its seq belongs, never
-    /// before a head that has started (leased, blocked or attempted).
+    /// before a head that keeps its place (see below).
     pub fn reopen(&mut self, seq: u64, w: Window) {
         let lane = self.job(seq).lane;
         let job = self.job_mut(seq);
@@ -319,15 +335,18 @@ impl Model {
         job.attempts = 0;
         job.started = false;
         job.available_at = None;
+        job.retry_at = None;
+        // The head keeps its place while leased or blocked, or while older
+        // jobs sent back earlier wait behind it; a head only waiting (its
+        // retry's backoff too) lets an older job sent back go first.
         let jobs = &self.lanes[lane].jobs;
-        let head_started = jobs.front().is_some_and(|h| {
-            let head = &self.jobs[h];
-            !waiting(head.state) || head.attempts > 0 || head.started
+        let head_keeps_place = jobs.front().is_some_and(|h| {
+            !waiting(self.jobs[h].state) || jobs.get(1).is_some_and(|second| second < h)
         });
         let at = jobs
             .iter()
             .enumerate()
-            .position(|(i, other)| *other > seq && (i > 0 || !head_started))
+            .position(|(i, other)| *other > seq && (i > 0 || !head_keeps_place))
             .unwrap_or(jobs.len());
         self.lanes[lane].jobs.insert(at, seq);
         if at == 0 {
