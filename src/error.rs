@@ -276,9 +276,14 @@ impl ApiError {
             return Self::not_found(path.to_string());
         }
         if let Some(query) = err.as_error::<QueryPayloadError>() {
-            return Self::invalid_field("query", query.to_string());
+            return Self::from_query(query);
         }
         Self::from_status(err.as_response_error().status_code())
+    }
+
+    /// A query string that does not parse: `422` naming `query`.
+    pub fn from_query(err: &QueryPayloadError) -> ApiError {
+        Self::invalid_field("query", err.to_string())
     }
 
     /// The error a bare status maps to, for responses produced without one.

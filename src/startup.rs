@@ -19,6 +19,7 @@ use crate::auth::rate_limit::LoginLimiter;
 use crate::auth::users::UserStore;
 use crate::auth::{ApiKeys, AuthActor, TokenKeys};
 use crate::configuration::{ConfigError, Settings};
+use crate::error::ApiError;
 use crate::http::in_flight::{self, InFlight};
 use crate::http::{RequestId, request_id};
 use crate::metrics::Metrics;
@@ -218,6 +219,15 @@ impl Application {
                 .wrap(prometheus.clone())
                 .wrap(from_fn(request_id::middleware))
                 .app_data(web::PayloadConfig::new(body_limit))
+                // A query string that does not parse is a `422` naming
+                // `query`, decided here rather than by `request_id`'s
+                // rendering: the request metrics and the access log, which
+                // wrap the handler inside that middleware, then record the
+                // status the client gets (they recorded the extractor's 400).
+                .app_data(
+                    web::QueryConfig::default()
+                        .error_handler(|err, _| ApiError::from_query(&err).into()),
+                )
                 .app_data(auth.clone())
                 .app_data(tokens.clone())
                 .app_data(api_keys.clone())

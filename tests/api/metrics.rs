@@ -55,6 +55,81 @@ async fn requests_are_counted_by_route_pattern_not_raw_path() {
     assert!(!text.contains(&user.id), "user id leaked into labels");
 }
 
+/// Each error is counted under the status the client got: a query string
+/// that does not parse answered `422` but was counted as the extractor's
+/// `400` (the error was turned into its contract form outside the metrics).
+#[actix_web::test]
+async fn error_responses_are_counted_under_the_status_the_client_got() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    app.publish_ok(&user.token, "q", &serde_json::json!({"payload": 1}))
+        .await;
+    let send = |method: reqwest::Method, path: &str, body: Option<&'static str>| {
+        let mut request = app
+            .client
+            .request(method, app.url(path))
+            .bearer_auth(&user.token);
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body);
+        }
+        request.send()
+    };
+    let cases = [
+        (
+            reqwest::Method::GET,
+            "/v1/queues/q/jobs?after=xyz",
+            None,
+            422,
+            "/v1/queues/{queue}/jobs",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/queues/q/lanes?limit=-1",
+            None,
+            422,
+            "/v1/queues/{queue}/lanes",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/queues/q/jobs",
+            Some("{"),
+            400,
+            "/v1/queues/{queue}/jobs",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/queues/q/jobs",
+            Some(r#"{"payload": 1, "extra": 2}"#),
+            422,
+            "/v1/queues/{queue}/jobs",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/auth/me",
+            None,
+            405,
+            "/v1/auth/me",
+        ),
+    ];
+    for (method, path, body, status, endpoint) in cases {
+        let response = send(method.clone(), path, body).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        let text = app.metrics_text().await;
+        let counted = text.lines().any(|l| {
+            l.starts_with("orderly_http_requests_total{")
+                && l.contains(&format!(r#"endpoint="{endpoint}""#))
+                && l.contains(&format!(r#"method="{method}""#))
+                && l.contains(&format!(r#"status="{status}""#))
+        });
+        assert!(
+            counted,
+            "{method} {path}: no count under status {status}:\n{text}"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn the_in_flight_gauge_counts_requests_being_handled() {
     let app = spawn_app().await;
