@@ -33,7 +33,10 @@ async fn main() -> ExitCode {
         Ok(app) => app,
         Err(err) => {
             log::error!("cannot start: {err}");
-            return ExitCode::FAILURE;
+            // At once: actors started before the failure would otherwise
+            // run their first steps while the runtime is torn down (panics
+            // in the log of a clean refusal).
+            std::process::exit(1);
         }
     };
     log::info!(

@@ -84,6 +84,8 @@ struct Background {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate()?;
+        // First: a port in use is refused before any actor starts.
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
         let redis = storage::redis_connection(&settings.redis)?;
         let mongo = storage::mongo_database(&settings.mongodb).await?;
         let metrics = Metrics::new().map_err(|e| StartupError::Other(e.to_string()))?;
@@ -188,7 +190,6 @@ impl Application {
         .map_err(|e| StartupError::Other(e.to_string()))?;
         let ingress = web::Data::new(ingress);
 
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
         let port = listener.local_addr()?.port();
 
         let auth = web::Data::new(auth);

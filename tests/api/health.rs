@@ -68,3 +68,31 @@ async fn readyz_warns_when_redis_may_evict_jobs() {
     let warning = ready["warnings"][0].as_str().unwrap_or_default();
     assert!(warning.contains("allkeys-lru"), "{ready}");
 }
+
+/// A port in use is a clean refusal: exit code 1 and one line saying why,
+/// no panic from actors torn down half-started.
+#[actix_web::test]
+async fn a_port_in_use_is_refused_with_one_error_and_no_panic() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orderly"));
+    command
+        .env("ORDERLY_ENV", "test")
+        .env("ORDERLY_CONFIG_DIR", config)
+        .env("ORDERLY__SERVER__PORT", port.to_string())
+        .env("RUST_LOG", "info");
+    let output = actix_web::rt::time::timeout(
+        Duration::from_secs(30),
+        actix_web::rt::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .expect("the refusal comes at once")
+    .unwrap()
+    .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(taken);
+}
