@@ -15,7 +15,8 @@
 //! Catch-up: a tick more than [`ON_TIME_MS`] old was missed (no process
 //! ran). With `catch_up = "one"` one job is published for the missed ticks
 //! (the first one's); with `"none"` they are skipped. Either way the
-//! schedule moves to its first tick after `now - ON_TIME_MS`.
+//! schedule moves to its first tick after `now - ON_TIME_MS`; a tick there
+//! that is due already is on time, and published in the same step.
 //!
 //! The tick index is in Redis, the definitions in MongoDB: after each
 //! (re)start, until a sweep succeeds, the sweep first puts schedules missing
@@ -141,8 +142,8 @@ impl Scheduler {
                 let (schedules, queues, ticks) = (&schedules, &queues, &ticks);
                 async move {
                     match handle_tick(schedules, queues, &id, tick, now).await {
-                        Ok(outcome) => {
-                            if let Some(outcome) = outcome {
+                        Ok(outcomes) => {
+                            for outcome in outcomes {
                                 ticks.0.with_label_values(&[outcome]).inc();
                             }
                             true
@@ -189,48 +190,62 @@ impl Scheduler {
     }
 }
 
-/// Publishes (or skips) schedule `id`'s tick `tick` and moves it on; the
-/// tick's outcome when this call moved the schedule, `None` when another
-/// process had, or the schedule left the index.
+/// Publishes (or skips) schedule `id`'s tick `tick` and moves it on, then
+/// each further tick already due at `now` (a tick missed while no process
+/// ran moves the schedule to its first tick after `now - ON_TIME_MS`, which
+/// may be due already: it is on time now, and handled now, not at the next
+/// sweep, when it would count as missed too). The outcomes of the ticks
+/// this call moved the schedule past; none when another process had moved
+/// it, or the schedule left the index.
 async fn handle_tick(
     schedules: &Schedules,
     queues: &Queues,
     id: &str,
     tick: i64,
     now: i64,
-) -> Result<Option<&'static str>, TickError> {
+) -> Result<Vec<&'static str>, TickError> {
     let drop_it = || schedules.advance(id, tick, None, None);
     let Some(schedule) = schedules.by_id(id).await? else {
         drop_it().await?;
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let queue = schedule.queue_ref();
     let calendar = Calendar::parse(&schedule.cron, &schedule.timezone);
     let (Some(queue), Ok(calendar)) = (queue, calendar) else {
         log::warn!("schedule {id} is unreadable; dropped from the tick index");
         drop_it().await?;
-        return Ok(None);
+        return Ok(Vec::new());
     };
     if schedule.paused || queues.registry.get(&queue).await?.is_none() {
         drop_it().await?;
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let on_time = now - tick <= ON_TIME_MS;
-    let publish = on_time || schedule.catch_up == CatchUp::One;
-    let next = calendar.next_after(if on_time { tick } else { now - ON_TIME_MS });
-    let job_id = if publish {
-        Some(publish_tick(queues, &queue, &schedule, tick).await?)
-    } else {
-        log::info!("schedule {id}: missed tick {tick} skipped (catch_up none)");
-        None
-    };
-    let published = job_id.as_deref().map(|job| (tick, job));
-    let moved = schedules.advance(id, tick, next, published).await?;
-    Ok(moved.then_some(match (on_time, publish) {
-        (true, _) => "published",
-        (false, true) => "caught_up",
-        (false, false) => "skipped",
-    }))
+    let mut outcomes = Vec::new();
+    let mut tick = tick;
+    loop {
+        let on_time = now - tick <= ON_TIME_MS;
+        let publish = on_time || schedule.catch_up == CatchUp::One;
+        let next = calendar.next_after(if on_time { tick } else { now - ON_TIME_MS });
+        let job_id = if publish {
+            Some(publish_tick(queues, &queue, &schedule, tick).await?)
+        } else {
+            log::info!("schedule {id}: missed tick {tick} skipped (catch_up none)");
+            None
+        };
+        let published = job_id.as_deref().map(|job| (tick, job));
+        if !schedules.advance(id, tick, next, published).await? {
+            return Ok(outcomes);
+        }
+        outcomes.push(match (on_time, publish) {
+            (true, _) => "published",
+            (false, true) => "caught_up",
+            (false, false) => "skipped",
+        });
+        match next {
+            Some(next) if next <= now => tick = next,
+            _ => return Ok(outcomes),
+        }
+    }
 }
 
 /// Publishes the job of `tick`; its id (the original's on a repeat).

@@ -387,6 +387,80 @@ async fn ticks_missed_while_no_process_ran_publish_one_job_with_catch_up_one_and
     assert_eq!(skipped.len(), 0, "catch_up none: {skipped:?}");
 }
 
+/// Writes `score` (ms) as schedule `id`'s next tick in the app's tick index.
+async fn set_next_tick(app: &TestApp, id: &str, score: i64) {
+    let mut zadd = redis::cmd("ZADD");
+    zadd.arg(format!("{}:{{sched}}:due", app.settings.redis.key_prefix))
+        .arg(score)
+        .arg(id);
+    let nodes = &app.settings.redis.cluster_nodes;
+    if nodes.is_empty() {
+        let client = redis::Client::open(app.settings.redis.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        zadd.query_async::<()>(&mut conn).await.unwrap();
+    } else {
+        let client = redis::cluster::ClusterClient::new(nodes.clone()).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        zadd.query_async::<()>(&mut conn).await.unwrap();
+    }
+}
+
+/// Missed ticks are one step, however the ticks after them fall: a schedule
+/// found 10 s behind (as after an outage) counts one `caught_up` (or one
+/// `skipped`) tick, and the ticks of the last 3 s — on time when it is found —
+/// publish as on time. They were left for the next sweep a second later,
+/// were more than 3 s late by then, and counted as missed a second time.
+#[actix_web::test]
+async fn a_schedule_found_behind_catches_up_once_and_publishes_its_recent_ticks_on_time() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    for policy in ["one", "none"] {
+        pull_queue(&app, &user.token, policy).await;
+        let request = json!({"cron": EVERY_SECOND, "payload": policy, "catch_up": policy});
+        let response = put_schedule(&app, &user.token, policy, "s", &request).await;
+        assert_eq!(response.status(), 201);
+    }
+    let behind_at = Utc::now().timestamp_millis();
+    let missed_tick = (behind_at / 1000 - 10) * 1000;
+    for policy in ["one", "none"] {
+        set_next_tick(&app, &format!("{}:{policy}:s", user.id), missed_tick).await;
+    }
+    // Until both schedules ran a tick well after the one they were found at.
+    for policy in ["one", "none"] {
+        eventually(
+            Duration::from_secs(15),
+            "ticks after the catch-up",
+            || async {
+                let view = schedule(&app, &user.token, policy, "s").await;
+                let last = view["last_run_at"]
+                    .as_str()
+                    .map(|_| millis(&view["last_run_at"]));
+                last.is_some_and(|at| at >= behind_at + 2_000).then_some(())
+            },
+        )
+        .await;
+    }
+    let counted = |outcome: &'static str| {
+        let app = &app;
+        async move {
+            app.counter(&format!(
+                r#"orderly_schedule_ticks_total{{outcome="{outcome}"}}"#
+            ))
+            .await
+        }
+    };
+    assert_eq!(
+        counted("caught_up").await,
+        1.0,
+        "catch_up one: missed ticks are one step"
+    );
+    assert_eq!(
+        counted("skipped").await,
+        1.0,
+        "catch_up none: missed ticks are one step"
+    );
+}
+
 #[actix_web::test]
 async fn schedules_tick_again_after_redis_lost_its_data() {
     // Its own Redis, so the test may flush it (a Redis restarted without
