@@ -81,7 +81,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         // A data error may come before a syntax error later in the body
         // (`{} {}`): bytes that are not JSON at all are always a 400.
         if inner.is_data() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
-            let field = if path == "." { "body".to_owned() } else { path };
+            let field = match error_path(&path, &inner).as_str() {
+                "." => "body".to_owned(),
+                field => field.to_owned(),
+            };
             ApiError::validation(BTreeMap::from([(field, strip_position(&inner))]))
         } else {
             ApiError::invalid_json(format!("the body is not valid JSON: {inner}"))
@@ -101,8 +104,27 @@ fn nested<T: DeserializeOwned>(raw: &RawValue) -> Result<T, (String, String)> {
         return Err((".".to_owned(), "must be a JSON object".to_owned()));
     }
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|err| (err.path().to_string(), strip_position(err.inner())))
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = error_path(&err.path().to_string(), err.inner());
+        (path, strip_position(err.inner()))
+    })
+}
+
+/// The path a data error names: where serde stopped (`.` for the object
+/// itself), except that a missing field is named itself — serde reports it
+/// at the object that lacks it (`{"fields": {"lease": "missing field
+/// `lease`"}}`, not `body`).
+fn error_path(path: &str, err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let missing = text
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (missing, path) {
+        (Some(name), ".") => name.to_owned(),
+        (Some(name), path) => format!("{path}.{name}"),
+        (None, path) => path.to_owned(),
+    }
 }
 
 /// An item of a list in a body (a batch's job), parsed into `T`; errors name
@@ -271,6 +293,30 @@ mod tests {
         let err = parse::<Login>(br#"{"email":{"$gt":""},"password":"x"}"#).unwrap_err();
         assert_eq!(err.code(), ErrorCode::ValidationFailed);
         assert!(format!("{err:?}").contains("\"email\""));
+    }
+
+    #[test]
+    fn a_missing_field_is_named_itself() {
+        let err = parse::<Login>(br#"{"email":"a@example.com"}"#).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ValidationFailed);
+        let debug = format!("{err:?}");
+        assert!(
+            debug.contains("\"password\"") && !debug.contains("\"body\""),
+            "{debug}"
+        );
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Outer {
+            inner: Login,
+        }
+        let err = parse::<Outer>(br#"{"inner":{"password":"x"}}"#).unwrap_err();
+        assert!(format!("{err:?}").contains("\"inner.email\""), "{err:?}");
+        let raw = RawValue::from_string(r#"{"email":"a@example.com"}"#.to_owned()).unwrap();
+        let err = parse_item::<Login>(&raw, "jobs[2]").unwrap_err();
+        assert!(
+            format!("{err:?}").contains("\"jobs[2].password\""),
+            "{err:?}"
+        );
     }
 
     #[test]
