@@ -297,6 +297,49 @@ impl Settings {
                 "server.body_limit_bytes must be > 0".into(),
             ));
         }
+        self.validate_ranges()
+    }
+
+    /// Defaults a queue or a token takes: the ranges the API enforces on the
+    /// same settings (a queue created by its first publish would otherwise
+    /// carry a value its own `PUT` refuses, e.g. a lease that expires as it
+    /// is issued), and at least a second for windows and lifetimes.
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        use crate::queue::model::{
+            LEASE_MS_RANGE, MAX_ATTEMPTS_LIMIT, PUSH_TIMEOUT_MS_RANGE, RETENTION_S_RANGE,
+        };
+        let q = &self.queues;
+        let ranges = [
+            (
+                "queues.max_attempts",
+                u64::from(q.max_attempts),
+                (1, u64::from(MAX_ATTEMPTS_LIMIT)),
+            ),
+            ("queues.lease_ms", q.lease_ms, LEASE_MS_RANGE),
+            ("queues.retention_s", q.retention_s, RETENTION_S_RANGE),
+            (
+                "queues.idempotency_window_s",
+                q.idempotency_window_s,
+                (1, RETENTION_S_RANGE.1),
+            ),
+            (
+                "delivery.timeout_ms",
+                self.delivery.timeout_ms,
+                PUSH_TIMEOUT_MS_RANGE,
+            ),
+            (
+                "auth.token_lifetime_s",
+                self.auth.token_lifetime_s,
+                (1, 366 * 24 * 3600),
+            ),
+        ];
+        for (name, value, (low, high)) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between {low} and {high} (it is {value})"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -351,6 +394,30 @@ mod tests {
             .build()
             .unwrap();
         assert!(!prod.get_bool("delivery.allow_private_targets").unwrap());
+    }
+
+    #[test]
+    fn defaults_the_api_would_refuse_are_refused_at_start() {
+        let base = Settings::load(Profile::Dev, &config_dir(), false).unwrap();
+        type Change = fn(&mut Settings);
+        let cases: [(&str, Change); 7] = [
+            ("queues.max_attempts", |s| s.queues.max_attempts = 0),
+            ("queues.max_attempts", |s| s.queues.max_attempts = 101),
+            ("queues.lease_ms", |s| s.queues.lease_ms = 0),
+            ("queues.retention_s", |s| s.queues.retention_s = 0),
+            ("queues.idempotency_window_s", |s| {
+                s.queues.idempotency_window_s = 0
+            }),
+            ("delivery.timeout_ms", |s| s.delivery.timeout_ms = 0),
+            ("auth.token_lifetime_s", |s| s.auth.token_lifetime_s = 0),
+        ];
+        for (name, change) in cases {
+            let mut settings = base.clone();
+            change(&mut settings);
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
+        assert!(base.validate().is_ok());
     }
 
     #[test]

@@ -195,6 +195,8 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 pub const FLOW_LIMIT: u32 = 100_000;
 pub const LEASE_MS_RANGE: (u64, u64) = (1_000, 12 * 3600 * 1000);
 pub const PUSH_TIMEOUT_MS_RANGE: (u64, u64) = (100, 300_000);
+/// `retention_s`: a second to 90 days.
+pub const RETENTION_S_RANGE: (u64, u64) = (1, 90 * 24 * 3600);
 
 impl QueueSettings {
     /// Field-by-field checks; the URL's SSRF check is done by the caller.
@@ -225,7 +227,7 @@ impl QueueSettings {
                 "must be between 1000 and 43200000".into(),
             );
         }
-        if self.retention_s == 0 || self.retention_s > 90 * 24 * 3600 {
+        if !(RETENTION_S_RANGE.0..=RETENTION_S_RANGE.1).contains(&self.retention_s) {
             fields.insert("retention_s".into(), "must be between 1 and 7776000".into());
         }
         if let Delivery::Push { url, timeout_ms } = &self.delivery {
