@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Authorized, Caller, need};
 use crate::error::{ApiError, ErrorBody};
-use crate::http::ApiJson;
+use crate::http::json::ApiJsonOrEmpty;
 use crate::http::json::{integer, object};
 use crate::queue::Queues;
 use crate::queue::delivery::check_target;
@@ -125,19 +125,20 @@ impl ToSchema for DeliveryBody {}
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffBody {
-    /// The first retry's delay (1 ms to 1 day).
+    /// The first retry's delay (1 ms to 1 day; omitted: 1000).
     #[schema(minimum = 1, maximum = 86_400_000)]
-    #[serde(deserialize_with = "integer::required")]
-    initial_ms: u64,
-    /// Caps every delay (1 ms to 1 day); an `initial_ms` above it means
-    /// every retry waits about `max_ms`.
+    #[serde(default, deserialize_with = "integer::option")]
+    initial_ms: Option<u64>,
+    /// Caps every delay (1 ms to 1 day; omitted: 300000); an `initial_ms`
+    /// above it means every retry waits about `max_ms`.
     #[schema(minimum = 1, maximum = 86_400_000)]
-    #[serde(deserialize_with = "integer::required")]
-    max_ms: u64,
+    #[serde(default, deserialize_with = "integer::option")]
+    max_ms: Option<u64>,
 }
 
-/// A queue's settings; omitted fields take the configured defaults.
-#[derive(Deserialize, ToSchema)]
+/// A queue's settings; omitted fields take the configured defaults (a `PUT`
+/// without a body, or with `null`, takes every default).
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsBody {
     #[serde(default, deserialize_with = "object::option")]
@@ -220,8 +221,8 @@ impl SettingsBody {
             delivery,
             max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
             backoff: self.backoff.map_or(defaults.backoff, |b| Backoff {
-                initial_ms: b.initial_ms,
-                max_ms: b.max_ms,
+                initial_ms: b.initial_ms.unwrap_or(defaults.backoff.initial_ms),
+                max_ms: b.max_ms.unwrap_or(defaults.backoff.max_ms),
             }),
             on_exhausted: self.on_exhausted.unwrap_or(defaults.on_exhausted),
             lease_ms: self.lease_ms.unwrap_or(defaults.lease_ms),
@@ -337,7 +338,7 @@ impl<'a> QueueView<'a> {
 
 /// Create or replace a queue's definition.
 #[utoipa::path(put, path = "/v1/queues/{queue}", operation_id = "put_queue", tag = "queues", security(("bearer" = [])),
-    params(QueuePath), request_body = SettingsBody,
+    params(QueuePath), request_body(content = Option<SettingsBody>, description = "Optional: a request with no body (or `null`) creates or resets the queue with every default"),
     responses(
         (status = 201, description = "Created (push queues: with `signing_secret`)", body = QueueView, links(
             ("PublishJob" = (operation_id = "publish_job", parameters(("queue" = "$request.path.queue")),
@@ -367,7 +368,7 @@ pub async fn put(
     queues: web::Data<Queues>,
     who: Authorized<need::Manage>,
     path: web::Path<QueuePath>,
-    ApiJson(body): ApiJson<SettingsBody>,
+    ApiJsonOrEmpty(body): ApiJsonOrEmpty<SettingsBody>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = queue_ref(&who.user_id, &path.queue)
         .map_err(|reason| ApiError::invalid_field("name", reason))?;

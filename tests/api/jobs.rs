@@ -185,6 +185,66 @@ async fn an_expired_lease_of_a_crashed_holder_goes_back_to_the_head_of_its_lane(
     .await;
 }
 
+/// Every queue setting is optional: a `PUT` without a body (or with `null`)
+/// takes every default, and a partial `backoff` the defaults of the rest.
+#[actix_web::test]
+async fn a_queue_put_without_a_body_or_with_a_partial_backoff_takes_the_defaults() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let bare = app
+        .client
+        .put(app.url("/v1/queues/bare"))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 201);
+    let bare = body(bare).await;
+    assert_eq!(bare["max_attempts"], app.settings.queues.max_attempts);
+    assert_eq!(bare["lease_ms"], app.settings.queues.lease_ms);
+    assert_eq!(bare["delivery"]["mode"], "pull");
+    let null = app
+        .client
+        .put(app.url("/v1/queues/bare"))
+        .bearer_auth(&user.token)
+        .header("Content-Type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(null.status(), 200);
+
+    let partial = app
+        .put_queue(
+            &user.token,
+            "partial",
+            &json!({"backoff": {"initial_ms": 5000}}),
+        )
+        .await;
+    assert_eq!(partial.status(), 201);
+    let partial = body(partial).await;
+    assert_eq!(
+        partial["backoff"],
+        json!({"initial_ms": 5000, "max_ms": 300000})
+    );
+    let partial = app
+        .put_queue(
+            &user.token,
+            "partial",
+            &json!({"backoff": {"max_ms": 2000}}),
+        )
+        .await;
+    assert_eq!(
+        body(partial).await["backoff"],
+        json!({"initial_ms": 1000, "max_ms": 2000})
+    );
+    // A body that is there must still be a JSON object of known fields.
+    let response = app
+        .put_queue(&user.token, "partial", &json!({"backoff": {"initial": 1}}))
+        .await;
+    error_body(response, 422, "validation_failed").await;
+}
+
 #[actix_web::test]
 async fn queue_definitions_can_be_listed_updated_and_deleted_with_their_jobs() {
     let app = spawn_app().await;
