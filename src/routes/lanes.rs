@@ -127,7 +127,7 @@ pub async fn list(
         (status = 200, description = "The lane", body = Lane),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
-        (status = 404, description = "No unfinished job in this lane", body = ErrorBody),
+        (status = 404, description = "No such queue, or no unfinished job in this lane", body = ErrorBody),
         (status = 422, description = "Key longer than 128 characters", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
@@ -137,11 +137,14 @@ pub async fn get(
     path: web::Path<LanePath>,
 ) -> Result<HttpResponse, ApiError> {
     let (queue, key) = lane_path(&who, &path)?;
-    let lane = queues
-        .engine
-        .lane(&queue, &key)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no unfinished job in this lane"))?;
+    let lane = queues.engine.lane(&queue, &key).await?;
+    // Only a miss looks the queue up, to say which of the two is missing.
+    let Some(lane) = lane else {
+        if queues.registry.get(&queue).await?.is_none() {
+            return Err(ApiError::not_found("no such queue"));
+        }
+        return Err(ApiError::not_found("no unfinished job in this lane"));
+    };
     Ok(HttpResponse::Ok().json(lane))
 }
 

@@ -150,11 +150,17 @@ async fn the_lanes_listing_pages_with_after_and_answers_404_for_a_lane_without_j
     let none = app
         .get_with_token("/v1/queues/q/lanes/nothing", &user.token)
         .await;
-    error_body(none, 404, "not_found").await;
-    // A queue that does not exist has no lanes to list, nor jobs.
-    for path in ["/v1/queues/nope/lanes", "/v1/queues/nope/jobs"] {
+    let none = error_body(none, 404, "not_found").await;
+    assert_eq!(none["message"], "no unfinished job in this lane");
+    // A queue that does not exist has no lanes to list or show, nor jobs.
+    for path in [
+        "/v1/queues/nope/lanes",
+        "/v1/queues/nope/jobs",
+        "/v1/queues/nope/lanes/k",
+    ] {
         let missing = app.get_with_token(path, &user.token).await;
-        error_body(missing, 404, "not_found").await;
+        let missing = error_body(missing, 404, "not_found").await;
+        assert_eq!(missing["message"], "no such queue", "{path}");
     }
     let bad_state = app
         .get_with_token("/v1/queues/q/lanes?state=stuck", &user.token)
