@@ -356,6 +356,12 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     pub lease_expires_at: Option<String>,
+    /// Replies to an ack or nack: what that lease's outcome was
+    /// (`completed`, `retrying`, `dead` or `blocked`) — also when the call
+    /// repeats one whose reply was lost, by which time `state` may have
+    /// moved on (the job retried and claimed again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<JobState>,
 }
 
 /// Where a lane stands, as the lanes listing shows it (stuck states first in

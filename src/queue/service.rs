@@ -251,5 +251,6 @@ fn new_job_view(job: NewJob, seq: u64, created_at_ms: u64) -> Job {
         available_at: delayed.then(|| rfc3339_ms(created_at_ms + job.delay_ms)),
         lease: None,
         lease_expires_at: None,
+        outcome: None,
     }
 }

@@ -711,6 +711,16 @@ async fn deliver_one(deps: Arc<WorkerDeps>, claimed: Claimed, chain: bool) -> Af
                 after.state.as_str()
             );
         }
+        // The worker's own earlier report went through but its reply was
+        // lost (it reports again only then): counted here, once.
+        Some(Transition::Repeated { outcome, .. }) => {
+            deps.metrics.record(outcome);
+            log::info!(
+                "job_id={} state={} (reported again)",
+                job.id,
+                outcome.as_str()
+            );
+        }
         Some(Transition::LeaseLost(_)) => {
             log::warn!(
                 "job_id={} lease lost before its outcome was recorded",
@@ -752,7 +762,7 @@ async fn with_heartbeat<F: Future>(
                     clock.confirmed(sent, deps.lease_ms);
                     pause = every;
                 }
-                Ok(Ok(Transition::LeaseLost(_))) => {
+                Ok(Ok(Transition::LeaseLost(_) | Transition::Repeated { .. })) => {
                     log::warn!("job_id={id} lease lost during delivery; delivery aborted");
                     return;
                 }

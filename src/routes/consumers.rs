@@ -225,6 +225,7 @@ pub(crate) fn check_retry_in(field: &str, retry_in_ms: Option<u64>) -> Result<()
 
 /// Counts and logs an applied transition.
 fn settled(queues: &Queues, transition: Transition) -> Transition {
+    // A repeat changed nothing: its transition was counted when it happened.
     if let Transition::Done(job) = &transition {
         queues.metrics.record(job.state);
         log::info!("job_id={} state={}", job.id, job.state.as_str());
@@ -280,9 +281,18 @@ async fn nack_job(
 }
 
 /// Maps a lease-holder transition to the response.
+/// An ack's or nack's job carries its lease's `outcome`: the state it
+/// reached, or on a repeat the outcome the first call produced.
 fn answer(transition: Transition) -> Result<HttpResponse, ApiError> {
     match transition {
-        Transition::Done(job) => Ok(HttpResponse::Ok().json(job)),
+        Transition::Done(mut job) => {
+            job.outcome = Some(job.state);
+            Ok(HttpResponse::Ok().json(job))
+        }
+        Transition::Repeated { outcome, mut job } => {
+            job.outcome = Some(outcome);
+            Ok(HttpResponse::Ok().json(job))
+        }
         Transition::LeaseLost(Some(_)) => Err(ApiError::conflict(
             ErrorCode::LeaseLost,
             "the lease is stale or expired; the job's outcome was not changed",

@@ -334,6 +334,12 @@ async fn a_nack_repeated_after_its_job_was_claimed_again_answers_its_outcome() {
     let nack = json!({"lease": lease(&first), "error": "busy", "retry_in_ms": 0});
     let nacked = job_call(&app, &user.token, id(&first), "nack", nack.clone()).await;
     assert_eq!(nacked.status(), 200);
+    let nacked = body(nacked).await;
+    assert_eq!(
+        (&nacked["state"], &nacked["outcome"]),
+        (&json!("retrying"), &json!("retrying"))
+    );
+    let counted = app.metrics_text().await;
     let second = claim(&app, &user.token, "q", 5_000, 1).await.remove(0);
     assert_eq!(id(&second), id(&first));
     assert_eq!(second["attempts"], 2);
@@ -343,6 +349,25 @@ async fn a_nack_repeated_after_its_job_was_claimed_again_answers_its_outcome() {
     let repeated = body(repeated).await;
     assert_eq!(repeated["attempts"], 2, "the repeat changed nothing");
     assert_eq!(repeated["state"], "active", "the job is leased again");
+    assert_eq!(
+        repeated["outcome"], "retrying",
+        "the repeat answers its lease's outcome"
+    );
+    let jobs_counted = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| {
+                ["completed", "retried", "dead"]
+                    .iter()
+                    .any(|c| l.starts_with(&format!("orderly_jobs_{c}_total ")))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        jobs_counted(&app.metrics_text().await),
+        jobs_counted(&counted),
+        "a repeat is not counted again"
+    );
     let batch = app
         .call(
             reqwest::Method::POST,
@@ -370,6 +395,7 @@ async fn a_nack_repeated_after_its_job_was_claimed_again_answers_its_outcome() {
     error_body(wrong, 409, "lease_lost").await;
     let done = ack(&app, &user.token, &second).await;
     assert_eq!(done["state"], "completed");
+    assert_eq!(done["outcome"], "completed");
     assert_eq!(done["attempts"], 2);
 }
 

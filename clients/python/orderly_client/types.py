@@ -51,6 +51,8 @@ class Job:
     available_at: Optional[str] = None
     lease: Optional[str] = None
     lease_expires_at: Optional[str] = None
+    #: Set in an ack's or nack's reply: what that lease's outcome was.
+    outcome: Optional[str] = None
     #: Fields this version of the client does not know, as received.
     extra: Dict[str, Any] = field(default_factory=dict)
 

@@ -46,6 +46,10 @@ pub struct Job {
     pub lease: Option<String>,
     #[serde(default)]
     pub lease_expires_at: Option<String>,
+    /// Set in an ack's or nack's reply: what that lease's outcome was (also
+    /// when the call repeated one whose reply was lost).
+    #[serde(default)]
+    pub outcome: Option<String>,
 }
 
 /// One job to publish: `Publish::new(payload).key("ann").delay_ms(500)`.

@@ -28,6 +28,8 @@ export interface Job<P = unknown, R = unknown> {
   available_at?: string;
   lease?: string;
   lease_expires_at?: string;
+  /** Set in an ack's or nack's reply: what that lease's outcome was. */
+  outcome?: string;
 }
 
 /** One job to publish. */

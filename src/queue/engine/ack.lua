@@ -4,14 +4,15 @@
 -- ARGV: qid, id, lease_no, token, result.
 -- Returns { 'ok', job } or { 'lease_lost', job-or-empty }. A repeat of an
 -- ack or nack that already produced an outcome under this lease answers
--- that outcome again (a lost reply is retried safely): { outcome, job }.
+-- that outcome again (a lost reply is retried safely): { outcome, job,
+-- 'repeat' }.
 local now = clock()
 local id, lease_no, token, result = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local r = live_lease(id, lease_no, token, now)
 if not r then
   local outcome, old = repeated(id, lease_no, token)
   if outcome then
-    return { outcome, view(id, old) }
+    return { outcome, view(id, old), 'repeat' }
   end
   return { 'lease_lost', old and view(id, old) or {} }
 end

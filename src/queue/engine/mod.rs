@@ -173,6 +173,9 @@ pub fn new_token() -> String {
 pub enum Transition {
     /// Applied; the job as it is now.
     Done(Job),
+    /// A repeat of an ack or nack whose lease already produced `outcome`
+    /// (its reply was lost): nothing changed; the job as it is now.
+    Repeated { outcome: JobState, job: Job },
     /// The lease was stale or expired; nothing changed. The job, if it exists.
     LeaseLost(Option<Job>),
 }
@@ -674,8 +677,7 @@ impl Engine {
         queue: &QueueRef,
     ) -> EngineResult<Transition> {
         let reply: Vec<Value> = self.run(invocation).await?;
-        let (outcome, job) = outcome_and_job(queue, reply);
-        Ok(transition(outcome, job))
+        Ok(transition(queue, reply))
     }
 
     /// Calls the script's function; loads the library first where Redis
@@ -846,6 +848,7 @@ fn job_view(queue: &QueueRef, value: Value) -> Option<JobView> {
             .filter(|_| state == JobState::Delayed)
             .map(rfc3339_ms),
         lease: None,
+        outcome: None,
         lease_expires_at: lease_expires_at
             .filter(|_| state == JobState::Active)
             .map(rfc3339_ms),
@@ -865,9 +868,16 @@ fn outcome_and_job(queue: &QueueRef, reply: Vec<Value>) -> (String, Option<Job>)
     (outcome, job)
 }
 
-fn transition(outcome: String, job: Option<Job>) -> Transition {
+/// A transition script's reply: { outcome, job-or-empty [, 'repeat'] }.
+fn transition(queue: &QueueRef, mut reply: Vec<Value>) -> Transition {
+    let repeat = reply.len() > 2 && reply.pop().and_then(string).as_deref() == Some("repeat");
+    let (outcome, job) = outcome_and_job(queue, reply);
     match (outcome.as_str(), job) {
         ("lease_lost", job) => Transition::LeaseLost(job),
+        (outcome, Some(job)) if repeat => match JobState::parse(outcome) {
+            Some(outcome) => Transition::Repeated { outcome, job },
+            None => Transition::Done(job),
+        },
         (_, Some(job)) => Transition::Done(job),
         (_, None) => Transition::LeaseLost(None),
     }

@@ -274,6 +274,9 @@ struct Harness {
     last_dump: Dump,
     /// Set by [`Op::LoseReply`]: the next repeatable call loses its first reply.
     lose_reply: bool,
+    /// The last call was made twice (its first reply lost): its answer is
+    /// a repeat's.
+    repeated_last: bool,
     /// Replies lost so far in this case.
     lost_replies: u32,
 }
@@ -301,6 +304,7 @@ impl Harness {
             conf_version: 0,
             last_dump: Dump::default(),
             lose_reply: false,
+            repeated_last: false,
             lost_replies: 0,
         };
         harness.configure(false, block).await;
@@ -320,7 +324,8 @@ impl Harness {
             Call::Ack { .. } | Call::Fail { .. } => true,
             _ => false,
         };
-        if repeatable && std::mem::take(&mut self.lose_reply) {
+        self.repeated_last = repeatable && std::mem::take(&mut self.lose_reply);
+        if self.repeated_last {
             let _lost = self.perform(call).await;
             self.lost_replies += 1;
         }
@@ -681,6 +686,15 @@ impl Harness {
                 (true, None)
             }
             Reply::Transition(Transition::LeaseLost(_)) => (false, None),
+            // The ack went through once, its reply was lost, and this is
+            // the repeat's answer: the lease's outcome, nothing changed since.
+            Reply::Transition(Transition::Repeated { outcome, .. }) if self.repeated_last => {
+                assert_eq!(outcome, JobState::Completed);
+                (true, None)
+            }
+            Reply::Transition(t @ Transition::Repeated { .. }) => {
+                panic!("seq {seq}: an ack made once answered as a repeat: {t:?}")
+            }
             Reply::Acked(acked) => {
                 assert!(
                     acked.completed || acked.next.is_none(),
@@ -758,6 +772,10 @@ impl Harness {
         let after = match t {
             Transition::Done(job) => Some(job.state),
             Transition::LeaseLost(_) => None,
+            Transition::Repeated { outcome, .. } if self.repeated_last => Some(outcome),
+            t @ Transition::Repeated { .. } => {
+                panic!("seq {seq}: a nack made once answered as a repeat: {t:?}")
+            }
         };
         if !self.accepted(seq, after.is_some(), w) {
             return Effect::Nothing;
@@ -961,7 +979,7 @@ impl Harness {
         let (lost, answered) = match reply {
             Reply::Transition(t) => (
                 matches!(t, Transition::LeaseLost(_)),
-                matches!(t, Transition::Done(_)),
+                matches!(t, Transition::Repeated { .. }),
             ),
             Reply::Acked(acked) => (
                 !acked.completed && acked.next.is_none(),
