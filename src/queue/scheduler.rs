@@ -46,6 +46,8 @@ use super::service::{Draft, Publication, ServiceError};
 pub const POLL_AT_MOST: Duration = Duration::from_secs(1);
 /// How late a tick may be handled and still count as on time.
 pub const ON_TIME_MS: i64 = 3_000;
+/// Most ticks one schedule moves past in one step (those due at once).
+const MAX_STEPS: usize = 16;
 /// Index entries read per look.
 const BATCH: usize = 100;
 /// Due ticks handled at once.
@@ -141,13 +143,8 @@ impl Scheduler {
             let handled = due.into_iter().map(|(id, tick)| {
                 let (schedules, queues, ticks) = (&schedules, &queues, &ticks);
                 async move {
-                    match handle_tick(schedules, queues, &id, tick, now).await {
-                        Ok(outcomes) => {
-                            for outcome in outcomes {
-                                ticks.0.with_label_values(&[outcome]).inc();
-                            }
-                            true
-                        }
+                    match handle_tick(schedules, queues, ticks, &id, tick, now).await {
+                        Ok(()) => true,
                         Err(err) => {
                             log::warn!("schedule {id}: tick {tick} not handled yet: {err}");
                             false
@@ -194,34 +191,35 @@ impl Scheduler {
 /// each further tick already due at `now` (a tick missed while no process
 /// ran moves the schedule to its first tick after `now - ON_TIME_MS`, which
 /// may be due already: it is on time now, and handled now, not at the next
-/// sweep, when it would count as missed too). The outcomes of the ticks
-/// this call moved the schedule past; none when another process had moved
-/// it, or the schedule left the index.
+/// sweep, when it would count as missed too). Each tick this call moves the
+/// schedule past is counted in `ticks` as it moves (not when another process
+/// had moved it, nor when the schedule left the index), also when a later
+/// step fails.
 async fn handle_tick(
     schedules: &Schedules,
     queues: &Queues,
+    ticks: &TickMetrics,
     id: &str,
     tick: i64,
     now: i64,
-) -> Result<Vec<&'static str>, TickError> {
+) -> Result<(), TickError> {
     let drop_it = || schedules.advance(id, tick, None, None);
     let Some(schedule) = schedules.by_id(id).await? else {
         drop_it().await?;
-        return Ok(Vec::new());
+        return Ok(());
     };
     let queue = schedule.queue_ref();
     let calendar = Calendar::parse(&schedule.cron, &schedule.timezone);
     let (Some(queue), Ok(calendar)) = (queue, calendar) else {
         log::warn!("schedule {id} is unreadable; dropped from the tick index");
         drop_it().await?;
-        return Ok(Vec::new());
+        return Ok(());
     };
     if schedule.paused || queues.registry.get(&queue).await?.is_none() {
         drop_it().await?;
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let mut outcomes = Vec::new();
-    let mut tick = tick;
+    let (mut tick, mut steps) = (tick, 0);
     loop {
         let on_time = now - tick <= ON_TIME_MS;
         let publish = on_time || schedule.catch_up == CatchUp::One;
@@ -234,16 +232,20 @@ async fn handle_tick(
         };
         let published = job_id.as_deref().map(|job| (tick, job));
         if !schedules.advance(id, tick, next, published).await? {
-            return Ok(outcomes);
+            return Ok(());
         }
-        outcomes.push(match (on_time, publish) {
+        let outcome = match (on_time, publish) {
             (true, _) => "published",
             (false, true) => "caught_up",
             (false, false) => "skipped",
-        });
+        };
+        ticks.0.with_label_values(&[outcome]).inc();
+        steps += 1;
+        // (`next_after` answers later than asked, so each step moves on,
+        // and `now` bounds the steps; the cap is a second guard.)
         match next {
-            Some(next) if next <= now => tick = next,
-            _ => return Ok(outcomes),
+            Some(next) if next > tick && next <= now && steps < MAX_STEPS => tick = next,
+            _ => return Ok(()),
         }
     }
 }

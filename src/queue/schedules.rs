@@ -91,16 +91,29 @@ impl Calendar {
     }
 
     /// The first tick strictly after `after_ms` (ms since the epoch), if any.
+    /// croner searches in local time and maps a time of a repeated hour (the
+    /// hour a DST change sets back) to its first occurrence, which can come
+    /// before `after_ms`: then it looks again from an hour on, so the
+    /// repeated hour's ticks run once (in its first pass) and the answer is
+    /// always later than asked.
     pub fn next_after(&self, after_ms: i64) -> Option<i64> {
-        // croner keeps the start's sub-second part; ticks are whole seconds.
-        let from = Utc
-            .timestamp_millis_opt(after_ms.div_euclid(1000) * 1000)
-            .single()?;
-        let next = self
-            .cron
-            .find_next_occurrence(&from.with_timezone(&self.zone), false)
-            .ok()?;
-        Some(next.timestamp_millis())
+        let mut from_ms = after_ms;
+        for _ in 0..3 {
+            // croner keeps the start's sub-second part; ticks are whole seconds.
+            let from = Utc
+                .timestamp_millis_opt(from_ms.div_euclid(1000) * 1000)
+                .single()?;
+            let next = self
+                .cron
+                .find_next_occurrence(&from.with_timezone(&self.zone), false)
+                .ok()?
+                .timestamp_millis();
+            if next > after_ms {
+                return Some(next);
+            }
+            from_ms += 3_600_000;
+        }
+        None
     }
 }
 
@@ -407,6 +420,31 @@ mod tests {
             nine.next_after(midnight.timestamp_millis()),
             Some(expected.timestamp_millis())
         );
+    }
+
+    /// 2026-10-25 in Berlin: 03:00 CEST goes back to 02:00 CET, so 02:xx
+    /// comes twice. Asked from the second 02:10 (01:10 UTC), croner alone
+    /// answered the first 02:15 (00:15 UTC), an hour in the past.
+    #[test]
+    fn the_next_tick_is_later_than_asked_also_in_a_repeated_hour() {
+        let every_five = Calendar::parse("*/5 * * * *", "Europe/Berlin").unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 10, 24, 23, 0, 0).unwrap();
+        let mut at = start.timestamp_millis();
+        let end = start.timestamp_millis() + 5 * 3_600_000;
+        while at < end {
+            let next = every_five.next_after(at).expect("a next tick");
+            assert!(next > at, "next_after({at}) = {next}");
+            assert!(
+                next - at <= 3_600_000 + 300_000,
+                "next_after({at}) = {next}"
+            );
+            at = next;
+        }
+        let second_two_ten = Utc.with_ymd_and_hms(2026, 10, 25, 1, 10, 0).unwrap();
+        let next = every_five
+            .next_after(second_two_ten.timestamp_millis())
+            .unwrap();
+        assert!(next > second_two_ten.timestamp_millis());
     }
 
     #[test]

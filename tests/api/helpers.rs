@@ -327,6 +327,26 @@ impl TestApp {
 
 /// An engine on the app's Redis under a key prefix of its own: the app's
 /// worker never sees its keys, so a test drives the engine by hand.
+/// Runs `commands` in order on the app's Redis (its one server, or the
+/// cluster, which routes each by its key): for tests that shape data as an
+/// outage or an older version would have left it.
+pub async fn redis_commands(app: &TestApp, commands: &[redis::Cmd]) {
+    let nodes = &app.settings.redis.cluster_nodes;
+    if nodes.is_empty() {
+        let client = redis::Client::open(app.settings.redis.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for cmd in commands {
+            cmd.query_async::<()>(&mut conn).await.unwrap();
+        }
+    } else {
+        let client = redis::cluster::ClusterClient::new(nodes.clone()).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        for cmd in commands {
+            cmd.query_async::<()>(&mut conn).await.unwrap();
+        }
+    }
+}
+
 pub fn own_engine(app: &TestApp) -> orderly::queue::engine::Engine {
     let mut own = app.settings.redis.clone();
     own.key_prefix = format!("{}-engine", own.key_prefix);

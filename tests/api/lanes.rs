@@ -448,18 +448,7 @@ async fn lanes_made_before_the_lane_index_existed_are_listed_after_a_few_listing
     forget
         .arg(format!("{}m", engine.queue_base(&queue)))
         .arg("lane_scan");
-    let nodes = &app.settings.redis.cluster_nodes;
-    if nodes.is_empty() {
-        let client = redis::Client::open(app.settings.redis.url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        del.query_async::<()>(&mut conn).await.unwrap();
-        forget.query_async::<()>(&mut conn).await.unwrap();
-    } else {
-        let client = redis::cluster::ClusterClient::new(nodes.clone()).unwrap();
-        let mut conn = client.get_async_connection().await.unwrap();
-        del.query_async::<()>(&mut conn).await.unwrap();
-        forget.query_async::<()>(&mut conn).await.unwrap();
-    }
+    crate::helpers::redis_commands(&app, &[del, forget]).await;
 
     let listed = eventually(Duration::from_secs(10), "every old lane listed", || async {
         let mut listed = Vec::new();
