@@ -81,11 +81,13 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         // A data error may come before a syntax error later in the body
         // (`{} {}`): bytes that are not JSON at all are always a 400.
         if inner.is_data() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
-            let field = match error_path(&path, &inner).as_str() {
-                "." => "body".to_owned(),
-                field => field.to_owned(),
+            let (field, reason) = locate(&path, &inner);
+            let field = if field == "." {
+                "body".to_owned()
+            } else {
+                field
             };
-            ApiError::validation(BTreeMap::from([(field, strip_position(&inner))]))
+            ApiError::validation(BTreeMap::from([(field, reason)]))
         } else {
             ApiError::invalid_json(format!("the body is not valid JSON: {inner}"))
         }
@@ -104,28 +106,42 @@ fn nested<T: DeserializeOwned>(raw: &RawValue) -> Result<T, (String, String)> {
         return Err((".".to_owned(), "must be a JSON object".to_owned()));
     }
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = error_path(&err.path().to_string(), err.inner());
-        (path, strip_position(err.inner()))
-    })
+    serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|err| locate(&err.path().to_string(), err.inner()))
 }
 
-/// The path a data error names: where serde stopped (`.` for the object
-/// itself), except that a missing field is named itself — serde reports it
-/// at the object that lacks it (`{"fields": {"lease": "missing field
-/// `lease`"}}`, not `body`).
-fn error_path(path: &str, err: &serde_json::Error) -> String {
-    let text = err.to_string();
-    let missing = text
+/// The field a data error names and why (`.` for the object itself): where
+/// serde stopped, joined with what the message places deeper — a nested
+/// object's own path (`object::option` writes "at `inner.path`: reason"),
+/// or a missing field, which serde reports at the object that lacks it
+/// (`{"fields": {"lease": "missing field `lease`"}}`, not `body`).
+fn locate(path: &str, err: &serde_json::Error) -> (String, String) {
+    let mut reason = strip_position(err);
+    let mut path = path.to_owned();
+    let join = |path: &str, inner: &str| match path {
+        "." => inner.to_owned(),
+        path => format!("{path}.{inner}"),
+    };
+    // (A nested path already names a missing field: the inner `locate`
+    // joined it.)
+    let nested = reason
+        .strip_prefix(NESTED_AT)
+        .and_then(|rest| rest.split_once("`: "))
+        .map(|(inner, rest)| (inner.to_owned(), rest.to_owned()));
+    if let Some((inner, rest)) = nested {
+        path = join(&path, &inner);
+        reason = rest;
+    } else if let Some((name, _)) = reason
         .strip_prefix("missing field `")
         .and_then(|rest| rest.split_once('`'))
-        .map(|(name, _)| name);
-    match (missing, path) {
-        (Some(name), ".") => name.to_owned(),
-        (Some(name), path) => format!("{path}.{name}"),
-        (None, path) => path.to_owned(),
+    {
+        path = join(&path, name);
     }
+    (path, reason)
 }
+
+/// How `object::option` prefixes a nested object's error with its path.
+const NESTED_AT: &str = "at `";
 
 /// An item of a list in a body (a batch's job), parsed into `T`; errors name
 /// the field under `at` (`jobs[3]`, `jobs[3].delay_ms`).
@@ -157,7 +173,7 @@ pub mod object {
             .map(Some)
             .map_err(|(path, reason)| match path.as_str() {
                 "." => D::Error::custom(reason),
-                path => D::Error::custom(format!("{path}: {reason}")),
+                path => D::Error::custom(format!("{}{path}`: {reason}", super::NESTED_AT)),
             })
     }
 }
@@ -317,6 +333,36 @@ mod tests {
             format!("{err:?}").contains("\"jobs[2].password\""),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn errors_inside_optional_objects_name_the_inner_field() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Settings {
+            #[serde(default, deserialize_with = "object::option")]
+            login: Option<Login>,
+        }
+        for (body, field, reason) in [
+            (
+                r#"{"login":{"email":"a@example.com"}}"#,
+                "login.password",
+                "missing field",
+            ),
+            (
+                r#"{"login":{"email":5,"password":"x"}}"#,
+                "login.email",
+                "invalid type",
+            ),
+            (r#"{"login":[1]}"#, "login", "must be a JSON object"),
+        ] {
+            let err = parse::<Settings>(body.as_bytes()).unwrap_err();
+            let debug = format!("{err:?}");
+            assert!(
+                debug.contains(&format!("\"{field}\": \"{reason}")),
+                "{body}: {debug}"
+            );
+        }
     }
 
     #[test]
