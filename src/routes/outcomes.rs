@@ -169,13 +169,13 @@ fn parse(
 }
 
 fn status(reported: Reported) -> OutcomeStatus {
-    match reported {
+    match reported.settled() {
         Reported::Completed => OutcomeStatus::Completed,
         Reported::Retrying => OutcomeStatus::Retrying,
         Reported::Dead => OutcomeStatus::Dead,
         Reported::Blocked => OutcomeStatus::Blocked,
         Reported::LeaseLost => OutcomeStatus::LeaseLost,
-        Reported::NotFound => OutcomeStatus::NotFound,
+        Reported::NotFound | Reported::Repeated(_) => OutcomeStatus::NotFound,
     }
 }
 
@@ -238,11 +238,15 @@ pub fn results(queues: &Queues, prepared: Prepared, reported: Vec<Reported>) -> 
     let mut reported = reported.into_iter();
     let mut results = Vec::with_capacity(prepared.parsed.len());
     for p in prepared.parsed {
-        let status = match p.job {
-            None => OutcomeStatus::NotFound,
-            Some(_) => status(reported.next().unwrap_or(Reported::NotFound)),
+        let reported = match p.job {
+            None => Reported::NotFound,
+            Some(_) => reported.next().unwrap_or(Reported::NotFound),
         };
+        let status = status(reported);
+        // A repeat changed nothing: it was counted when it happened.
+        let counted = !matches!(reported, Reported::Repeated(_));
         match status {
+            _ if !counted => {}
             OutcomeStatus::Completed => queues.metrics.record(JobState::Completed),
             OutcomeStatus::Retrying => queues.metrics.record(JobState::Retrying),
             OutcomeStatus::Dead => queues.metrics.record(JobState::Dead),

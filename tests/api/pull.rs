@@ -378,6 +378,11 @@ async fn a_nack_repeated_after_its_job_was_claimed_again_answers_its_outcome() {
         .await;
     assert_eq!(batch.status(), 200);
     assert_eq!(body(batch).await["results"][0]["status"], "retrying");
+    assert_eq!(
+        jobs_counted(&app.metrics_text().await),
+        jobs_counted(&counted),
+        "a repeat in a batch is not counted again either"
+    );
 
     // Only that lease's own token answers ("<number>.<token>"); the live
     // lease is untouched.

@@ -1071,7 +1071,8 @@ end
 -- argv[o ..] (the script's ARGV): n groups of 9: kind ('a'|'n'), id, lease_no, token, result
 -- (ack) or error (nack), mode, a, b, jitter (nack; as in fail.lua).
 -- Returns one status per item: 'completed', 'retrying', 'dead', 'blocked',
--- 'lease_lost' or 'not_found'.
+-- 'lease_lost' or 'not_found'; a repeat answers its lease's outcome marked
+-- '=' ('=completed'): nothing changed now, and it is not counted again.
 local function apply_outcomes(argv, o, n, now)
   local out, completed = {}, {}
   for i = 0, n - 1 do
@@ -1081,7 +1082,7 @@ local function apply_outcomes(argv, o, n, now)
     local status
     if not r then
       local outcome, old = repeated(id, lease_no, token)
-      status = outcome or (old and 'lease_lost' or 'not_found')
+      status = outcome and ('=' .. outcome) or (old and 'lease_lost' or 'not_found')
     elseif kind == 'a' then
       local lane, nxt = complete(id, r, token, argv[at + 4], now, true)
       completed[#completed + 1] = id

@@ -2,7 +2,7 @@
 //! run (`outcomes.lua`, or a claim's own run: [`Engine::claim_after`]).
 
 use super::{Engine, EngineResult, EngineScript, Failure, Lease, string};
-use crate::queue::model::QueueRef;
+use crate::queue::model::{JobState, QueueRef};
 
 static SCRIPT: EngineScript = EngineScript::new("outcomes");
 
@@ -31,6 +31,24 @@ pub enum Reported {
     Blocked,
     LeaseLost,
     NotFound,
+    /// A repeat of an outcome its lease had produced (the reply was lost):
+    /// that outcome (`Completed`, `Retrying`, `Dead` or `Blocked`); nothing
+    /// changed now, so it is not counted again.
+    Repeated(JobState),
+}
+
+impl Reported {
+    /// The status, a repeat's as its first answer was.
+    pub fn settled(self) -> Reported {
+        match self {
+            Reported::Repeated(JobState::Completed) => Reported::Completed,
+            Reported::Repeated(JobState::Retrying) => Reported::Retrying,
+            Reported::Repeated(JobState::Dead) => Reported::Dead,
+            Reported::Repeated(JobState::Blocked) => Reported::Blocked,
+            Reported::Repeated(_) => Reported::NotFound,
+            other => other,
+        }
+    }
 }
 
 /// Appends `n` and the outcomes' argument groups (as `apply_outcomes` in
@@ -60,13 +78,19 @@ pub(super) fn outcome_args(invocation: &mut super::Invocation, outcomes: &[Outco
 pub(super) fn statuses(reply: Vec<redis::Value>, sent: usize) -> EngineResult<Vec<Reported>> {
     let statuses = reply
         .into_iter()
-        .map(|v| match string(v).as_deref() {
-            Some("completed") => Reported::Completed,
-            Some("retrying") => Reported::Retrying,
-            Some("dead") => Reported::Dead,
-            Some("blocked") => Reported::Blocked,
-            Some("lease_lost") => Reported::LeaseLost,
-            _ => Reported::NotFound,
+        .map(|v| {
+            let text = string(v).unwrap_or_default();
+            if let Some(repeat) = text.strip_prefix('=') {
+                return JobState::parse(repeat).map_or(Reported::NotFound, Reported::Repeated);
+            }
+            match text.as_str() {
+                "completed" => Reported::Completed,
+                "retrying" => Reported::Retrying,
+                "dead" => Reported::Dead,
+                "blocked" => Reported::Blocked,
+                "lease_lost" => Reported::LeaseLost,
+                _ => Reported::NotFound,
+            }
         })
         .collect::<Vec<_>>();
     if statuses.len() != sent {

@@ -586,7 +586,7 @@ impl Harness {
         // among the jobs claimed.
         let mut effect = Effect::Nothing;
         if let Some((seq, held)) = acked {
-            let completed = reported[0] == Reported::Completed;
+            let completed = reported[0].settled() == Reported::Completed;
             if self.accepted(seq, completed, w) {
                 self.oracle.ended(seq, held.lease.number);
                 self.model.end_lease(seq);
