@@ -1,6 +1,7 @@
 -- redrive: up to `max` dead jobs, lowest seq first, go back into their lanes
 -- where their seq belongs (ahead of every newer job), with attempts reset. A
--- head that has started (leased, blocked or attempted) stays first. One run
+-- head that keeps its place (`head_keeps_place`: leased, blocked, or with
+-- older jobs sent back earlier behind it) stays first. One run
 -- does bounded work (at most `max` jobs and the lane-walk budget of
 -- lib.lua); the caller runs it again until nothing is left to move.
 -- ARGV: qid, max.

@@ -19,6 +19,11 @@ if undo then
     r[R_STARTED] = false
   end
 end
+if delay > 0 then
+  -- Kept in the record as a retry's time is (`fail_attempt`): a job sent
+  -- back from dead ahead of this head does not cut the wait short.
+  r[R_AVAIL] = now + delay
+end
 put(id, r)
 ready_lane(r[R_KEY], now + delay, now)
 return 1

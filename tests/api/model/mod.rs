@@ -734,10 +734,17 @@ impl Harness {
             );
         }
         let Some(head) = head else { return };
-        let available = m.job(head).available_at.unwrap_or(0);
+        // When the head may start: after its delay, and after the retry it
+        // waits for (a head sent back from dead went ahead of it).
+        let job = m.job(head);
+        let available = job.available_at.unwrap_or(0);
+        let (surely, maybe) = match job.retry_at {
+            Some(retry) => (available.max(retry.hi), available.max(retry.lo)),
+            None => (available, available),
+        };
         let allowed = m.push && !m.paused;
-        let must = allowed && available <= w.t0 && m.other_ready(lane).all(|s| s.lo > w.t1);
-        let must_not = !allowed || available > w.t1 || m.other_ready(lane).any(|s| s.hi <= w.t0);
+        let must = allowed && surely <= w.t0 && m.other_ready(lane).all(|s| s.lo > w.t1);
+        let must_not = !allowed || maybe > w.t1 || m.other_ready(lane).any(|s| s.hi <= w.t0);
         assert!(
             !(must && next.is_none()),
             "a chained ack did not lease the next head {head} ({w:?})"
