@@ -145,7 +145,7 @@ if [ -z "$only" ] || [[ ",$only," == *,wrk,* ]]; then
   }
   # Orderly's peak resident memory during the two wrk rows alone: writing 5
   # to clear_refs resets the process's VmHWM to its current resident memory.
-  echo 5 >"/proc/$ORDERLY_PID/clear_refs" 2>/dev/null || true
+  { echo 5 >"/proc/$ORDERLY_PID/clear_refs"; } 2>/dev/null || true
   read -r _ trivial_rps trivial_cpu < <(wrk_run trivial "$base/healthz")
   jobs_before=$(curl -sf "$base/v1/queues/bench-wrk" -H "Authorization: Bearer $TOKEN" | sed -n 's/.*"waiting":\([0-9]*\).*/\1/p')
   read -r _ publish_rps publish_cpu < <(wrk_run publish -s scripts/wrk_publish.lua "$base/v1/queues/bench-wrk/jobs")
