@@ -404,6 +404,9 @@ impl From<crate::queue::registry::RegistryError> for ApiError {
                 Self::unavailable("mongodb is unavailable")
             }
             RegistryError::Engine(err) => err.into(),
+            RegistryError::Contended => {
+                Self::unavailable("the queue's settings are being changed concurrently; retry")
+            }
         }
     }
 }

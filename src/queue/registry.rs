@@ -97,6 +97,9 @@ pub enum RegistryError {
     Mongo(#[from] mongodb::error::Error),
     #[error("redis: {0}")]
     Engine(#[from] super::engine::EngineError),
+    /// Other writers changed the definition each time this one tried.
+    #[error("the queue's settings kept changing under concurrent writes")]
+    Contended,
 }
 
 /// Result of a `PUT`.
@@ -126,6 +129,9 @@ pub struct QueueRegistry {
     /// trip and then read the cache, instead of each asking MongoDB.
     loading: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
+
+/// Conditional writes a `PUT` tries before it gives up (`Contended`).
+const PUT_ATTEMPTS: usize = 8;
 
 fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     matches!(err.kind.as_ref(), ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == DUPLICATE_KEY)
@@ -345,44 +351,76 @@ impl QueueRegistry {
         queue: &QueueRef,
         settings: QueueSettings,
     ) -> Result<Upserted, RegistryError> {
+        // Each write is conditional on what was read — a creation on the id
+        // being free, an update on `updated_at` being unchanged — and is
+        // retried from a fresh read when another writer (of any process)
+        // got there first. So concurrent PUTs of a new push queue create it
+        // once (one `201` and one signing secret; the others update it and
+        // answer `200`), and no write is lost to a stale read.
         let tag = queue.tag();
-        let existing = self.queues.find_one(doc! { "_id": &tag }).await?;
-        let now = bson::DateTime::now();
-        let mut new_signing_secret = None;
-        let signing_secret = match existing.as_ref().and_then(|e| e.signing_secret.clone()) {
-            Some(secret) => Some(secret),
-            None if settings.delivery.is_push() => {
-                let secret = generate_signing_secret();
-                new_signing_secret = Some(secret.clone());
-                Some(secret)
+        for _ in 0..PUT_ATTEMPTS {
+            let existing = self.queues.find_one(doc! { "_id": &tag }).await?;
+            // Strictly later than the version read, so a conditional
+            // update can never match a newer write of the same millisecond.
+            let now = match &existing {
+                Some(e) => bson::DateTime::from_millis(
+                    bson::DateTime::now()
+                        .timestamp_millis()
+                        .max(e.updated_at.timestamp_millis() + 1),
+                ),
+                None => bson::DateTime::now(),
+            };
+            let mut new_signing_secret = None;
+            let signing_secret = match existing.as_ref().and_then(|e| e.signing_secret.clone()) {
+                Some(secret) => Some(secret),
+                None if settings.delivery.is_push() => {
+                    let secret = generate_signing_secret();
+                    new_signing_secret = Some(secret.clone());
+                    Some(secret)
+                }
+                None => None,
+            };
+            let definition = QueueDefinition {
+                tag: tag.clone(),
+                owner: queue.owner.clone(),
+                name: queue.name.as_str().to_owned(),
+                settings: settings.clone(),
+                paused: existing.as_ref().is_some_and(|e| e.paused),
+                signing_secret,
+                created_at: existing.as_ref().map_or(now, |e| e.created_at),
+                updated_at: now,
+                push_url: Default::default(),
+            };
+            let written = match &existing {
+                None => match self.queues.insert_one(&definition).await {
+                    Ok(_) => true,
+                    Err(err) if is_duplicate_key(&err) => false,
+                    Err(err) => return Err(err.into()),
+                },
+                Some(read) => {
+                    let filter = doc! { "_id": &tag, "updated_at": read.updated_at };
+                    self.queues
+                        .replace_one(filter, &definition)
+                        .await?
+                        .matched_count
+                        == 1
+                }
+            };
+            if !written {
+                continue;
             }
-            None => None,
-        };
-        let definition = QueueDefinition {
-            tag: tag.clone(),
-            owner: queue.owner.clone(),
-            name: queue.name.as_str().to_owned(),
-            settings,
-            paused: existing.as_ref().is_some_and(|e| e.paused),
-            signing_secret,
-            created_at: existing.as_ref().map_or(now, |e| e.created_at),
-            updated_at: now,
-            push_url: Default::default(),
-        };
-        self.queues
-            .replace_one(doc! { "_id": &tag }, &definition)
-            .upsert(true)
-            .await?;
-        self.engine
-            .configure(queue, &definition.engine_conf())
-            .await?;
-        let definition = Arc::new(definition);
-        self.remember(definition.clone());
-        Ok(Upserted {
-            definition,
-            created: existing.is_none(),
-            new_signing_secret,
-        })
+            self.engine
+                .configure(queue, &definition.engine_conf())
+                .await?;
+            let definition = Arc::new(definition);
+            self.remember(definition.clone());
+            return Ok(Upserted {
+                definition,
+                created: existing.is_none(),
+                new_signing_secret,
+            });
+        }
+        Err(RegistryError::Contended)
     }
 
     /// Sets the pause flag; `None` if the queue does not exist.

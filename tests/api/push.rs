@@ -418,6 +418,36 @@ fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     hex::decode(v1).is_ok_and(|sig| mac.verify_slice(&sig).is_ok())
 }
 
+/// Concurrent PUTs that create a push queue create it once: one `201` with
+/// the signing secret the queue keeps, `200` without one for the others
+/// (each creator used to get `201` and its own secret, one of them real).
+#[actix_web::test]
+async fn concurrent_puts_create_a_push_queue_once_with_one_secret() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let settings = json!({"delivery": {"mode": "push", "url": "http://127.0.0.1:9/hook"}});
+    let puts = (0..12).map(|_| app.put_queue(&user.token, "hooks", &settings));
+    let mut created = Vec::new();
+    for response in futures_util::future::join_all(puts).await {
+        let status = response.status().as_u16();
+        let view = body(response).await;
+        match status {
+            201 => created.push(view["signing_secret"].as_str().unwrap().to_owned()),
+            200 => assert!(view.get("signing_secret").is_none(), "{view}"),
+            other => panic!("PUT answered {other}: {view}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "one creation, one secret: {created:?}");
+    let stored = app
+        .db
+        .collection::<mongodb::bson::Document>("queues")
+        .find_one(mongodb::bson::doc! {"name": "hooks"})
+        .await
+        .unwrap()
+        .expect("the queue is stored");
+    assert_eq!(stored.get_str("signing_secret").unwrap(), created[0]);
+}
+
 #[actix_web::test]
 async fn the_signature_header_verifies_with_the_queues_signing_secret() {
     let app = spawn_app().await;
