@@ -2,7 +2,7 @@
 //! (pause / resume). Listing is bounded work per call: a page may come back
 //! short, with `next` to continue.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -33,7 +33,24 @@ fn segment_key(segment: &str) -> Result<String, ApiError> {
     parse_lane_key(Some(key.to_owned())).map_err(|reason| ApiError::invalid_field("key", reason))
 }
 
-fn lane_path(who: &Caller, path: &LanePath) -> Result<(QueueRef, String), ApiError> {
+/// The queue and lane key a lane route names. The router decodes the
+/// path's percent-escapes leniently (bytes that are not UTF-8 become U+FFFD,
+/// a character keys may hold), so the raw path is checked first: `%FF` must
+/// not name the lane `"\u{FFFD}"`.
+fn lane_path(
+    req: &HttpRequest,
+    who: &Caller,
+    path: &LanePath,
+) -> Result<(QueueRef, String), ApiError> {
+    if percent_encoding::percent_decode_str(req.path())
+        .decode_utf8()
+        .is_err()
+    {
+        return Err(ApiError::invalid_field(
+            "key",
+            "must be UTF-8 once percent-decoded",
+        ));
+    }
     let queue =
         queue_ref(&who.user_id, &path.queue).map_err(|_| ApiError::not_found("no such queue"))?;
     Ok((queue, segment_key(&path.key)?))
@@ -128,15 +145,16 @@ pub async fn list(
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue, or no unfinished job in this lane", body = ErrorBody),
-        (status = 422, description = "Key longer than 128 characters", body = ErrorBody),
+        (status = 422, description = "Key longer than 128 characters, or not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 503, description = "Redis down", body = ErrorBody),
     ))]
 pub async fn get(
+    req: HttpRequest,
     queues: web::Data<Queues>,
     who: Authorized<need::Manage>,
     path: web::Path<LanePath>,
 ) -> Result<HttpResponse, ApiError> {
-    let (queue, key) = lane_path(&who, &path)?;
+    let (queue, key) = lane_path(&req, &who, &path)?;
     let lane = queues.engine.lane(&queue, &key).await?;
     // Only a miss looks the queue up, to say which of the two is missing.
     let Some(lane) = lane else {
@@ -158,12 +176,13 @@ pub struct LaneSwitch {
 }
 
 async fn set_lane_paused(
+    req: HttpRequest,
     queues: web::Data<Queues>,
     who: Authorized<need::Manage>,
     path: web::Path<LanePath>,
     paused: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let (queue, key) = lane_path(&who, &path)?;
+    let (queue, key) = lane_path(&req, &who, &path)?;
     queues
         .registry
         .get(&queue)
@@ -182,15 +201,16 @@ async fn set_lane_paused(
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
-        (status = 422, description = "Key longer than 128 characters", body = ErrorBody),
+        (status = 422, description = "Key longer than 128 characters, or not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
     ))]
 pub async fn pause(
     queues: web::Data<Queues>,
+    req: HttpRequest,
     who: Authorized<need::Manage>,
     path: web::Path<LanePath>,
 ) -> Result<HttpResponse, ApiError> {
-    set_lane_paused(queues, who, path, true).await
+    set_lane_paused(req, queues, who, path, true).await
 }
 
 /// Resume a paused lane: its head starts when it may, in order. Idempotent.
@@ -201,15 +221,16 @@ pub async fn pause(
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: an API key without the scope this route needs, or not for this queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
-        (status = 422, description = "Key longer than 128 characters", body = ErrorBody),
+        (status = 422, description = "Key longer than 128 characters, or not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 503, description = "MongoDB or Redis down", body = ErrorBody),
     ))]
 pub async fn resume(
     queues: web::Data<Queues>,
+    req: HttpRequest,
     who: Authorized<need::Manage>,
     path: web::Path<LanePath>,
 ) -> Result<HttpResponse, ApiError> {
-    set_lane_paused(queues, who, path, false).await
+    set_lane_paused(req, queues, who, path, false).await
 }
 
 #[cfg(test)]

@@ -168,6 +168,34 @@ async fn the_lanes_listing_pages_with_after_and_answers_404_for_a_lane_without_j
     error_body(bad_state, 422, "validation_failed").await;
 }
 
+/// A path whose escapes are not UTF-8 names no lane: `%FF` used to be read
+/// as the key "\u{FFFD}" and paused that real lane.
+#[actix_web::test]
+async fn a_lane_key_that_is_not_utf8_is_422_and_pauses_nothing() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    app.publish_ok(&user.token, "q", &json!({"payload": 1, "key": "\u{FFFD}"}))
+        .await;
+    for action in ["pause", "resume"] {
+        for raw in ["%FF", "%C3", "a%FEb"] {
+            let path = format!("/v1/queues/q/lanes/{raw}/{action}");
+            let response = app
+                .call(reqwest::Method::POST, &path, &user.token, None)
+                .await;
+            let error = error_body(response, 422, "validation_failed").await;
+            assert!(error["fields"]["key"].is_string(), "{path}: {error}");
+        }
+    }
+    let response = app
+        .get_with_token("/v1/queues/q/lanes/%FF", &user.token)
+        .await;
+    error_body(response, 422, "validation_failed").await;
+    let jobs = claim(&app, &user.token, "q", 0, 1).await;
+    assert_eq!(jobs.len(), 1, "the lane \u{FFFD} was not paused");
+    assert_eq!(jobs[0]["key"], "\u{FFFD}");
+}
+
 #[actix_web::test]
 async fn a_paused_lane_starts_nothing_while_the_others_flow_and_resumed_continues_in_order() {
     let app = spawn_app().await;
