@@ -162,6 +162,10 @@ impl Application {
         let sampler = sampler::start(engine.clone(), metrics.jobs.clone());
         let hub = WakeHub::start(&settings.redis, engine.wake_channels())?;
         hub.forward_to(worker.clone().recipient());
+        // A settings change by any process reaches every process at once,
+        // not only when its cached copy (5 s) is refreshed.
+        let cached = registry.clone();
+        hub.on_settings_changed(move |tag| cached.invalidate_tag(tag));
         let queues = web::Data::new(Queues {
             registry,
             engine,

@@ -4,8 +4,9 @@
 //!
 //! A wake message is `p<qid>` (a push queue has a lane startable now: the
 //! worker claims it), `u<qid>` (a pull queue has: the consumers waiting on
-//! that queue look) or `d<qid>` (a job of a watched queue finished: the job
-//! reads waiting on that queue look again). On one Redis the engine publishes with `PUBLISH` and the
+//! that queue look), `d<qid>` (a job of a watched queue finished: the job
+//! reads waiting on that queue look again) or `s<qid>` (the queue's settings
+//! changed: the process drops its cached definition). On one Redis the engine publishes with `PUBLISH` and the
 //! hub `SUBSCRIBE`s to every group channel; on a cluster with `SPUBLISH`, and
 //! the hub `SSUBSCRIBE`s through a RESP3 cluster connection that resubscribes
 //! by itself after a reconnect or failover, so a message stays on its shard.
@@ -36,7 +37,11 @@ pub struct WakeHub {
     /// Push-queue wakes (for the worker).
     tx: broadcast::Sender<Arc<str>>,
     waiters: Arc<Mutex<HashMap<Arc<str>, Waiters>>>,
+    /// Called with a queue's tag when its settings changed (`s<qid>`).
+    settings_changed: Arc<std::sync::OnceLock<SettingsChanged>>,
 }
+
+type SettingsChanged = Box<dyn Fn(&str) + Send + Sync>;
 
 /// The consumers of one queue waiting for work.
 struct Waiters {
@@ -80,6 +85,7 @@ impl WakeHub {
         let hub = Self {
             tx,
             waiters: Arc::new(Mutex::new(HashMap::new())),
+            settings_changed: Arc::default(),
         };
         let listener = hub.clone();
         if settings.cluster_nodes.is_empty() {
@@ -98,6 +104,12 @@ impl WakeHub {
             actix::spawn(listen_cluster(client, channels, push_rx, listener));
         }
         Ok(hub)
+    }
+
+    /// Calls `f` with a queue's tag whenever any process changed the queue's
+    /// settings (set once, at start).
+    pub fn on_settings_changed(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.settings_changed.set(Box::new(f));
     }
 
     /// Tags of push queues with newly startable lanes.
@@ -138,6 +150,11 @@ impl WakeHub {
             }
             Some(("u", tag)) => self.notify(tag),
             Some(("d", tag)) => self.notify(&finish_key(tag)),
+            Some(("s", tag)) => {
+                if let Some(changed) = self.settings_changed.get() {
+                    changed(tag);
+                }
+            }
             _ => log::debug!("ignoring wake message {message:?}"),
         }
     }

@@ -202,6 +202,12 @@ impl QueueRegistry {
         self.forget(&queue.tag());
     }
 
+    /// As `invalidate`, by the queue's tag (a settings change another
+    /// process announced: `WakeHub::on_settings_changed`).
+    pub fn invalidate_tag(&self, tag: &str) {
+        self.forget(tag);
+    }
+
     fn forget(&self, tag: &str) {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         cache.remove(tag);

@@ -2,7 +2,7 @@
 //! lane order kept, no lane delivered twice at once, no lease left behind.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -108,6 +108,68 @@ async fn two_processes_share_the_work_without_breaking_lane_order() {
 #[actix_web::test]
 async fn three_processes_share_the_work_without_breaking_lane_order() {
     processes_share_the_work(3).await;
+}
+
+/// A settings change made through one process applies in another at once
+/// (it announces the change; the other drops its cached definition), not
+/// when that process's 5 s cache is refreshed: claims through the other
+/// process get the new default lease right away.
+#[actix_web::test]
+async fn a_settings_change_through_one_process_applies_in_another_at_once() {
+    let settings = test_settings();
+    let (first, second) = (
+        OrderlyProcess::start(&settings).await,
+        OrderlyProcess::start(&settings).await,
+    );
+    let (a, b) = (
+        first.client(&settings).await,
+        second.client(&settings).await,
+    );
+    let user = a.signed_up_user().await;
+    let pull = |lease_ms: u64| json!({"delivery": {"mode": "pull"}, "lease_ms": lease_ms});
+    assert_eq!(
+        a.put_queue(&user.token, "q", &pull(30_000)).await.status(),
+        201
+    );
+    let lease_left_ms = |job: &Value| {
+        let expires =
+            chrono::DateTime::parse_from_rfc3339(job["lease_expires_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis();
+        expires - chrono::Utc::now().timestamp_millis()
+    };
+    // B reads (and caches) the definition: 30 s leases.
+    a.publish_ok(&user.token, "q", &json!({"payload": 0, "key": "k0"}))
+        .await;
+    let first = crate::pull::claim(&b, &user.token, "q", 2_000, 1).await;
+    assert!(lease_left_ms(&first[0]) > 20_000, "{first:?}");
+
+    assert_eq!(
+        a.put_queue(&user.token, "q", &pull(2_000)).await.status(),
+        200
+    );
+    let changed_at = Instant::now();
+    let mut n = 0;
+    eventually(
+        Duration::from_secs(3),
+        "B leases with the new lease_ms",
+        || {
+            n += 1;
+            let (a, b, token) = (&a, &b, &user.token);
+            async move {
+                a.publish_ok(token, "q", &json!({"payload": n, "key": format!("k{n}")}))
+                    .await;
+                let jobs = crate::pull::claim(b, token, "q", 2_000, 1).await;
+                (lease_left_ms(&jobs[0]) <= 2_000).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        changed_at.elapsed() < Duration::from_secs(3),
+        "B took {:?} to see the change",
+        changed_at.elapsed()
+    );
 }
 
 /// `n` Orderly processes on one Redis (or cluster) deliver 2,000 jobs of 8
