@@ -70,6 +70,14 @@ pub(crate) async fn fail(app: &TestApp, token: &str, job: &Value) -> Value {
     body(job_call(app, token, id(job), "nack", request).await).await
 }
 
+/// Sends every dead job of `queue` back; how many went.
+async fn redrive(app: &TestApp, token: &str, queue: &str) -> u64 {
+    let path = format!("/v1/queues/{queue}/dead/redrive");
+    let response = app.call(reqwest::Method::POST, &path, token, None).await;
+    assert_eq!(response.status(), 200, "redrive");
+    body(response).await["redriven"].as_u64().unwrap()
+}
+
 pub(crate) fn id(job: &Value) -> &str {
     job["id"].as_str().unwrap()
 }
@@ -516,15 +524,7 @@ async fn redrive_puts_dead_jobs_back_at_the_heads_of_their_lanes_in_seq_order() 
         app.publish_ok(&user.token, "q", &json!({"payload": payload, "key": key}))
             .await;
     }
-    let redrive = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/dead/redrive",
-            &user.token,
-            None,
-        )
-        .await;
-    assert_eq!(body(redrive).await["redriven"], 3);
+    assert_eq!(redrive(&app, &user.token, "q").await, 3);
     let empty = body(app.get_with_token("/v1/queues/q/dead", &user.token).await).await;
     assert!(empty["jobs"].as_array().unwrap().is_empty());
 
@@ -580,15 +580,7 @@ async fn a_redriven_job_goes_ahead_of_a_newer_head_waiting_for_its_retry() {
     let nacked = body(job_call(&app, &user.token, id(&j2), "nack", request).await).await;
     assert_eq!(nacked["state"], "retrying");
 
-    let redrive = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/dead/redrive",
-            &user.token,
-            None,
-        )
-        .await;
-    assert_eq!(body(redrive).await["redriven"], 1);
+    assert_eq!(redrive(&app, &user.token, "q").await, 1);
     let lane = body(
         app.get_with_token("/v1/queues/q/lanes/L", &user.token)
             .await,
