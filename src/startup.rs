@@ -165,7 +165,7 @@ impl Application {
         // A settings change by any process reaches every process at once,
         // not only when its cached copy (5 s) is refreshed.
         let cached = registry.clone();
-        hub.on_settings_changed(move |tag| cached.invalidate_tag(tag));
+        hub.on_settings_changed(move |tag, version| cached.outdated(tag, version));
         let queues = web::Data::new(Queues {
             registry,
             engine,

@@ -5,8 +5,9 @@
 //! A wake message is `p<qid>` (a push queue has a lane startable now: the
 //! worker claims it), `u<qid>` (a pull queue has: the consumers waiting on
 //! that queue look), `d<qid>` (a job of a watched queue finished: the job
-//! reads waiting on that queue look again) or `s<qid>` (the queue's settings
-//! changed: the process drops its cached definition). On one Redis the engine publishes with `PUBLISH` and the
+//! reads waiting on that queue look again) or `s<version> <qid>` (the
+//! queue's settings changed to that version: an older cached definition is
+//! read anew). On one Redis the engine publishes with `PUBLISH` and the
 //! hub `SUBSCRIBE`s to every group channel; on a cluster with `SPUBLISH`, and
 //! the hub `SSUBSCRIBE`s through a RESP3 cluster connection that resubscribes
 //! by itself after a reconnect or failover, so a message stays on its shard.
@@ -37,11 +38,12 @@ pub struct WakeHub {
     /// Push-queue wakes (for the worker).
     tx: broadcast::Sender<Arc<str>>,
     waiters: Arc<Mutex<HashMap<Arc<str>, Waiters>>>,
-    /// Called with a queue's tag when its settings changed (`s<qid>`).
+    /// Called with a queue's tag and new settings version when its settings
+    /// changed (`s<version> <qid>`).
     settings_changed: Arc<std::sync::OnceLock<SettingsChanged>>,
 }
 
-type SettingsChanged = Box<dyn Fn(&str) + Send + Sync>;
+type SettingsChanged = Box<dyn Fn(&str, u64) + Send + Sync>;
 
 /// The consumers of one queue waiting for work.
 struct Waiters {
@@ -106,9 +108,9 @@ impl WakeHub {
         Ok(hub)
     }
 
-    /// Calls `f` with a queue's tag whenever any process changed the queue's
-    /// settings (set once, at start).
-    pub fn on_settings_changed(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+    /// Calls `f` with a queue's tag and settings version whenever any
+    /// process changed the queue's settings (set once, at start).
+    pub fn on_settings_changed(&self, f: impl Fn(&str, u64) + Send + Sync + 'static) {
         let _ = self.settings_changed.set(Box::new(f));
     }
 
@@ -150,9 +152,13 @@ impl WakeHub {
             }
             Some(("u", tag)) => self.notify(tag),
             Some(("d", tag)) => self.notify(&finish_key(tag)),
-            Some(("s", tag)) => {
-                if let Some(changed) = self.settings_changed.get() {
-                    changed(tag);
+            Some(("s", change)) => {
+                let parsed = change
+                    .split_once(' ')
+                    .and_then(|(version, tag)| Some((tag, version.parse().ok()?)));
+                if let (Some(changed), Some((tag, version))) = (self.settings_changed.get(), parsed)
+                {
+                    changed(tag, version);
                 }
             }
             _ => log::debug!("ignoring wake message {message:?}"),

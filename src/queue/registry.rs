@@ -113,6 +113,8 @@ pub struct Upserted {
 struct CacheEntry {
     definition: Arc<QueueDefinition>,
     fetched: Instant,
+    /// Another process announced newer settings (`outdated`).
+    outdated: bool,
 }
 
 #[derive(Clone)]
@@ -193,6 +195,7 @@ impl QueueRegistry {
             CacheEntry {
                 definition,
                 fetched: Instant::now(),
+                outdated: false,
             },
         );
     }
@@ -202,10 +205,43 @@ impl QueueRegistry {
         self.forget(&queue.tag());
     }
 
-    /// As `invalidate`, by the queue's tag (a settings change another
-    /// process announced: `WakeHub::on_settings_changed`).
-    pub fn invalidate_tag(&self, tag: &str) {
-        self.forget(tag);
+    /// A process announced version `version` of the queue's settings
+    /// (`WakeHub::on_settings_changed`): a cached copy older than that is
+    /// read anew on its next use (`reload_if_outdated`). The copy this
+    /// process wrote or read is that version, and stays.
+    pub fn outdated(&self, tag: &str, version: u64) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = cache.get_mut(tag)
+            && entry.definition.engine_conf().version < version
+        {
+            entry.outdated = true;
+        }
+    }
+
+    /// A cached copy announced outdated is read from MongoDB now, so the
+    /// change applies to this very use; `None` when it is not outdated or
+    /// MongoDB does not answer (then the copy serves on, trusted for another
+    /// cache period, as when a background refresh fails).
+    async fn reload_if_outdated(&self, queue: &QueueRef) -> Option<Option<Arc<QueueDefinition>>> {
+        let tag = queue.tag();
+        let outdated = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(&tag)
+                .filter(|entry| entry.outdated)?
+                .definition
+                .clone()
+        };
+        match self.load(queue).await {
+            Ok(found) => Some(found),
+            Err(err) => {
+                log::warn!(
+                    "queue {tag}: keeping the cached definition, reading its change failed: {err}"
+                );
+                self.remember(outdated);
+                None
+            }
+        }
     }
 
     fn forget(&self, tag: &str) {
@@ -220,6 +256,9 @@ impl QueueRegistry {
         &self,
         queue: &QueueRef,
     ) -> Result<Option<Arc<QueueDefinition>>, RegistryError> {
+        if let Some(reloaded) = self.reload_if_outdated(queue).await {
+            return Ok(reloaded);
+        }
         if let Some(cached) = self.cached_or_refresh(queue) {
             return Ok(Some(cached));
         }
@@ -285,6 +324,9 @@ impl QueueRegistry {
         &self,
         queue: &QueueRef,
     ) -> Result<Arc<QueueDefinition>, RegistryError> {
+        if let Some(Some(reloaded)) = self.reload_if_outdated(queue).await {
+            return Ok(reloaded);
+        }
         if let Some(cached) = self.cached_or_refresh(queue) {
             return Ok(cached);
         }

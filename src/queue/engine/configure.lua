@@ -4,8 +4,8 @@
 -- ARGV: qid, push (1/0), paused (1/0), on_exhausted, retention_s, version,
 -- then flow control: rate_per_s, rate_burst, max_active (0 = off).
 -- Returns 1 if applied (an equal version is applied again), 0 if a newer
--- version was already there. A newer version is announced ('s<qid>'), so
--- every process drops its cached definition and reads the new one.
+-- version was already there. A newer version is announced ('s<version>
+-- <qid>'), so every process with an older cached definition reads it anew.
 local now = clock()
 local version = tonumber(ARGV[6])
 local stored = redis.call('HMGET', K_META, 'conf_v', 'deleted_v')
@@ -24,7 +24,7 @@ redis.call('HSET', K_META, 'push', ARGV[2], 'paused', ARGV[3],
 -- queue created again starts another; `conf().born`).
 redis.call('HSETNX', K_META, 'born', ARGV[6])
 if version > tonumber(stored[1] or '-1') then
-  redis.call(PUBLISH_CMD, K_WAKE, 's' .. QID)
+  redis.call(PUBLISH_CMD, K_WAKE, 's' .. ARGV[6] .. ' ' .. QID)
 end
 conf_cache = nil
 convert_legacy(now)
