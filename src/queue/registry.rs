@@ -133,7 +133,7 @@ pub struct QueueRegistry {
 }
 
 /// Conditional writes a `PUT` tries before it gives up (`Contended`).
-const PUT_ATTEMPTS: usize = 8;
+const PUT_ATTEMPTS: usize = 16;
 
 fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     matches!(err.kind.as_ref(), ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == DUPLICATE_KEY)
@@ -404,9 +404,18 @@ impl QueueRegistry {
         // retried from a fresh read when another writer (of any process)
         // got there first. So concurrent PUTs of a new push queue create it
         // once (one `201` and one signing secret; the others update it and
-        // answer `200`), and no write is lost to a stale read.
+        // answer `200`), and no write is lost to a stale read. Within a
+        // process the queue's writers take turns (its load lock), so only
+        // writers of other processes can make a round lose; a lost round
+        // waits a few random milliseconds before the next.
         let tag = queue.tag();
-        for _ in 0..PUT_ATTEMPTS {
+        let lock = self.load_lock(&tag);
+        let _turn = lock.lock().await;
+        for attempt in 0..PUT_ATTEMPTS {
+            if attempt > 0 {
+                let pause = fastrand::u64(1..=5 * attempt as u64);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
             let existing = self.queues.find_one(doc! { "_id": &tag }).await?;
             // Strictly later than the version read, so a conditional
             // update can never match a newer write of the same millisecond.
