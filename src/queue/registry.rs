@@ -110,6 +110,14 @@ pub struct Upserted {
     pub new_signing_secret: Option<String>,
 }
 
+/// A cached definition by its standing (`look`).
+enum Cached {
+    Fresh(Arc<QueueDefinition>),
+    Stale(Arc<QueueDefinition>),
+    /// Another process announced newer settings.
+    Outdated(Arc<QueueDefinition>),
+}
+
 struct CacheEntry {
     definition: Arc<QueueDefinition>,
     fetched: Instant,
@@ -177,10 +185,24 @@ impl QueueRegistry {
         }
     }
 
-    fn cached(&self, tag: &str, fresh_only: bool) -> Option<Arc<QueueDefinition>> {
+    /// The cached copy, whatever its age.
+    fn cached(&self, tag: &str) -> Option<Arc<QueueDefinition>> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        cache.get(tag).map(|entry| entry.definition.clone())
+    }
+
+    /// What the cache holds for `tag`, in one look.
+    fn look(&self, tag: &str) -> Option<Cached> {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let entry = cache.get(tag)?;
-        (!fresh_only || entry.fetched.elapsed() < CACHE_TTL).then(|| entry.definition.clone())
+        let definition = entry.definition.clone();
+        Some(if entry.outdated {
+            Cached::Outdated(definition)
+        } else if entry.fetched.elapsed() < CACHE_TTL {
+            Cached::Fresh(definition)
+        } else {
+            Cached::Stale(definition)
+        })
     }
 
     fn load_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -207,7 +229,7 @@ impl QueueRegistry {
 
     /// A process announced version `version` of the queue's settings
     /// (`WakeHub::on_settings_changed`): a cached copy older than that is
-    /// read anew on its next use (`reload_if_outdated`). The copy this
+    /// read anew on its next use (`cache_decides`). The copy this
     /// process wrote or read is that version, and stays.
     pub fn outdated(&self, tag: &str, version: u64) {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -218,29 +240,31 @@ impl QueueRegistry {
         }
     }
 
-    /// A cached copy announced outdated is read from MongoDB now, so the
-    /// change applies to this very use; `None` when it is not outdated or
-    /// MongoDB does not answer (then the copy serves on, trusted for another
-    /// cache period, as when a background refresh fails).
-    async fn reload_if_outdated(&self, queue: &QueueRef) -> Option<Option<Arc<QueueDefinition>>> {
+    /// The definition as the cache decides it, `None` when nothing is
+    /// cached: a fresh copy; a stale one, at once, while a background task
+    /// refreshes it (a slow or down MongoDB never delays publishing or
+    /// delivery); a copy announced outdated is read from MongoDB now, so the
+    /// change applies to this very use (`Some(None)`: the queue is gone) —
+    /// or, if MongoDB does not answer, serves on, trusted for another cache
+    /// period as when a background refresh fails.
+    async fn cache_decides(&self, queue: &QueueRef) -> Option<Option<Arc<QueueDefinition>>> {
         let tag = queue.tag();
-        let outdated = {
-            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-            cache
-                .get(&tag)
-                .filter(|entry| entry.outdated)?
-                .definition
-                .clone()
-        };
-        match self.load(queue).await {
-            Ok(found) => Some(found),
-            Err(err) => {
-                log::warn!(
-                    "queue {tag}: keeping the cached definition, reading its change failed: {err}"
-                );
-                self.remember(outdated);
-                None
+        match self.look(&tag)? {
+            Cached::Fresh(definition) => Some(Some(definition)),
+            Cached::Stale(definition) => {
+                self.refresh_in_background(queue, &tag);
+                Some(Some(definition))
             }
+            Cached::Outdated(definition) => match self.load(queue).await {
+                Ok(found) => Some(found),
+                Err(err) => {
+                    log::warn!(
+                        "queue {tag}: keeping the cached definition, reading its change failed: {err}"
+                    );
+                    self.remember(definition.clone());
+                    Some(Some(definition))
+                }
+            },
         }
     }
 
@@ -249,31 +273,16 @@ impl QueueRegistry {
         cache.remove(tag);
     }
 
-    /// The queue's definition: from the cache when fresh; a stale cached copy
-    /// is returned at once while a background task refreshes it (so a slow or
-    /// down MongoDB never delays publishing or delivery); MongoDB otherwise.
+    /// The queue's definition: as the cache decides it (`cache_decides`),
+    /// MongoDB otherwise.
     pub async fn get(
         &self,
         queue: &QueueRef,
     ) -> Result<Option<Arc<QueueDefinition>>, RegistryError> {
-        if let Some(reloaded) = self.reload_if_outdated(queue).await {
-            return Ok(reloaded);
-        }
-        if let Some(cached) = self.cached_or_refresh(queue) {
-            return Ok(Some(cached));
+        if let Some(decided) = self.cache_decides(queue).await {
+            return Ok(decided);
         }
         self.load(queue).await
-    }
-
-    /// The cached definition, fresh or (refreshed in the background) stale.
-    fn cached_or_refresh(&self, queue: &QueueRef) -> Option<Arc<QueueDefinition>> {
-        let tag = queue.tag();
-        if let Some(fresh) = self.cached(&tag, true) {
-            return Some(fresh);
-        }
-        let stale = self.cached(&tag, false)?;
-        self.refresh_in_background(queue, &tag);
-        Some(stale)
     }
 
     /// Reads the definition from MongoDB, mirrors it into Redis and caches it.
@@ -307,7 +316,7 @@ impl QueueRegistry {
             if let Err(err) = registry.load(&queue).await {
                 log::warn!("queue {tag}: keeping the cached definition, refresh failed: {err}");
                 // Trust the stale copy for another period before asking again.
-                if let Some(stale) = registry.cached(&tag, false) {
+                if let Some(stale) = registry.cached(&tag) {
                     registry.remember(stale);
                 }
             }
@@ -324,10 +333,7 @@ impl QueueRegistry {
         &self,
         queue: &QueueRef,
     ) -> Result<Arc<QueueDefinition>, RegistryError> {
-        if let Some(Some(reloaded)) = self.reload_if_outdated(queue).await {
-            return Ok(reloaded);
-        }
-        if let Some(cached) = self.cached_or_refresh(queue) {
+        if let Some(Some(cached)) = self.cache_decides(queue).await {
             return Ok(cached);
         }
         // One request per uncached queue reads (or creates) it; the others
@@ -336,7 +342,7 @@ impl QueueRegistry {
         let lock = self.load_lock(&tag);
         let outcome = {
             let _one_loader = lock.lock().await;
-            match self.cached(&tag, false) {
+            match self.cached(&tag) {
                 Some(loaded) => Ok(loaded),
                 None => self.load_or_create(queue).await,
             }
@@ -410,13 +416,27 @@ impl QueueRegistry {
         // waits a few random milliseconds before the next.
         let tag = queue.tag();
         let lock = self.load_lock(&tag);
-        let _turn = lock.lock().await;
+        let outcome = {
+            let _turn = lock.lock().await;
+            self.put_conditionally(queue, &tag, settings).await
+        };
+        self.drop_load_lock(&tag, lock);
+        outcome
+    }
+
+    /// `put`'s conditional writes, retried from a fresh read.
+    async fn put_conditionally(
+        &self,
+        queue: &QueueRef,
+        tag: &str,
+        settings: QueueSettings,
+    ) -> Result<Upserted, RegistryError> {
         for attempt in 0..PUT_ATTEMPTS {
             if attempt > 0 {
                 let pause = fastrand::u64(1..=5 * attempt as u64);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
-            let existing = self.queues.find_one(doc! { "_id": &tag }).await?;
+            let existing = self.queues.find_one(doc! { "_id": tag }).await?;
             // Strictly later than the version read, so a conditional
             // update can never match a newer write of the same millisecond.
             let now = match &existing {
@@ -438,7 +458,7 @@ impl QueueRegistry {
                 None => None,
             };
             let definition = QueueDefinition {
-                tag: tag.clone(),
+                tag: tag.to_owned(),
                 owner: queue.owner.clone(),
                 name: queue.name.as_str().to_owned(),
                 settings: settings.clone(),
@@ -455,7 +475,7 @@ impl QueueRegistry {
                     Err(err) => return Err(err.into()),
                 },
                 Some(read) => {
-                    let filter = doc! { "_id": &tag, "updated_at": read.updated_at };
+                    let filter = doc! { "_id": tag, "updated_at": read.updated_at };
                     self.queues
                         .replace_one(filter, &definition)
                         .await?
