@@ -16,13 +16,15 @@ pub mod outcomes;
 pub mod queues;
 pub mod schedules;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{FromRequest, Handler, HttpResponse, Resource, Responder, Route, web};
 
 use crate::error::ApiError;
 
 /// Declares the route table once: [`ROUTES`] lists it, [`configure`]
 /// registers it. One resource per path, so a known path with an unknown
 /// method answers `405` (with `Allow` naming the path's methods), not `404`.
+/// Every `GET` route answers `HEAD` too (RFC 9110 §9.3.2: the same status
+/// and headers, no body — actix's encoder leaves the body out).
 macro_rules! route_table {
     ($($path:literal => { $($method:ident: $handler:path),+ $(,)? }),* $(,)?) => {
         /// Every route the API serves, as (method, path pattern) in the
@@ -35,14 +37,12 @@ macro_rules! route_table {
             $(
                 if expose_metrics || $path != METRICS_PATH {
                     let allow = allow_header(&[$(stringify!($method)),+]);
-                    cfg.service(
-                        web::resource($path)
-                            $(.route(web::$method().to($handler)))+
-                            .default_service(web::to(move || {
-                                let err = ApiError::method_not_allowed(Some(allow.clone()));
-                                async move { Err::<HttpResponse, _>(err) }
-                            })),
-                    );
+                    let resource = web::resource($path);
+                    $(let resource = add_route(resource, web::$method(), stringify!($method), $handler);)+
+                    cfg.service(resource.default_service(web::to(move || {
+                        let err = ApiError::method_not_allowed(Some(allow.clone()));
+                        async move { Err::<HttpResponse, _>(err) }
+                    })));
                 }
             )*
         }
@@ -51,13 +51,34 @@ macro_rules! route_table {
 
 const METRICS_PATH: &str = "/metrics";
 
-/// The `Allow` value for a path's methods as the table spells them (`get`).
+/// The `Allow` value for a path's methods as the table spells them (`get`);
+/// `HEAD` follows `GET`.
 fn allow_header(methods: &[&str]) -> String {
     methods
         .iter()
-        .map(|m| m.to_uppercase())
+        .flat_map(|m| match *m {
+            "get" => vec!["GET", "HEAD"],
+            other => vec![other],
+        })
+        .map(str::to_uppercase)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `resource` with `handler` on `route` (the table's `method`, as spelled
+/// there), and on `HEAD` too when that is `get`.
+fn add_route<F, Args>(resource: Resource, route: Route, method: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    let resource = if method == "get" {
+        resource.route(web::head().to(handler.clone()))
+    } else {
+        resource
+    };
+    resource.route(route.to(handler))
 }
 
 route_table! {

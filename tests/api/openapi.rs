@@ -102,10 +102,11 @@ async fn a_method_a_path_does_not_take_is_405_with_allow_naming_its_methods() {
     let app = spawn_app().await;
     let mut methods: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for (method, pattern) in orderly::routes::ROUTES {
-        methods
-            .entry(pattern)
-            .or_default()
-            .insert(method.to_uppercase());
+        let entry = methods.entry(pattern).or_default();
+        entry.insert(method.to_uppercase());
+        if *method == "get" {
+            entry.insert("HEAD".to_owned());
+        }
     }
     for (pattern, expected) in methods {
         let response = app
@@ -124,6 +125,68 @@ async fn a_method_a_path_does_not_take_is_405_with_allow_naming_its_methods() {
         assert_eq!(allow, expected, "Allow of {pattern}");
         error_body(response, 405, "method_not_allowed").await;
     }
+}
+
+/// `HEAD` of every `GET` route answers as `GET` does — status and headers
+/// (`Content-Type`, `Content-Length`, the request id) — with no body; a path
+/// without `GET` answers `405`.
+#[actix_web::test]
+async fn head_answers_like_get_without_a_body() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let get_paths: BTreeSet<&str> = orderly::routes::ROUTES
+        .iter()
+        .filter(|(method, _)| *method == "get")
+        .map(|(_, pattern)| *pattern)
+        .collect();
+    for pattern in &get_paths {
+        let path = concrete(pattern);
+        let get = app
+            .client
+            .get(app.url(&path))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        let (get_status, get_type) = (get.status(), get.headers().get("content-type").cloned());
+        let get_length = get.bytes().await.unwrap().len();
+        let head = app
+            .client
+            .head(app.url(&path))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), get_status, "HEAD {pattern}");
+        assert_eq!(
+            head.headers().get("content-type").cloned(),
+            get_type,
+            "HEAD {pattern}"
+        );
+        assert!(
+            head.headers().contains_key("x-request-id"),
+            "HEAD {pattern}"
+        );
+        if let Some(length) = head.headers().get("content-length") {
+            // (A body whose size actix cannot know ahead is sent chunked.)
+            let length: usize = length.to_str().unwrap().parse().unwrap();
+            if get_length > 0 && pattern != &"/metrics" {
+                assert_eq!(length, get_length, "Content-Length of HEAD {pattern}");
+            }
+        }
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {pattern} sent a body"
+        );
+    }
+    let response = app
+        .client
+        .head(app.url("/v1/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
 }
 
 /// Sends requests as one user and records each real response, under its
