@@ -437,14 +437,8 @@ impl QueueRegistry {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
             let existing = self.queues.find_one(doc! { "_id": tag }).await?;
-            // Strictly later than the version read, so a conditional
-            // update can never match a newer write of the same millisecond.
             let now = match &existing {
-                Some(e) => bson::DateTime::from_millis(
-                    bson::DateTime::now()
-                        .timestamp_millis()
-                        .max(e.updated_at.timestamp_millis() + 1),
-                ),
+                Some(e) => later_than(e.updated_at),
                 None => bson::DateTime::now(),
             };
             let mut new_signing_secret = None;
@@ -500,28 +494,60 @@ impl QueueRegistry {
         Err(RegistryError::Contended)
     }
 
-    /// Sets the pause flag; `None` if the queue does not exist.
+    /// Sets the pause flag; `None` if the queue does not exist. Written as
+    /// `put` writes: conditional on the `updated_at` read and stamped
+    /// strictly later, retried from a fresh read, taking turns with the
+    /// process's other writers of the queue. (Stamped with the clock alone,
+    /// a pause could carry an older version than the settings it changed —
+    /// another process's clock behind, or a PUT of the same millisecond —
+    /// and Redis keeps the newer copy, so the queue would not pause, or a
+    /// racing PUT would write back the flag it read.)
     pub async fn set_paused(
         &self,
         queue: &QueueRef,
         paused: bool,
     ) -> Result<Option<Arc<QueueDefinition>>, RegistryError> {
         let tag = queue.tag();
-        let updated = self
-            .queues
-            .find_one_and_update(
-                doc! { "_id": &tag },
-                doc! { "$set": { "paused": paused, "updated_at": bson::DateTime::now() } },
-            )
-            .return_document(mongodb::options::ReturnDocument::After)
-            .await?;
-        let Some(updated) = updated else {
-            return Ok(None);
+        let lock = self.load_lock(&tag);
+        let outcome = {
+            let _turn = lock.lock().await;
+            self.set_paused_conditionally(queue, &tag, paused).await
         };
-        self.engine.configure(queue, &updated.engine_conf()).await?;
-        let updated = Arc::new(updated);
-        self.remember(updated.clone());
-        Ok(Some(updated))
+        self.drop_load_lock(&tag, lock);
+        outcome
+    }
+
+    async fn set_paused_conditionally(
+        &self,
+        queue: &QueueRef,
+        tag: &str,
+        paused: bool,
+    ) -> Result<Option<Arc<QueueDefinition>>, RegistryError> {
+        for attempt in 0..PUT_ATTEMPTS {
+            if attempt > 0 {
+                let pause = fastrand::u64(1..=5 * attempt as u64);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            let Some(read) = self.queues.find_one(doc! { "_id": tag }).await? else {
+                return Ok(None);
+            };
+            let updated = self
+                .queues
+                .find_one_and_update(
+                    doc! { "_id": tag, "updated_at": read.updated_at },
+                    doc! { "$set": { "paused": paused, "updated_at": later_than(read.updated_at) } },
+                )
+                .return_document(mongodb::options::ReturnDocument::After)
+                .await?;
+            let Some(updated) = updated else {
+                continue;
+            };
+            self.engine.configure(queue, &updated.engine_conf()).await?;
+            let updated = Arc::new(updated);
+            self.remember(updated.clone());
+            return Ok(Some(updated));
+        }
+        Err(RegistryError::Contended)
     }
 
     /// The owner's queues, by name.
@@ -543,6 +569,18 @@ impl QueueRegistry {
         self.engine.delete_queue(queue).await?;
         Ok(deleted.deleted_count > 0)
     }
+}
+
+/// A new `updated_at` for a definition read with `read`: now, but strictly
+/// later than `read`, so a conditional write can never match a newer write of
+/// the same millisecond, and the settings version it makes (`engine_conf`)
+/// is newer than the one it replaces whatever the clocks of the processes.
+fn later_than(read: bson::DateTime) -> bson::DateTime {
+    bson::DateTime::from_millis(
+        bson::DateTime::now()
+            .timestamp_millis()
+            .max(read.timestamp_millis() + 1),
+    )
 }
 
 /// Validates a queue name taken from a path.

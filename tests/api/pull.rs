@@ -1107,3 +1107,70 @@ async fn queue_stats_show_the_last_minutes_throughput_and_drain_time() {
     // 3 waiting at 3 per minute: about a minute to drain.
     assert_eq!(stats["drain_eta_s"], 60, "{stats}");
 }
+
+/// A pause is stamped strictly later than the settings it changes, so it
+/// takes effect even when the settings it replaces were stamped by a clock
+/// ahead of this process's (another process's), and resume likewise.
+#[actix_web::test]
+async fn pause_and_resume_take_effect_after_settings_stamped_by_a_clock_ahead() {
+    use mongodb::bson::{DateTime, Document, doc};
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    // Another process, its clock a minute ahead, last wrote the settings.
+    let queues = app.db.collection::<Document>("queues");
+    let ahead = DateTime::from_millis(DateTime::now().timestamp_millis() + 60_000);
+    let tag = format!("{}:q", user.id);
+    let moved = queues
+        .update_one(
+            doc! { "_id": &tag },
+            doc! { "$set": { "updated_at": ahead } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.matched_count, 1);
+    let put = app.put_queue(&user.token, "q", &json!({})).await;
+    assert_eq!(put.status(), 200);
+    let stamped = |queue: Value| {
+        chrono::DateTime::parse_from_rfc3339(queue["updated_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let put_at = stamped(body(put).await);
+    assert!(put_at > ahead.timestamp_millis());
+
+    let pause = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/pause",
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(pause.status(), 200);
+    let paused = body(pause).await;
+    assert_eq!(paused["paused"], true);
+    assert!(stamped(paused.clone()) > put_at, "pause stamped {paused}");
+    app.publish_ok(&user.token, "q", &json!({"payload": 1, "key": "a"}))
+        .await;
+    assert!(
+        claim(&app, &user.token, "q", 0, 1).await.is_empty(),
+        "a paused queue handed out a job"
+    );
+
+    let resume = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/resume",
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(resume.status(), 200);
+    let resumed = body(resume).await;
+    assert!(
+        stamped(resumed.clone()) > stamped(paused),
+        "resume stamped {resumed}"
+    );
+    assert_eq!(claim(&app, &user.token, "q", 1_000, 1).await.len(), 1);
+}
