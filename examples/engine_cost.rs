@@ -72,12 +72,16 @@ async fn main() {
         version: 1,
     };
     engine.configure(&queue, &conf).await.unwrap();
+    let pad: usize = std::env::var("PAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let jobs: Vec<NewJob> = (0..lanes * per_lane)
         .map(|i| NewJob {
             queue: queue.clone(),
             id: JobId::generate(&queue.name).id,
             key: format!("k{}", i % lanes),
-            payload: format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(100)),
+            payload: format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(pad)),
             delay_ms: 0,
             max_attempts: 5,
             idempotency_key: None,

@@ -606,3 +606,62 @@ async fn records_are_packed_as_cmsgpack_packs_them() {
         }
     }
 }
+
+/// The leases and the lane index of a busy queue (one member per lease or
+/// lane, changed for every job) are kept in Redis's skiplist encoding from
+/// 32 members on (`keep_skiplist` in lib.lua), without the member that
+/// converts them staying behind; smaller sets stay compact.
+#[actix_web::test]
+async fn busy_lease_and_lane_sets_are_kept_as_skiplists() {
+    use orderly::queue::engine::{Mode, NewJob};
+    use orderly::queue::model::JobId;
+    // One Redis in both runs of the suite: the test reads raw keys.
+    let app = spawn_app_with(|s| s.redis.cluster_nodes.clear()).await;
+    let engine = Engine::connect(&app.settings.redis).unwrap();
+    let client = redis::Client::open(app.settings.redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (name, lanes, encoding) in [("busy", 40usize, "skiplist"), ("small", 8, "listpack")] {
+        let queue = QueueRef::new("owner", QueueName::parse(name).unwrap());
+        engine.configure(&queue, &pull_conf()).await.unwrap();
+        let jobs: Vec<NewJob> = (0..lanes * 2)
+            .map(|i| NewJob {
+                queue: queue.clone(),
+                id: JobId::generate(&queue.name).id,
+                key: format!("lane-{}", i % lanes),
+                payload: format!("{{\"i\":{i}}}"),
+                delay_ms: 0,
+                max_attempts: 3,
+                idempotency_key: None,
+                priority: 0,
+            })
+            .collect();
+        engine.publish(&jobs, 60).await;
+        let claimed = engine
+            .claim(&queue, lanes, 60_000, Mode::Pull, None)
+            .await
+            .unwrap();
+        assert_eq!(claimed.jobs.len(), lanes, "{name}: one job of each lane");
+        let keys = engine.queue_keys(&queue);
+        for (set, key) in [("leases", &keys[5]), ("lane index", &keys[17])] {
+            let found: String = redis::cmd("OBJECT")
+                .arg("ENCODING")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(found, encoding, "{name}: encoding of the {set}");
+            let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(members.len(), lanes, "{name}: members of the {set}");
+            assert!(
+                members.iter().all(|m| m.len() <= 64),
+                "{name}: the converting member stayed in the {set}"
+            );
+        }
+    }
+}
