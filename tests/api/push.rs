@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use orderly::queue::engine::{ChainAck, Engine, EngineConf, Mode, NewJob, Published};
+use orderly::queue::engine::{ChainAck, Engine, EngineConf, Mode, NewJob, Published, Transition};
 use orderly::queue::model::{JobId, JobState, QueueName, QueueRef};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -785,4 +785,77 @@ async fn one_chain_run_acks_many_lanes_and_answers_each_item_on_its_own() {
     assert_eq!(next_a.job.id, second(&next_a.job.key));
     assert_eq!(next_b.job.id, second(&next_b.job.key));
     assert_eq!(next_c.job.id, second(&next_c.job.key));
+}
+
+/// An expired push lease is Orderly's own loss — the worker extends a lease
+/// while its delivery runs and reports every outcome, so the lease outlives
+/// the delivery only when the process died (maybe before sending the job: a
+/// lane's next job is leased by the previous one's ack). Its job goes back to
+/// the head of its lane with the attempt counted and is delivered again, also
+/// on its last attempt; an expired pull lease on the last attempt exhausts the
+/// job (its consumer had it), as before.
+#[actix_web::test]
+async fn a_push_job_whose_lease_expired_unsent_is_delivered_not_dead_lettered() {
+    let app = spawn_app().await;
+    let engine = own_engine(&app);
+    for push in [true, false] {
+        let name = if push { "push" } else { "pull" };
+        let queue = QueueRef::new("owner", QueueName::parse(name).unwrap());
+        let conf = EngineConf {
+            push,
+            paused: false,
+            on_exhausted: "dead_letter",
+            retention_s: 60,
+            rate_limit: None,
+            max_active: None,
+            version: 1,
+        };
+        engine.configure(&queue, &conf).await.unwrap();
+        let mode = if push { Mode::Push } else { Mode::Pull };
+        let ids = publish_keys_with(&engine, &queue, &["a", "a"], 1).await;
+        let first = engine
+            .claim(&queue, 1, 60_000, mode, None)
+            .await
+            .unwrap()
+            .jobs
+            .remove(0);
+        // The holder leases the lane's second job with a short lease — push:
+        // the first job's ack leases it; pull: a claim after the ack — and
+        // dies before it reports anything.
+        if push {
+            let acked = engine
+                .ack_and_lease_next(&queue, &ids[0], &first.lease, "null", 300, "chain")
+                .await
+                .unwrap();
+            assert_eq!(acked.next.expect("chained").job.id, ids[1]);
+        } else {
+            let acked = engine
+                .ack(&queue, &ids[0], &first.lease, "null")
+                .await
+                .unwrap();
+            assert!(matches!(acked, Transition::Done(_)), "{acked:?}");
+            let second = engine.claim(&queue, 1, 300, mode, None).await.unwrap();
+            assert_eq!(second.jobs[0].job.id, ids[1]);
+        }
+        eventually(Duration::from_secs(5), "the short lease expires", || {
+            let (engine, queue) = (&engine, &queue);
+            async move { (engine.recover(queue, 10).await.unwrap() == 1).then_some(()) }
+        })
+        .await;
+        let job = engine.get(&queue, &ids[1]).await.unwrap().unwrap();
+        assert_eq!(job.attempts, 1, "{name}: the lost lease counts");
+        if !push {
+            assert_eq!(job.state, JobState::Dead, "pull: its last attempt expired");
+            continue;
+        }
+        assert_eq!(job.state, JobState::Queued, "push: back at its lane's head");
+        let again = engine
+            .claim(&queue, 1, 60_000, mode, None)
+            .await
+            .unwrap()
+            .jobs
+            .remove(0);
+        assert_eq!(again.job.id, ids[1], "push: delivered again");
+        assert_eq!(again.job.attempts, 2);
+    }
 }

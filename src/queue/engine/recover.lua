@@ -1,6 +1,13 @@
 -- recover: leases of this queue that expired (a crashed or stalled holder)
--- go back to the HEAD of their lanes with attempts kept; a job whose expired
--- lease was its last attempt is exhausted per the queue policy instead.
+-- go back to the HEAD of their lanes with attempts kept. On a pull queue a
+-- job whose expired lease was its last attempt is exhausted per the queue
+-- policy instead (its consumer had it and never answered). Not on a push
+-- queue: the worker extends a lease while its delivery runs and reports
+-- every outcome, so an expired push lease means Orderly itself lost the
+-- delivery — its process died, or could not reach Redis in time — maybe
+-- before the job was sent (a lane's next job is leased with the previous
+-- one's ack): the job is delivered again, so none is dead-lettered without
+-- a delivery that failed.
 -- Records whose retention ended are trimmed too (up to `max`), so a queue
 -- that has gone quiet does not keep them.
 -- ARGV: qid, max jobs to recover (and to trim) in this run.
@@ -16,7 +23,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 
   if r and r[R_STATE] == 'active' then
     r[R_TOK], r[R_LEXP] = false, false
     r[R_ERR] = 'lease expired before an outcome was reported'
-    if (r[R_ATT] or 0) >= (r[R_MAX] or 1) then
+    if not conf().push and (r[R_ATT] or 0) >= (r[R_MAX] or 1) then
       exhaust(id, r, r[R_KEY], now)
     else
       r[R_STATE] = 'queued'

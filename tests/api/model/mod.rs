@@ -890,7 +890,9 @@ impl Harness {
             }
             recovered += 1;
             self.model.end_lease(seq);
-            if self.model.job(seq).attempts >= MAX_ATTEMPTS {
+            // (An expired push lease is Orderly's own loss, never the job's
+            // last attempt: recover.lua.)
+            if !self.model.push && self.model.job(seq).attempts >= MAX_ATTEMPTS {
                 self.model.exhaust(seq, w);
             } else {
                 self.model.requeue(seq, JobState::Queued, w.not_before(0));
