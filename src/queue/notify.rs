@@ -210,7 +210,15 @@ async fn listen(
 }
 
 /// Subscribes to every group channel on the shard that owns it, retrying
-/// until the cluster answers; the connection resubscribes by itself after.
+/// until the cluster answers. The connection resubscribes by itself after a
+/// reconnect, but not when a server drops a subscription: a master that
+/// loses a slot (a failover: it stays up as a replica) unsubscribes that
+/// slot's channels (`sunsubscribe`), and wakes of those queues would go
+/// unheard until a restart (found by a black-box test: the claim and push
+/// wake-ups of a failed-over shard fell back to the 1 s poll for good). So
+/// a dropped channel is subscribed again at once (the command finds the new
+/// owner), and every channel again every `RESUBSCRIBE` (one command per slot
+/// group; a channel already subscribed stays so) for any drop not announced.
 async fn listen_cluster(
     client: redis::cluster::ClusterClient,
     channels: Vec<String>,
@@ -226,17 +234,51 @@ async fn listen_cluster(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
-    // Kept alive for as long as messages are read.
-    let _conn = subscribe.await;
-    while let Some(push) = pushes.recv().await {
-        if push.kind != redis::PushKind::SMessage {
-            continue;
-        }
-        if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
-            hub.dispatch(&String::from_utf8_lossy(payload));
+    let conn = subscribe.await;
+    let mut resubscribe = tokio::time::interval(RESUBSCRIBE);
+    resubscribe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resubscribe.tick().await;
+    loop {
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(push) = push else {
+                    return;
+                };
+                match (push.kind, push.data.first()) {
+                    (redis::PushKind::SMessage, _) => {
+                        if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
+                            hub.dispatch(&String::from_utf8_lossy(payload));
+                        }
+                    }
+                    (redis::PushKind::SUnsubscribe, Some(redis::Value::BulkString(channel))) => {
+                        let channel = String::from_utf8_lossy(channel);
+                        if let Some(channel) = channels.iter().find(|c| **c == channel) {
+                            log::info!("wake channel {channel} dropped by its server, subscribing again");
+                            actix::spawn(resubscribe_all(conn.clone(), vec![channel.clone()]));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // (Off this loop, so messages are dispatched meanwhile.)
+            _ = resubscribe.tick() => {
+                actix::spawn(resubscribe_all(conn.clone(), channels.clone()));
+            }
         }
     }
 }
+
+/// `SSUBSCRIBE`s `channels` again, one command each (their slots differ).
+async fn resubscribe_all(mut conn: redis::cluster_async::ClusterConnection, channels: Vec<String>) {
+    for channel in &channels {
+        if let Err(err) = conn.ssubscribe(channel).await {
+            log::warn!("wake channel {channel} not subscribed again: {err}");
+        }
+    }
+}
+
+/// How often every wake channel is subscribed again on a cluster.
+const RESUBSCRIBE: Duration = Duration::from_secs(5);
 
 async fn subscribe_all(
     client: &redis::cluster::ClusterClient,

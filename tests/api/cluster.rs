@@ -185,6 +185,14 @@ impl TestCluster {
             .collect()
     }
 
+    fn live_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(port, _)| !self.killed.contains(port))
+            .map(|(port, _)| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
     /// Waits until every live node reports `cluster_state:ok`.
     async fn wait_ok(&self) {
         for (port, _) in &self.nodes {
@@ -237,11 +245,16 @@ fn cluster_port() -> u16 {
 
 /// The master serving the slot of `queue`'s keys.
 async fn master_of(cluster: &TestCluster, engine: &Engine, queue: &QueueRef) -> u16 {
-    let client = redis::Client::open(cluster.urls()[0].as_str()).unwrap();
+    master_of_key(cluster, &format!("{}m", engine.queue_base(queue))).await
+}
+
+/// The master serving the slot of `key` (a key or a shard channel).
+async fn master_of_key(cluster: &TestCluster, key: &str) -> u16 {
+    let client = redis::Client::open(cluster.live_urls()[0].as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let slot: u16 = redis::cmd("CLUSTER")
         .arg("KEYSLOT")
-        .arg(format!("{}m", engine.queue_base(queue)))
+        .arg(key)
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -426,4 +439,78 @@ async fn a_master_failover_is_survived_and_its_losses_are_measured() {
         "two deliveries of one lane in flight"
     );
     assert_lanes_in_order(&seen);
+}
+
+/// A query on the node on `port`.
+async fn on_node<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    cmd.query_async(&mut conn).await
+}
+
+/// Whether every channel has a subscriber on a node of the shard serving its
+/// slot (its master or a replica: both get the shard's messages; a node of
+/// another shard refuses the subscription).
+async fn wake_channels_subscribed(cluster: &TestCluster, channels: &[String]) -> Option<()> {
+    for channel in channels {
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("SHARDNUMSUB").arg(channel);
+        let mut count = 0;
+        for (port, _) in &cluster.nodes {
+            let (_, n): (String, u64) = on_node(*port, &cmd).await.ok()?;
+            count += n;
+        }
+        if count == 0 {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// A master that loses its slots to its replica (a manual failover: it stays
+/// up, as a replica) drops the subscriptions to their shard channels
+/// (`sunsubscribe`); the wake subscription is made again, or the wakes of that
+/// shard's queues would go unheard until a restart.
+#[actix_web::test]
+async fn wake_channels_are_subscribed_again_after_a_failover() {
+    let cluster = TestCluster::start().await;
+    let nodes = cluster.urls();
+    let app = spawn_app_with(|s| s.redis.cluster_nodes = nodes.clone()).await;
+    let engine = Engine::connect(&app.settings.redis).unwrap();
+    let channels = engine.wake_channels();
+    eventually(
+        Duration::from_secs(10),
+        "every wake channel subscribed",
+        || wake_channels_subscribed(&cluster, &channels),
+    )
+    .await;
+
+    let old = master_of_key(&cluster, &channels[0]).await;
+    let info: String = on_node(old, redis::cmd("INFO").arg("replication"))
+        .await
+        .unwrap();
+    let replica: u16 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("slave0:"))
+        .and_then(|fields| fields.split(',').find_map(|f| f.strip_prefix("port=")))
+        .and_then(|port| port.parse().ok())
+        .expect("the master has a replica");
+    let failover: String = on_node(replica, redis::cmd("CLUSTER").arg("FAILOVER"))
+        .await
+        .unwrap();
+    assert_eq!(failover, "OK");
+    eventually(
+        Duration::from_secs(30),
+        "the replica serves the slot",
+        || async { (master_of_key(&cluster, &channels[0]).await == replica).then_some(()) },
+    )
+    .await;
+    cluster.wait_ok().await;
+    eventually(
+        Duration::from_secs(10),
+        "every wake channel subscribed again after the failover",
+        || wake_channels_subscribed(&cluster, &channels),
+    )
+    .await;
+    drop(app);
 }
