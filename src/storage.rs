@@ -86,12 +86,12 @@ pub fn cluster_client(
 }
 
 /// Redis' `maxmemory-policy`, best effort: `None` if Redis did not answer
-/// within `timeout` or answered in another shape. On a cluster the client
-/// asks every node; the first policy that is not `noeviction` is reported.
-pub async fn redis_maxmemory_policy(mut redis: RedisConn, timeout: Duration) -> Option<String> {
+/// within `timeout` or answered in another shape. On a cluster every master
+/// is asked; the first policy that is not `noeviction` is reported.
+pub async fn redis_maxmemory_policy(redis: RedisConn, timeout: Duration) -> Option<String> {
     let mut cmd = redis::cmd("CONFIG");
     cmd.arg("GET").arg("maxmemory-policy");
-    let get = cmd.query_async::<redis::Value>(&mut redis);
+    let get = redis.on_every_master(cmd);
     let reply = tokio::time::timeout(timeout, get).await.ok()?.ok()?;
     let mut policies = Vec::new();
     collect_policies(reply, &mut policies);

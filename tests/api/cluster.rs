@@ -514,3 +514,32 @@ async fn wake_channels_are_subscribed_again_after_a_failover() {
     .await;
     drop(app);
 }
+
+/// An evicting `maxmemory-policy` on any one master of a cluster is in
+/// every `/readyz` (the probe asks every master, not one node at random).
+#[actix_web::test]
+async fn readyz_warns_of_an_evicting_policy_on_any_master_of_a_cluster() {
+    let cluster = TestCluster::start().await;
+    let nodes = cluster.urls();
+    let app = spawn_app_with(|s| s.redis.cluster_nodes = nodes.clone()).await;
+    let ready = crate::helpers::body(app.get("/readyz").await).await;
+    assert!(ready.get("warnings").is_none(), "{ready}");
+    let mut master = None;
+    for (port, _) in &cluster.nodes {
+        let role: Vec<redis::Value> = on_node(*port, &redis::cmd("ROLE")).await.unwrap();
+        if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+            master = Some(*port);
+        }
+    }
+    let master = master.expect("the cluster has masters");
+    let mut set = redis::cmd("CONFIG");
+    set.arg("SET").arg("maxmemory-policy").arg("volatile-lru");
+    let _: () = on_node(master, &set).await.unwrap();
+    for _ in 0..10 {
+        let response = app.get("/readyz").await;
+        assert_eq!(response.status(), 200);
+        let ready = crate::helpers::body(response).await;
+        let warning = ready["warnings"][0].as_str().unwrap_or_default();
+        assert!(warning.contains("volatile-lru"), "{ready}");
+    }
+}

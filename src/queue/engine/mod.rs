@@ -287,6 +287,29 @@ fn stale_view(err: &RedisError) -> bool {
 }
 
 impl RedisConn {
+    /// Sends `cmd` to every master — on a cluster a reply per master, keyed
+    /// by its address (the client connects to masters only); on one Redis to
+    /// it — whatever the command's own routing would be (`CONFIG GET` goes to
+    /// one random node of a cluster).
+    pub async fn on_every_master(&self, cmd: Cmd) -> redis::RedisResult<Value> {
+        match self {
+            RedisConn::Single(lazy) => {
+                RedisConn::with(lazy, async |c: &mut ConnectionManager| {
+                    cmd.query_async::<Value>(c).await
+                })
+                .await
+            }
+            RedisConn::Cluster(lazy) => {
+                use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                RedisConn::with(lazy, async |c: &mut ClusterConnection| {
+                    c.route_command(cmd, routing).await
+                })
+                .await
+            }
+        }
+    }
+
     /// Runs `request` on the current connection, resetting it after errors.
     async fn with<T, C, F>(lazy: &Lazy<C>, request: F) -> redis::RedisResult<T>
     where
