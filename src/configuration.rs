@@ -382,6 +382,26 @@ mod tests {
         assert!(err.to_string().contains("example"), "{err}");
     }
 
+    /// The placeholder a compose deployment copies (`deploy/orderly.env.example`)
+    /// is refused in production like the config's own example.
+    #[test]
+    fn production_refuses_the_deployment_examples_placeholder() {
+        let example = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/orderly.env.example"),
+        )
+        .unwrap();
+        let secret = example
+            .lines()
+            .find_map(|line| line.strip_prefix("ORDERLY__AUTH__JWT_SECRET="))
+            .expect("the example sets the secret");
+        let mut settings = Settings::load(Profile::Dev, &config_dir(), false).unwrap();
+        settings.profile = Profile::Production;
+        settings.auth.jwt_secret = secret.to_owned();
+        settings.delivery.allow_private_targets = false;
+        let err = settings.validate().unwrap_err();
+        assert!(err.to_string().contains("example"), "{err}");
+    }
+
     #[test]
     fn production_accepts_a_real_secret_and_blocks_private_targets() {
         let mut settings = Settings::load(Profile::Dev, &config_dir(), false).unwrap();
