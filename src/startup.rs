@@ -222,6 +222,7 @@ impl Application {
                 ))
                 .wrap(from_fn(in_flight::middleware))
                 .wrap(prometheus.clone())
+                .wrap(from_fn(crate::http::method::middleware))
                 .wrap(from_fn(request_id::middleware))
                 .app_data(web::PayloadConfig::new(body_limit))
                 // A query string that does not parse is a `422` naming

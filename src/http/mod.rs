@@ -4,6 +4,7 @@
 
 pub mod in_flight;
 pub mod json;
+pub mod method;
 pub mod request_id;
 
 pub use json::ApiJson;

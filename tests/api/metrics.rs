@@ -55,6 +55,48 @@ async fn requests_are_counted_by_route_pattern_not_raw_path() {
     assert!(!text.contains(&user.id), "user id leaked into labels");
 }
 
+/// Any token is a method to HTTP; the request metrics name those outside
+/// the standard set `OTHER`, so made-up methods add no series (label values
+/// stay bounded). The answers are the usual 405 / 404.
+#[actix_web::test]
+async fn made_up_methods_are_counted_as_other() {
+    let app = spawn_app().await;
+    for n in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("M{n:06}").as_bytes()).unwrap();
+        let known = app
+            .client
+            .request(method.clone(), app.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(known.status(), 405);
+        assert_eq!(known.headers()["allow"], "GET, HEAD");
+        let unknown = app
+            .client
+            .request(method, app.url("/nowhere"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
+    }
+    let text = app.metrics_text().await;
+    assert!(
+        !text.contains("method=\"M0"),
+        "made-up methods became labels"
+    );
+    let counted = |endpoint: &str, status: &str| {
+        text.lines().any(|l| {
+            l.starts_with("orderly_http_requests_total{")
+                && l.contains(&format!("endpoint=\"{endpoint}\""))
+                && l.contains("method=\"OTHER\"")
+                && l.contains(&format!("status=\"{status}\""))
+                && l.ends_with(" 20")
+        })
+    };
+    assert!(counted("/healthz", "405"), "{text}");
+    assert!(counted("unmatched", "404"), "{text}");
+}
+
 /// Each error is counted under the status the client got: a query string
 /// that does not parse answered `422` but was counted as the extractor's
 /// `400` (the error was turned into its contract form outside the metrics).
