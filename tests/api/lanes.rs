@@ -497,3 +497,61 @@ async fn lanes_made_before_the_lane_index_existed_are_listed_after_a_few_listing
     .await;
     assert_eq!(listed, keys, "oldest head first");
 }
+
+/// The lanes of a paused queue are listed `paused` (nothing of theirs can
+/// start), but a head leased before the pause stays `active`; resumed, they
+/// are `ready` again.
+#[actix_web::test]
+async fn the_lanes_of_a_paused_queue_are_listed_paused() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    for key in ["a", "b"] {
+        app.publish_ok(&user.token, "q", &json!({"payload": 1, "key": key}))
+            .await;
+    }
+    let claimed = claim(&app, &user.token, "q", 0, 1).await;
+    assert_eq!(claimed[0]["key"], "a");
+    let pause = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/pause",
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(pause.status(), 200);
+    let state_of = |listing: &Value, key: &str| {
+        listing["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["key"] == key)
+            .map(|l| l["state"].clone())
+    };
+    let listing = lanes(&app, &user.token, "q", "").await;
+    assert_eq!(state_of(&listing, "a"), Some(json!("active")), "{listing}");
+    assert_eq!(state_of(&listing, "b"), Some(json!("paused")), "{listing}");
+    let b = body(
+        app.get_with_token("/v1/queues/q/lanes/b", &user.token)
+            .await,
+    )
+    .await;
+    assert_eq!(b["state"], "paused");
+    assert_eq!(
+        keys(&lanes(&app, &user.token, "q", "?state=paused").await),
+        ["b"]
+    );
+
+    let resume = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/resume",
+            &user.token,
+            None,
+        )
+        .await;
+    assert_eq!(resume.status(), 200);
+    let listing = lanes(&app, &user.token, "q", "").await;
+    assert_eq!(state_of(&listing, "b"), Some(json!("ready")), "{listing}");
+}

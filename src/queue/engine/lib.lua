@@ -1048,6 +1048,9 @@ local function lane_view(lane, l, now)
     state = 'paused'
   elseif st == 'active' or st == 'retrying' then
     state = st
+  elseif conf().paused then
+    -- (Its queue is paused: the head waits for the resume, whatever its time.)
+    state = 'paused'
   elseif at and at > now then
     state = 'delayed'
   else
