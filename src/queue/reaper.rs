@@ -42,7 +42,7 @@ impl Reaper {
             return;
         }
         self.running = true;
-        let engine = self.engine.clone();
+        let (engine, metrics) = (self.engine.clone(), self.metrics.clone());
         let run = async move {
             let due = engine.due_everywhere(DueIndex::Leases).await?;
             log::debug!("lease sweep: {} queue(s) due", due.queues.len());
@@ -51,11 +51,23 @@ impl Reaper {
             // back the recovery of the others.
             for queue in due.queues {
                 match engine.recover(&queue, RECOVER_BATCH).await {
-                    Ok(n) => recovered += n,
+                    Ok(jobs) => {
+                        for job in &jobs {
+                            log::info!(
+                                "job_id={} state={} (lease expired)",
+                                job.id,
+                                job.state.as_str()
+                            );
+                            // (Back at its lane's head is no outcome; an
+                            // exhausted job is, and counted as one.)
+                            metrics.record(job.state);
+                        }
+                        recovered += jobs.len();
+                    }
                     Err(err) => log::warn!("could not recover leases of {}: {err}", queue.tag()),
                 }
             }
-            Ok::<u64, EngineError>(recovered)
+            Ok::<usize, EngineError>(recovered)
         };
         // A sweep that never ends would stop all recovery: bounded.
         let run = async move {

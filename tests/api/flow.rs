@@ -174,7 +174,7 @@ async fn a_push_queue_held_at_max_active_lanes_is_due_again_when_an_expired_leas
     // The lease expires on the job's last attempt: it blocks its lane, and
     // the freed slot puts the queue back in the due index for the other.
     eventually(Duration::from_secs(5), "the lease recovered", || async {
-        (engine.recover(&queue, 10).await.unwrap() == 1).then_some(())
+        (engine.recover(&queue, 10).await.unwrap().len() == 1).then_some(())
     })
     .await;
     assert!(due().await.contains(&queue));

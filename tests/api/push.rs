@@ -839,7 +839,7 @@ async fn a_push_job_whose_lease_expired_unsent_is_delivered_not_dead_lettered() 
         }
         eventually(Duration::from_secs(5), "the short lease expires", || {
             let (engine, queue) = (&engine, &queue);
-            async move { (engine.recover(queue, 10).await.unwrap() == 1).then_some(()) }
+            async move { (engine.recover(queue, 10).await.unwrap().len() == 1).then_some(()) }
         })
         .await;
         let job = engine.get(&queue, &ids[1]).await.unwrap().unwrap();

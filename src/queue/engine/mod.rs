@@ -78,6 +78,7 @@ pub use lanes::{LaneFilter, LanePage};
 pub use list::{JobPage, ListFilter};
 pub use outcomes::{Outcome, OutcomeKind, Reported};
 pub use publish::{NewJob, Published};
+pub use recover::Recovered;
 pub use release::Release;
 pub use resolve::{Resolution, Resolve};
 pub use stats::RawStats;
@@ -161,11 +162,31 @@ impl Lease {
     pub fn render(&self) -> String {
         format!("{}.{}", self.number, self.token)
     }
+
+    /// When a pull claim issued this lease (ms since the epoch, this
+    /// service's clock), if its token says (`timed_token`): the start of the
+    /// attempt, for the processing-time histogram. Tokens are compared
+    /// whole by the engine, so only a token the engine issued ever settles
+    /// an attempt.
+    pub fn issued_at_ms(&self) -> Option<u64> {
+        let base = self.token.split('-').next()?;
+        let (_random, at) = base.split_at_checked(TOKEN_RANDOM_LEN)?;
+        u64::from_str_radix(at.strip_prefix('t')?, 16).ok()
+    }
 }
+
+/// Hex digits of a token's random part.
+const TOKEN_RANDOM_LEN: usize = 32;
 
 /// A fresh random lease token (also a worker's claim id and chain token).
 pub fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A fresh random lease token that also says when it was issued
+/// (`Lease::issued_at_ms`): `<32 hex>t<ms, hex>`.
+pub fn timed_token() -> String {
+    format!("{}t{:x}", new_token(), super::model::now_ms())
 }
 
 /// Outcome of a lease-holder transition (ack, fail, extend).
@@ -910,6 +931,25 @@ fn transition(queue: &QueueRef, mut reply: Vec<Value>) -> Transition {
 mod tests {
     use super::*;
     use crate::queue::model::QueueName;
+
+    #[test]
+    fn a_timed_token_tells_when_it_was_issued_and_others_do_not() {
+        let before = crate::queue::model::now_ms();
+        let lease = Lease {
+            number: 1,
+            token: format!("{}-3", timed_token()),
+        };
+        let issued = lease.issued_at_ms().expect("a timed token");
+        assert!(issued >= before && issued <= crate::queue::model::now_ms());
+        for token in [
+            new_token(),
+            format!("{}-1", new_token()),
+            "t5".into(),
+            "x".repeat(64),
+        ] {
+            assert_eq!(Lease { number: 1, token }.issued_at_ms(), None);
+        }
+    }
 
     fn engine(groups: u32) -> Engine {
         let client = redis::Client::open("redis://127.0.0.1:1").unwrap();

@@ -387,7 +387,7 @@ impl Harness {
                     .await
                     .unwrap(),
             ),
-            Call::Recover => Reply::Recovered(e.recover(q, 100).await.unwrap()),
+            Call::Recover => Reply::Recovered(e.recover(q, 100).await.unwrap().len() as u64),
             Call::Cancel { id } => Reply::Cancel(e.cancel(q, &id).await.unwrap()),
             Call::Redrive { max } => Reply::Redriven(e.redrive_step(q, max).await.unwrap().0),
             Call::Resolve { id, action } => {
