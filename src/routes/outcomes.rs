@@ -245,13 +245,19 @@ pub fn results(queues: &Queues, prepared: Prepared, reported: Vec<Reported>) -> 
         let status = status(reported);
         // A repeat changed nothing: it was counted when it happened.
         let counted = !matches!(reported, Reported::Repeated(_));
-        match status {
-            _ if !counted => {}
-            OutcomeStatus::Completed => queues.metrics.record(JobState::Completed),
-            OutcomeStatus::Retrying => queues.metrics.record(JobState::Retrying),
-            OutcomeStatus::Dead => queues.metrics.record(JobState::Dead),
-            OutcomeStatus::Blocked => queues.metrics.record(JobState::Blocked),
-            OutcomeStatus::LeaseLost | OutcomeStatus::NotFound => {}
+        let state = match status {
+            _ if !counted => None,
+            OutcomeStatus::Completed => Some(JobState::Completed),
+            OutcomeStatus::Retrying => Some(JobState::Retrying),
+            OutcomeStatus::Dead => Some(JobState::Dead),
+            OutcomeStatus::Blocked => Some(JobState::Blocked),
+            OutcomeStatus::LeaseLost | OutcomeStatus::NotFound => None,
+        };
+        if let Some(state) = state {
+            // One line per job transition, as a single ack or nack logs it.
+            log::info!("job_id={} state={}", p.raw_id, state.as_str());
+            queues.metrics.record(state);
+            super::consumers::observe_attempt(queues, &p.lease);
         }
         results.push(Outcome {
             id: p.raw_id,
