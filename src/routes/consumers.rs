@@ -223,14 +223,25 @@ pub(crate) fn check_retry_in(field: &str, retry_in_ms: Option<u64>) -> Result<()
     Ok(())
 }
 
-/// Counts and logs an applied transition.
-fn settled(queues: &Queues, transition: Transition) -> Transition {
+/// Counts and logs an applied transition, and the attempt it ended.
+fn settled(queues: &Queues, lease: &Lease, transition: Transition) -> Transition {
     // A repeat changed nothing: its transition was counted when it happened.
     if let Transition::Done(job) = &transition {
         queues.metrics.record(job.state);
+        observe_attempt(queues, lease);
         log::info!("job_id={} state={}", job.id, job.state.as_str());
     }
     transition
+}
+
+/// A pull attempt under `lease` ended (an ack or nack applied now): its
+/// time from the claim, in the processing-time histogram (as the push worker
+/// observes its deliveries).
+pub(crate) fn observe_attempt(queues: &Queues, lease: &Lease) {
+    if let Some(issued) = lease.issued_at_ms() {
+        let ms = crate::queue::model::now_ms().saturating_sub(issued);
+        queues.metrics.processing.observe(ms as f64 / 1000.0);
+    }
 }
 
 /// Completes job `id` held under `lease`, storing `result` (JSON `null` when absent).
@@ -243,7 +254,7 @@ async fn ack_job(
 ) -> Result<Transition, ApiError> {
     let result = result.map_or("null", RawValue::get);
     let transition = queues.engine.ack(queue, id, lease, result).await?;
-    Ok(settled(queues, transition))
+    Ok(settled(queues, lease, transition))
 }
 
 /// `last_error` of a nack that gives none.
@@ -277,7 +288,7 @@ async fn nack_job(
     };
     let error = error.unwrap_or(NACK_ERROR);
     let transition = queues.engine.fail(queue, id, lease, error, failure).await?;
-    Ok(settled(queues, transition))
+    Ok(settled(queues, lease, transition))
 }
 
 /// Maps a lease-holder transition to the response.

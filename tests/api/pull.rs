@@ -1174,3 +1174,76 @@ async fn pause_and_resume_take_effect_after_settings_stamped_by_a_clock_ahead() 
     );
     assert_eq!(claim(&app, &user.token, "q", 1_000, 1).await.len(), 1);
 }
+
+/// A pull job whose last attempt's lease expires is dead-lettered by the
+/// lease reaper, and that transition is counted like any other (the reaper
+/// logs it with the job id too).
+#[actix_web::test]
+async fn a_last_attempt_that_expires_is_dead_lettered_and_counted() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(
+        &app,
+        &user.token,
+        "q",
+        json!({"lease_ms": 1000, "max_attempts": 1}),
+    )
+    .await;
+    let published = app
+        .publish_ok(&user.token, "q", &json!({"payload": 1, "key": "a"}))
+        .await;
+    let before = app.counter("orderly_jobs_dead_total").await;
+    assert_eq!(claim(&app, &user.token, "q", 0, 1).await.len(), 1);
+    let dead = crate::helpers::eventually(Duration::from_secs(10), "the lease expires", || async {
+        let job = body(
+            app.get_with_token(&format!("/v1/jobs/{}", id(&published)), &user.token)
+                .await,
+        )
+        .await;
+        (job["state"] == "dead").then_some(job)
+    })
+    .await;
+    assert_eq!(dead["attempts"], 1);
+    assert_eq!(app.counter("orderly_jobs_dead_total").await, before + 1.0);
+}
+
+/// Pull attempts are in the processing-time histogram like push deliveries:
+/// one observation per ack or nack applied (single, batch, or riding on a
+/// claim), none for a repeat.
+#[actix_web::test]
+async fn pull_attempts_are_observed_in_the_processing_time_histogram() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    for key in ["a", "b", "c"] {
+        app.publish_ok(&user.token, "q", &json!({"payload": 1, "key": key}))
+            .await;
+    }
+    let count = "orderly_job_processing_duration_seconds_count";
+    let before = app.counter(count).await;
+    let jobs = claim(&app, &user.token, "q", 0, 3).await;
+    assert_eq!(jobs.len(), 3);
+    ack(&app, &user.token, &jobs[0]).await;
+    let again = job_call(
+        &app,
+        &user.token,
+        id(&jobs[0]),
+        "ack",
+        json!({"lease": lease(&jobs[0])}),
+    )
+    .await;
+    assert_eq!(again.status(), 200, "a repeat");
+    let batch = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/ack",
+            &user.token,
+            Some(&json!({
+                "acks": [{"id": id(&jobs[1]), "lease": lease(&jobs[1])}],
+                "nacks": [{"id": id(&jobs[2]), "lease": lease(&jobs[2])}],
+            })),
+        )
+        .await;
+    assert_eq!(batch.status(), 200);
+    assert_eq!(app.counter(count).await, before + 3.0);
+}

@@ -4,7 +4,9 @@
 use redis::Value;
 
 use super::outcomes::{Outcome, Reported, outcome_args, statuses};
-use super::{Engine, EngineResult, EngineScript, Lease, job_view, new_token, next_due};
+use super::{
+    Engine, EngineResult, EngineScript, Lease, job_view, new_token, next_due, timed_token,
+};
 use crate::queue::model::{Job, QueueRef};
 
 static SCRIPT: EngineScript = EngineScript::new("claim");
@@ -83,7 +85,11 @@ impl Engine {
         invocation
             .arg(max)
             .arg(lease_ms)
-            .arg(new_token())
+            .arg(match mode {
+                Mode::Push => new_token(),
+                // (A pull attempt's start, for the processing-time histogram.)
+                Mode::Pull => timed_token(),
+            })
             .arg(match mode {
                 Mode::Push => "push",
                 Mode::Pull => "pull",
