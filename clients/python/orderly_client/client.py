@@ -14,6 +14,7 @@ import uuid
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from .errors import (
+    ExpiredDuplicateError,
     OrderlyConnectionError,
     OrderlyError,
     RateLimitedError,
@@ -72,6 +73,16 @@ def _object(answer: Any) -> Dict[str, Any]:
     if not isinstance(answer, dict):
         raise OrderlyError(200, "unexpected_answer", f"expected a JSON object, got {answer!r:.200}")
     return answer
+
+
+def _job(answer: Any) -> Job:
+    """``answer`` as a :class:`Job`; a typed error (not a ``TypeError``) when
+    it is not a job object."""
+    raw = _object(answer)
+    try:
+        return Job.from_json(raw)
+    except TypeError:
+        raise OrderlyError(200, "unexpected_answer", f"expected a job object, got {raw!r:.200}") from None
 
 
 def register(base_url: str, email: str, password: str) -> Dict[str, Any]:
@@ -164,19 +175,29 @@ class Client:
         key: Optional[str] = None,
         delay_ms: Optional[int] = None,
         idempotency_key: Optional[str] = None,
+        priority: Optional[int] = None,
     ) -> Job:
         """Publishes one job. Retried after a ``503`` or a connection failure
         under one ``Idempotency-Key`` (generated once here when not given),
-        so a retry never enqueues the job twice."""
+        so a retry never enqueues the job twice. A repeated key answers the
+        original job; :class:`ExpiredDuplicateError` when that job is gone
+        (past its retention) — nothing is enqueued either way.
+
+        ``priority`` (0–9, default 0): among lanes whose heads may start, a
+        higher priority starts first; within a lane the order never changes."""
         body: Dict[str, Any] = {"payload": payload}
         if key is not None:
             body["key"] = key
         if delay_ms is not None:
             body["delay_ms"] = delay_ms
+        if priority is not None:
+            body["priority"] = priority
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         path = f"/v1/queues/{_quote(queue)}/jobs"
-        answer = self._retrying(lambda: self.request("POST", path, body, headers=headers), True)
-        return Job.from_json(answer)
+        answer = _object(self._retrying(lambda: self.request("POST", path, body, headers=headers), True))
+        if answer.get("state") == "expired":  # the documented stub {"id", "queue", "state"}
+            raise ExpiredDuplicateError(str(answer.get("id", "")), str(answer.get("queue", queue)))
+        return _job(answer)
 
     def publish_batch(
         self, queue: str, jobs: Sequence[PublishItem], *, idempotency_key: Optional[str] = None
@@ -186,12 +207,14 @@ class Client:
         whole batch (generated once here when not given; job *i* is published
         under ``<key>#<i>`` unless it carries its own ``idempotency_key``), so
         a retry never enqueues a job twice: a repeat answers the original
-        jobs."""
+        jobs (an original past its retention is left out of the list). Each
+        item may carry ``key``, ``delay_ms``, ``priority`` (0–9) and its own
+        ``idempotency_key``."""
         path = f"/v1/queues/{_quote(queue)}/jobs/batch"
         body = {"jobs": list(jobs)}
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         answer = self._retrying(lambda: self.request("POST", path, body, headers=headers), True)
-        return [Job.from_json(job) for job in answer["jobs"]]
+        return [_job(job) for job in _object(answer)["jobs"]]
 
     def get_job(self, job_id: str, wait_ms: Optional[int] = None) -> Job:
         """Reads a job; with ``wait_ms`` (≤ 30000), waits until it is terminal
@@ -201,10 +224,10 @@ class Client:
         if wait_ms is not None:
             path += f"?wait_ms={int(wait_ms)}"
             timeout = self.timeout + wait_ms / 1000
-        return Job.from_json(self.request("GET", path, timeout=timeout))
+        return _job(self.request("GET", path, timeout=timeout))
 
     def cancel(self, job_id: str) -> Job:
-        return Job.from_json(self.request("DELETE", f"/v1/jobs/{_quote(job_id)}"))
+        return _job(self.request("DELETE", f"/v1/jobs/{_quote(job_id)}"))
 
     # Pull consumers ---------------------------------------------------------
 
@@ -237,7 +260,7 @@ class Client:
         timeout = self.timeout + wait_ms / 1000
         answer = self.request("POST", f"/v1/queues/{_quote(queue)}/claim", body, timeout=timeout)
         return Claimed(
-            jobs=[Job.from_json(job) for job in answer["jobs"]],
+            jobs=[_job(job) for job in answer["jobs"]],
             results=outcomes_from_json(answer.get("results")),
         )
 
@@ -253,7 +276,7 @@ class Client:
 
     def ack(self, job_id: str, lease: str, result: Any = None) -> Job:
         body = {"lease": lease, "result": result}
-        return Job.from_json(self.request("POST", f"/v1/jobs/{_quote(job_id)}/ack", body))
+        return _job(self.request("POST", f"/v1/jobs/{_quote(job_id)}/ack", body))
 
     def nack(
         self, job_id: str, lease: str, error: Optional[str] = None, retry_in_ms: Optional[int] = None
@@ -263,7 +286,7 @@ class Client:
             body["error"] = error
         if retry_in_ms is not None:
             body["retry_in_ms"] = retry_in_ms
-        return Job.from_json(self.request("POST", f"/v1/jobs/{_quote(job_id)}/nack", body))
+        return _job(self.request("POST", f"/v1/jobs/{_quote(job_id)}/nack", body))
 
     def extend(self, job_id: str, lease: str, lease_ms: Optional[int] = None) -> Job:
         """Renews a lease for ``lease_ms`` (default: the queue's ``lease_ms``)
@@ -271,4 +294,4 @@ class Client:
         body: Dict[str, Any] = {"lease": lease}
         if lease_ms is not None:
             body["lease_ms"] = lease_ms
-        return Job.from_json(self.request("POST", f"/v1/jobs/{_quote(job_id)}/extend", body))
+        return _job(self.request("POST", f"/v1/jobs/{_quote(job_id)}/extend", body))

@@ -72,6 +72,24 @@ class OutcomeUnknownError(UnavailableError):
     (the client's publishes do so by themselves)."""
 
 
+class ExpiredDuplicateError(OrderlyError):
+    """A publish repeated an ``Idempotency-Key`` whose original job is gone
+    (past its queue's ``retention_s``, or its queue was deleted): the API
+    answers ``200 {"id", "queue", "state": "expired"}`` and enqueues
+    nothing. Not a failure of the request, but there is no job to return:
+    :attr:`job_id` and :attr:`queue` name the original (status ``200``, code
+    ``expired``)."""
+
+    def __init__(self, job_id: str, queue: str) -> None:
+        super().__init__(
+            200,
+            "expired",
+            f"the original job {job_id} of this idempotency key has expired; nothing was enqueued",
+        )
+        self.job_id = job_id
+        self.queue = queue
+
+
 class OrderlyConnectionError(OrderlyError):
     """The server could not be reached (status 0, code ``connection_failed``)."""
 

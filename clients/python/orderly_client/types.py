@@ -10,6 +10,9 @@ class PublishItem(TypedDict, total=False):
     payload: Any
     key: str
     delay_ms: int
+    #: 0–9 (default 0): among lanes whose heads may start, a higher priority
+    #: starts first; within a lane the order never changes.
+    priority: int
     #: This job's own idempotency key (it takes precedence over the batch's).
     idempotency_key: str
 

@@ -6,6 +6,8 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
+from typing import Any, List, Optional
 
 import pytest
 
@@ -13,9 +15,12 @@ from orderly_client import (
     AckItem,
     Client,
     Consumer,
+    ExpiredDuplicateError,
+    Job,
     LeaseLostError,
     NotFoundError,
     OrderlyConnectionError,
+    OrderlyError,
     OutcomeUnknownError,
     UnavailableError,
     ValidationError,
@@ -44,6 +49,43 @@ def test_the_same_idempotency_key_enqueues_once(client: Client) -> None:
     first = client.publish(queue, "x", idempotency_key="order-17")
     again = client.publish(queue, "x", idempotency_key="order-17")
     assert again.id == first.id
+
+
+def test_a_repeat_of_an_expired_idempotency_key_is_a_typed_error(client: Client) -> None:
+    queue = queue_name()
+    client.put_queue(queue, retention_s=1)  # the shortest retention the API takes
+    job = client.publish(queue, "x", idempotency_key="order-18")
+    (claimed,) = client.claim(queue).jobs
+    client.ack(claimed.id, claimed.lease or "", "done")
+    # Completed jobs are dropped in batches a little after retention_s.
+    deadline = time.monotonic() + 30
+    expired: Optional[ExpiredDuplicateError] = None
+    while expired is None:
+        try:
+            again = client.publish(queue, "x", idempotency_key="order-18")
+        except ExpiredDuplicateError as err:
+            expired = err
+        else:
+            assert again.id == job.id  # the original, while it is kept
+            assert time.monotonic() < deadline, "the original job never expired"
+            time.sleep(0.2)
+    assert isinstance(expired, OrderlyError)
+    assert (expired.status, expired.code, expired.job_id, expired.queue) == (200, "expired", job.id, queue)
+    assert queued_jobs(client, queue) == []  # nothing was enqueued
+
+
+def test_publish_takes_a_priority(client: Client) -> None:
+    queue = queue_name()
+    client.put_queue(queue)
+    client.publish(queue, "low", key="a")
+    client.publish(queue, "high", key="b", priority=9)
+    client.publish_batch(queue, [{"payload": "low-2", "key": "c"}, {"payload": "mid", "key": "d", "priority": 5}])
+    # One claim per lane: higher priorities first, equal ones oldest first.
+    order = [client.claim(queue).jobs[0].payload for _ in range(4)]
+    assert order == ["high", "mid", "low", "low-2"]
+    with pytest.raises(ValidationError) as invalid:
+        client.publish(queue, "x", priority=10)
+    assert "priority" in invalid.value.fields
 
 
 class DropFirstResponse:
@@ -228,6 +270,85 @@ def test_the_consumer_keeps_a_long_job_alive_with_extend(client: Client) -> None
     assert finished.state == "completed"
     assert finished.attempts == 1 and seen == [1]
     assert finished.result == {"done": "slow"}
+
+
+def test_the_consumer_keeps_the_leases_of_a_whole_batch_alive(client: Client) -> None:
+    queue = queue_name()
+    client.put_queue(queue, lease_ms=1000, max_attempts=3)
+    jobs = [client.publish(queue, n, key=f"lane-{n}") for n in range(4)]
+    calls: Counter = Counter()
+    reported: list = []
+
+    def work(job: Job) -> int:
+        calls[job.id] += 1
+        time.sleep(0.5)  # the work: the batch takes twice the lease
+        return int(job.payload) * 10
+
+    # One claim takes all four (different lanes); they run one after another.
+    Consumer(client, queue, work, wait_ms=0, on_results=reported.extend).run(exit_when_idle=True)
+    assert calls == {job.id: 1 for job in jobs}
+    for job in jobs:
+        done = client.get_job(job.id)
+        assert (done.state, done.attempts, done.result) == ("completed", 1, job.payload * 10)
+    assert sorted((o.id, o.status) for o in reported) == sorted((j.id, "completed") for j in jobs)
+
+
+class Watching(Client):
+    """A client that remembers the jobs it claimed and the leases an
+    extend found lost."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        super().__init__(base_url, token)
+        self.claimed: List[Job] = []
+        self.lost_ids: List[str] = []
+        self.lease_lost = threading.Event()
+        self.extended_after_loss = threading.Event()
+
+    def claim(self, queue: str, **options: Any) -> Any:
+        claimed = super().claim(queue, **options)
+        self.claimed.extend(claimed.jobs)
+        return claimed
+
+    def extend(self, job_id: str, lease: str, lease_ms: Optional[int] = None) -> Job:
+        if self.lease_lost.is_set():
+            # The heartbeat extends one lease at a time: it has dealt with
+            # the lost one by the time it extends another.
+            self.extended_after_loss.set()
+        try:
+            return super().extend(job_id, lease, lease_ms)
+        except LeaseLostError:
+            self.lost_ids.append(job_id)
+            self.lease_lost.set()
+            raise
+
+
+def test_the_consumer_skips_a_waiting_job_whose_lease_was_lost(client: Client) -> None:
+    queue = queue_name()
+    client.put_queue(queue, lease_ms=1000)
+    first, second = (client.publish(queue, n, key=f"lane-{n}") for n in range(2))
+    watching = Watching(client.base_url, client.token)
+    calls: List[str] = []
+
+    def work(job: Job) -> str:
+        calls.append(job.id)
+        if len(calls) == 1:
+            # Someone else settles the job still waiting in this batch, so
+            # its lease is gone when the consumer next extends it.
+            (other,) = [j for j in watching.claimed if j.id != job.id]
+            client.ack(other.id, other.lease or "", "by hand")
+            assert watching.lease_lost.wait(10), "no extend of the waiting job's lease"
+            assert watching.extended_after_loss.wait(10), "the heartbeat stopped"
+        return "ok"
+
+    Consumer(watching, queue, work, wait_ms=0).run(exit_when_idle=True)
+    ran, skipped = (first, second) if calls[0] == first.id else (second, first)
+    assert calls == [ran.id]
+    # (An extend racing the ack that reports ran's outcome may find that
+    # lease gone too; the consumer ignores that.)
+    assert watching.lost_ids[0] == skipped.id
+    done, settled = client.get_job(ran.id), client.get_job(skipped.id)
+    assert (done.state, done.attempts, done.result) == ("completed", 1, "ok")
+    assert (settled.state, settled.attempts, settled.result) == ("completed", 1, "by hand")
 
 
 def test_the_consumer_acks_and_nacks_in_batches(client: Client) -> None:
