@@ -7,9 +7,11 @@ import type {
   Ack,
   Claimed,
   ClaimOptions,
+  ExpiredJob,
   Job,
   Nack,
   Outcome,
+  Published,
   PublishBatchOptions,
   PublishItem,
   PublishOptions,
@@ -35,6 +37,15 @@ interface CallOptions {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const seg = encodeURIComponent;
+
+/**
+ * Whether a publish answered {@link ExpiredJob}: its `Idempotency-Key` was
+ * used before, by a job that is gone (past its retention). Nothing was
+ * enqueued.
+ */
+export function isExpired<P>(published: Published<P>): published is ExpiredJob {
+  return published.state === "expired";
+}
 
 /**
  * Talks to one Orderly with one bearer token: a JWT from {@link Client.login}
@@ -120,12 +131,15 @@ export class Client {
   /**
    * Publishes one job. Retried after a 503 or a connection failure under one
    * `Idempotency-Key` (generated once here when not given), so a retry never
-   * enqueues the job twice.
+   * enqueues the job twice. Answers the job — the original one when the key
+   * was used before — or, when that original is gone past its retention,
+   * an {@link ExpiredJob} (`state: "expired"`; nothing was enqueued).
    */
-  publish<P>(queue: string, payload: P, options: PublishOptions = {}): Promise<Job<P>> {
+  publish<P>(queue: string, payload: P, options: PublishOptions = {}): Promise<Published<P>> {
     const body: PublishItem<P> = { payload };
     if (options.key !== undefined) body.key = options.key;
     if (options.delay_ms !== undefined) body.delay_ms = options.delay_ms;
+    if (options.priority !== undefined) body.priority = options.priority;
     const headers = { "idempotency-key": options.idempotencyKey ?? randomUUID() };
     return this.retrying(true, () => this.call("POST", `/v1/queues/${seg(queue)}/jobs`, { body, headers }));
   }
@@ -135,7 +149,8 @@ export class Client {
    * connection failure under one `Idempotency-Key` for the whole batch
    * (generated once here when not given; job i is published under
    * `<key>#<i>` unless it has its own `idempotency_key`), so a retry never
-   * enqueues a job twice: a repeat answers the original jobs.
+   * enqueues a job twice: a repeat answers the original jobs (an original
+   * that is gone, past its retention, is left out).
    */
   async publishBatch<P>(queue: string, jobs: PublishItem<P>[], options: PublishBatchOptions = {}): Promise<Job<P>[]> {
     const headers = { "idempotency-key": options.idempotencyKey ?? randomUUID() };

@@ -9,7 +9,7 @@
  * ```
  */
 
-export { Client, MAX_WAIT_MS, type ClientOptions } from "./client.js";
+export { Client, MAX_WAIT_MS, isExpired, type ClientOptions } from "./client.js";
 export { Consumer, Retry, leaseLengthMs, type ConsumerOptions, type Handler } from "./consumer.js";
 export { ConnectionError, LeaseLostError, OrderlyError, OutcomeUnknownError } from "./errors.js";
 export { sign, verifySignature, type VerifyOptions } from "./signature.js";

@@ -32,6 +32,26 @@ export interface Job<P = unknown, R = unknown> {
   outcome?: string;
 }
 
+/**
+ * A publish that repeated an `Idempotency-Key` whose original job is gone
+ * (past its queue's `retention_s`): the server answers `200` with only this,
+ * and enqueues nothing. (The API's `ExpiredDuplicate`.)
+ */
+export interface ExpiredJob {
+  /** The original job's id (it can no longer be read). */
+  id: string;
+  queue: string;
+  state: "expired";
+}
+
+/**
+ * What a single publish answers: the job (new, or the original one for a
+ * repeated `Idempotency-Key`), or {@link ExpiredJob} when that original is
+ * gone. Narrow on `state === "expired"` (or use `isExpired`) before reading
+ * the job's other fields.
+ */
+export type Published<P = unknown> = Job<P> | ExpiredJob;
+
 /** One job to publish. */
 export interface PublishItem<P = unknown> {
   payload: P;
@@ -41,11 +61,23 @@ export interface PublishItem<P = unknown> {
   delay_ms?: number;
   /** In a batch: this job's own idempotency key (it takes precedence over the batch's). */
   idempotency_key?: string;
+  /**
+   * 0–9 (default 0): among lanes whose heads may start, a head with a higher
+   * priority starts first; within a lane the order never changes.
+   */
+  priority?: number;
 }
 
 export interface PublishOptions {
+  /** The ordering lane (≤ 128 characters). */
   key?: string;
+  /** Do not start before this many ms. */
   delay_ms?: number;
+  /**
+   * 0–9 (default 0): among lanes whose heads may start, a head with a higher
+   * priority starts first; within a lane the order never changes.
+   */
+  priority?: number;
   /** Publish at most once under this key; generated once per call when absent. */
   idempotencyKey?: string;
 }

@@ -9,6 +9,7 @@ import {
   Client,
   ConnectionError,
   Consumer,
+  isExpired,
   LeaseLostError,
   OrderlyError,
   OutcomeUnknownError,
@@ -16,7 +17,7 @@ import {
   verifySignature,
 } from "../src/index.js";
 import { errorFromAnswer } from "../src/errors.js";
-import type { Job, Outcome, PublishItem } from "../src/index.js";
+import type { ExpiredJob, Job, Outcome, Published, PublishItem } from "../src/index.js";
 
 const url = process.env.ORDERLY_URL;
 const live = url ? {} : { skip: "ORDERLY_URL is not set: these tests need a live Orderly (scripts/clients_test.sh)" };
@@ -30,6 +31,23 @@ async function user(): Promise<Client> {
 }
 
 const queueName = () => `q-${randomUUID().slice(0, 12)}`;
+
+/** The job a publish enqueued (or the original one), never an expired repeat. */
+function enqueued<P>(published: Published<P>): Job<P> {
+  assert.ok(!isExpired(published), `unexpected expired repeat ${published.id}`);
+  return published;
+}
+
+/** Polls `probe` until it answers something `done` accepts, or fails after `deadlineMs`. */
+async function pollUntil<T>(probe: () => Promise<T>, done: (value: T) => boolean, deadlineMs: number): Promise<T> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const value = await probe();
+    if (done(value)) return value;
+    assert.ok(Date.now() < deadline, `still not there after ${deadlineMs} ms: ${JSON.stringify(value)}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
 
 /** Every job of `queue` (one page of up to 1000). */
 async function queuedJobs(client: Client, queue: string): Promise<Job[]> {
@@ -93,7 +111,7 @@ describe("publish", live, () => {
   it("returns the job and get reads it", async () => {
     const client = await user();
     const queue = queueName();
-    const job = await client.publish(queue, { n: 1 }, { key: "ann" });
+    const job = enqueued(await client.publish(queue, { n: 1 }, { key: "ann" }));
     assert.deepEqual([job.queue, job.key, job.state, job.payload], [queue, "ann", "queued", { n: 1 }]);
     assert.equal((await client.getJob(job.id)).seq, job.seq);
     const delayed = await client.publish(queue, 2, { delay_ms: 60_000 });
@@ -176,6 +194,50 @@ describe("publish", live, () => {
     } finally {
       proxy.server.close();
     }
+  });
+
+  it("publishes with a priority: higher priorities start first", async () => {
+    const client = await user();
+    const queue = queueName();
+    // Oldest first without priorities; each job its own lane.
+    for (const priority of [0, 9, 5]) await client.publish(queue, priority, { key: `p${priority}`, priority });
+    await client.publishBatch(queue, [
+      { payload: 2, key: "b2", priority: 2 },
+      { payload: 7, key: "b7", priority: 7 },
+      { payload: 0.5, key: "b0" },
+    ]);
+    const order: unknown[] = [];
+    for (let n = 0; n < 6; n++) order.push(...(await client.claim(queue, { max_jobs: 1 })).jobs.map((j) => j.payload));
+    assert.deepEqual(order, [9, 7, 5, 2, 0, 0.5]);
+    await assert.rejects(client.publish(queue, "x", { priority: 10 }), (err: unknown) => {
+      assert.ok(err instanceof OrderlyError);
+      assert.equal(err.code, "validation_failed");
+      assert.ok("priority" in err.fields);
+      return true;
+    });
+  });
+
+  it("answers an expired repeat, typed, when the original outlived its retention", async () => {
+    const client = await user();
+    const queue = queueName();
+    await client.putQueue(queue, { retention_s: 1 });
+    const original = enqueued(await client.publish(queue, "once", { idempotencyKey: "K1" }));
+    const [claimed] = (await client.claim(queue)).jobs;
+    await client.ack(claimed.id, claimed.lease!);
+    // Repeated until the completed original is dropped (a second past
+    // retention_s, trimmed in batches): then the answer is expired.
+    const repeat = await pollUntil(
+      () => client.publish(queue, "once", { idempotencyKey: "K1" }),
+      (answer) => answer.state === "expired",
+      20_000,
+    );
+    // @ts-expect-error -- no seq before narrowing: an expired repeat has none
+    assert.equal(repeat.seq, undefined);
+    assert.ok(isExpired(repeat));
+    const expired: ExpiredJob = repeat;
+    assert.deepEqual(expired, { id: original.id, queue, state: "expired" });
+    // Nothing was enqueued by the repeats.
+    assert.deepEqual(await queuedJobs(client, queue), []);
   });
 
   it("tells outcome_unknown from other 503s", () => {
@@ -270,12 +332,74 @@ describe("consumer", live, () => {
     assert.deepEqual(done.result, { done: "slow" });
   });
 
+  it("keeps every lease of a claim alive until its outcome is reported", async () => {
+    const client = await user();
+    const queue = queueName();
+    await client.putQueue(queue, { lease_ms: 1000 });
+    const jobs = await client.publishBatch(
+      queue,
+      [0, 1, 2, 3].map((n) => ({ payload: n, key: `lane-${n}` })),
+    );
+    const runs = new Map<string, number>();
+    const reported: Outcome[] = [];
+    const consumer = new Consumer(
+      client,
+      queue,
+      async (job) => {
+        runs.set(job.id, (runs.get(job.id) ?? 0) + 1);
+        // One claim takes all four; together they outlast the 1 s lease twice over.
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        return job.payload;
+      },
+      { waitMs: 0, onResults: (results) => reported.push(...results) },
+    );
+    await consumer.run({ exitWhenIdle: true });
+    assert.deepEqual(
+      jobs.map((job) => runs.get(job.id)),
+      [1, 1, 1, 1],
+    );
+    assert.deepEqual(
+      reported.map((o) => o.status),
+      ["completed", "completed", "completed", "completed"],
+    );
+    for (const job of jobs) {
+      const done = await client.getJob(job.id, 5000);
+      assert.deepEqual([done.state, done.attempts, done.result], ["completed", 1, job.payload]);
+    }
+  });
+
+  it("keeps a retried job's lease alive", async () => {
+    const client = await user();
+    const queue = queueName();
+    await client.putQueue(queue, { lease_ms: 1000 });
+    const job = enqueued(await client.publish(queue, "again"));
+    const [first] = (await client.claim(queue)).jobs;
+    await client.nack(first.id, first.lease!, "not yet", 3000);
+    // The second attempt's started_at is still the first one's, 3 s before its lease.
+    const seen: number[] = [];
+    const consumer = new Consumer(
+      client,
+      queue,
+      async (claimed) => {
+        seen.push(claimed.attempts);
+        consumer.stop(); // after this claim's job (the long-poll waits for its retry)
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        return "done";
+      },
+      { waitMs: 10_000 },
+    );
+    await consumer.run();
+    assert.deepEqual(seen, [2]);
+    const done = await client.getJob(job.id, 5000);
+    assert.deepEqual([done.state, done.attempts], ["completed", 2]);
+  });
+
   it("acks and nacks in batches", async () => {
     const client = await user();
     const queue = queueName();
     await client.putQueue(queue, { max_attempts: 2, backoff: { initial_ms: 10, max_ms: 10 } });
     const ok: Job[] = [];
-    for (const n of [0, 1, 2]) ok.push(await client.publish(queue, n, { key: `k${n}` }));
+    for (const n of [0, 1, 2]) ok.push(enqueued(await client.publish(queue, n, { key: `k${n}` })));
     const bad = await client.publish(queue, "fail", { key: "bad" });
     const reported: Outcome[] = [];
     const consumer = new Consumer(
