@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::Error;
@@ -45,6 +45,24 @@ fn segment(raw: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A publish answer: the job, or the `{"id", "queue", "state": "expired"}`
+/// of a repeated idempotency key whose job is gone.
+fn published(answer: Value) -> Result<Job, Error> {
+    if answer["state"] == "expired" {
+        let field = |name: &str| {
+            answer[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| Error::Decode(format!("expired answer without {name}: {answer}")))
+        };
+        return Err(Error::Expired {
+            id: field("id")?,
+            queue: field("queue")?,
+        });
+    }
+    Job::deserialize(&answer).map_err(|e| Error::Decode(format!("{e}: {answer}")))
 }
 
 impl Client {
@@ -183,7 +201,9 @@ impl Client {
 
     /// Publishes one job. Retried after a `503` or a connection failure
     /// under one `Idempotency-Key` (generated once here when not given), so
-    /// a retry never enqueues the job twice.
+    /// a retry never enqueues the job twice. A repeat of a key answers the
+    /// original job — or [`Error::Expired`] when that job has outlived its
+    /// retention (nothing is enqueued either way).
     pub async fn publish(&self, queue: &str, job: Publish) -> Result<Job, Error> {
         let key = job
             .idempotency_key
@@ -191,10 +211,12 @@ impl Client {
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let path = format!("/v1/queues/{}/jobs", segment(queue));
         let headers = [("idempotency-key", key.as_str())];
-        self.retrying(true, || {
-            self.call(Method::POST, &path, Some(&job), &headers, None)
-        })
-        .await
+        let answer: Value = self
+            .retrying(true, || {
+                self.call(Method::POST, &path, Some(&job), &headers, None)
+            })
+            .await?;
+        published(answer)
     }
 
     /// Publishes up to 1000 jobs atomically, in order, under a fresh
@@ -304,5 +326,27 @@ impl Client {
             body["lease_ms"] = json!(ms);
         }
         self.call(Method::POST, &path, Some(&body), &[], None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, published};
+    use serde_json::json;
+
+    #[test]
+    fn an_expired_repeat_is_a_typed_error_and_a_job_is_a_job() {
+        let expired = json!({"id": "0a.q", "queue": "q", "state": "expired"});
+        match published(expired) {
+            Err(Error::Expired { id, queue }) => {
+                assert_eq!((id, queue), ("0a.q".into(), "q".into()))
+            }
+            other => panic!("{other:?}"),
+        }
+        let job = json!({"id": "0b.q", "queue": "q", "key": "", "seq": 1, "state": "queued",
+            "payload": 1, "attempts": 0, "max_attempts": 5, "created_at": "2025-01-01T00:00:00.000Z"});
+        assert_eq!(published(job).unwrap().id, "0b.q");
+        let neither = published(json!({"id": "0c.q", "state": "queued"})).unwrap_err();
+        assert_eq!(neither.code(), "unexpected_answer");
     }
 }

@@ -28,17 +28,25 @@ pub enum Error {
     /// Bad input caught before any request was sent.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A publish repeated an `Idempotency-Key` whose original job has
+    /// outlived its retention: the server answered `200 {"id", "queue",
+    /// "state": "expired"}`. Nothing was enqueued (the key was used before),
+    /// and the original job `id` can no longer be read.
+    #[error("job {id} of queue {queue} was published under this idempotency key and has expired")]
+    Expired { id: String, queue: String },
 }
 
 impl Error {
     /// The API error code (`"lease_lost"`, `"not_found"`, …), or
-    /// `"connection_failed"` / `"unexpected_answer"` / `"invalid_argument"`.
+    /// `"connection_failed"` / `"unexpected_answer"` / `"invalid_argument"`,
+    /// or `"expired"` for [`Error::Expired`].
     pub fn code(&self) -> &str {
         match self {
             Error::Api { code, .. } => code,
             Error::Connection(_) => "connection_failed",
             Error::Decode(_) => "unexpected_answer",
             Error::Invalid(_) => "invalid_argument",
+            Error::Expired { .. } => "expired",
         }
     }
 
@@ -53,6 +61,13 @@ impl Error {
     /// True for `409 lease_lost`.
     pub fn is_lease_lost(&self) -> bool {
         self.code() == "lease_lost"
+    }
+
+    /// True for [`Error::Expired`]: a repeated idempotent publish whose
+    /// original job is gone. Nothing was enqueued, and nothing will be under
+    /// that key — usually the caller's work is already done.
+    pub fn is_expired(&self) -> bool {
+        matches!(self, Error::Expired { .. })
     }
 
     /// True for `503 outcome_unknown`: the publish reached Redis but its

@@ -4,9 +4,10 @@
 //!   idempotency key), get (with long-poll), claim (repeatable under a
 //!   `claim_id`), ack / nack / extend and batch outcomes. Authenticates with any bearer token: a JWT from
 //!   [`Client::login`] or an API key (`ok_…`).
-//! - [`Consumer`]: the pull loop — long-poll claim, run a handler while a
-//!   heartbeat task extends the lease, report outcomes in batches riding on
-//!   the next claim.
+//! - [`Consumer`]: the pull loop — long-poll claim, run a handler on each
+//!   claimed job while a heartbeat task extends every lease it holds (jobs
+//!   waiting their turn and finished ones not reported yet too), report
+//!   outcomes in batches riding on the next claim.
 //! - [`verify_signature`]: checks a push delivery's `Orderly-Signature`.
 //!
 //! ```no_run

@@ -52,7 +52,8 @@ pub struct Job {
     pub outcome: Option<String>,
 }
 
-/// One job to publish: `Publish::new(payload).key("ann").delay_ms(500)`.
+/// One job to publish:
+/// `Publish::new(payload).key("ann").delay_ms(500).priority(5)`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Publish {
     pub payload: Value,
@@ -66,6 +67,11 @@ pub struct Publish {
     /// over the batch's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// 0–9 (the server's default 0; `422 validation_failed` outside): among
+    /// lanes whose heads may start, a head with a higher priority starts
+    /// first. Within a lane the order never changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
 }
 
 impl Publish {
@@ -75,6 +81,7 @@ impl Publish {
             key: None,
             delay_ms: None,
             idempotency_key: None,
+            priority: None,
         }
     }
 
@@ -93,6 +100,13 @@ impl Publish {
     /// Publish at most once under this key (within the server's window).
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Start before lower-priority lane heads (0–9, default 0). A lane's
+    /// priority is its head's: a job never overtakes its own lane.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
         self
     }
 }

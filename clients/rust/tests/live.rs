@@ -477,3 +477,205 @@ async fn batch_ack_reports_each_item_in_order() {
     assert_eq!(claimed.results[0].status, OutcomeStatus::Completed);
     assert!(claimed.jobs.is_empty());
 }
+
+/// Handler time longer than the lease: a tenth of it at a time, as real
+/// work would take.
+async fn work(duration: Duration) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_consumer_keeps_every_lease_of_a_batch_alive() {
+    let Some(client) = user("the_consumer_keeps_every_lease_of_a_batch_alive").await else {
+        return;
+    };
+    let queue = queue_name();
+    client
+        .put_queue(&queue, &json!({"lease_ms": 1000, "max_attempts": 2}))
+        .await
+        .unwrap();
+    // Four lanes: one claim (max_jobs 10) leases all four heads, and running
+    // them takes twice the lease. The jobs waiting their turn, and the
+    // finished ones whose acks ride on the next claim, must keep their leases.
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let job = Publish::new(json!(n)).key(format!("lane-{n}"));
+        ids.push(client.publish(&queue, job).await.unwrap().id);
+    }
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let mut consumer = Consumer::new(client.clone(), &queue).wait_ms(200);
+    consumer
+        .run(
+            move |job| {
+                seen.lock().unwrap().push(job.id.clone());
+                async move {
+                    work(Duration::from_millis(500)).await;
+                    Ok(json!({"n": job.payload}))
+                }
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let mut called = calls.lock().unwrap().clone();
+    called.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(called, expected, "each job runs exactly once");
+    let statuses: Vec<_> = consumer.reported().iter().map(|o| o.status).collect();
+    assert_eq!(statuses, [OutcomeStatus::Completed; 4]);
+    for (n, id) in ids.iter().enumerate() {
+        let done = client.get_job(id, None).await.unwrap();
+        assert_eq!(
+            (done.state, done.attempts, done.result),
+            (JobState::Completed, 1, Some(json!({"n": n})))
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_consumer_keeps_the_lease_of_a_retried_job_alive() {
+    let Some(client) = user("the_consumer_keeps_the_lease_of_a_retried_job_alive").await else {
+        return;
+    };
+    let queue = queue_name();
+    client
+        .put_queue(&queue, &json!({"lease_ms": 1000, "max_attempts": 3}))
+        .await
+        .unwrap();
+    let job = client
+        .publish(&queue, Publish::new(json!("twice")))
+        .await
+        .unwrap();
+    // The second attempt's `started_at` is still the first attempt's start,
+    // 3 s before its lease began: it tells nothing of the lease's length.
+    let mut consumer = Consumer::new(client.clone(), &queue).wait_ms(5000);
+    consumer
+        .run(
+            |job| async move {
+                if job.attempts == 1 {
+                    return Err(HandlerError::retry_in("not yet", 3000));
+                }
+                work(Duration::from_millis(1500)).await;
+                Ok(json!({"attempt": job.attempts}))
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let statuses: Vec<_> = consumer.reported().iter().map(|o| o.status).collect();
+    assert_eq!(
+        statuses,
+        [OutcomeStatus::Retrying, OutcomeStatus::Completed]
+    );
+    let done = client.get_job(&job.id, None).await.unwrap();
+    assert_eq!(
+        (done.state, done.attempts, done.result),
+        (JobState::Completed, 2, Some(json!({"attempt": 2})))
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_whose_job_expired_is_a_typed_error() {
+    let Some(client) = user("a_repeated_idempotency_key_whose_job_expired_is_a_typed_error").await
+    else {
+        return;
+    };
+    let queue = queue_name();
+    // The shortest retention the API allows.
+    client
+        .put_queue(&queue, &json!({"retention_s": 1}))
+        .await
+        .unwrap();
+    let publish = || Publish::new(json!("once")).idempotency_key("order-42");
+    let original = client.publish(&queue, publish()).await.unwrap();
+    let claim = Claim {
+        max_jobs: 1,
+        ..Claim::default()
+    };
+    let leased = client.claim(&queue, &claim).await.unwrap().jobs;
+    assert_eq!(leased.len(), 1);
+    client
+        .ack(&original.id, leased[0].lease.as_deref().unwrap(), None)
+        .await
+        .unwrap();
+    // Finished jobs are dropped in batches a little after their retention:
+    // repeat the publish until the original is gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (id, expired_queue) = loop {
+        match client.publish(&queue, publish()).await {
+            Ok(job) => assert_eq!(job.id, original.id, "a repeat enqueues nothing"),
+            Err(orderly_client::Error::Expired { id, queue }) => break (id, queue),
+            Err(err) => panic!("repeat of an expired key: {err}"),
+        }
+        assert!(Instant::now() < deadline, "the original never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (id.as_str(), expired_queue.as_str()),
+        (original.id.as_str(), queue.as_str())
+    );
+    let err = client.publish(&queue, publish()).await.unwrap_err();
+    assert!(err.is_expired() && !err.is_transient(), "{err:?}");
+    assert_eq!(err.code(), "expired");
+    assert!(
+        queued_jobs(&client, &queue).await.is_empty(),
+        "nothing enqueued"
+    );
+}
+
+#[tokio::test]
+async fn a_higher_priority_lane_head_starts_first() {
+    let Some(client) = user("a_higher_priority_lane_head_starts_first").await else {
+        return;
+    };
+    let one = Claim {
+        max_jobs: 1,
+        ..Claim::default()
+    };
+    // Single publish: the later, higher-priority head starts first.
+    let queue = queue_name();
+    client
+        .publish(&queue, Publish::new(json!("low")).key("a"))
+        .await
+        .unwrap();
+    let high = client
+        .publish(&queue, Publish::new(json!("high")).key("b").priority(9))
+        .await
+        .unwrap();
+    let first = client.claim(&queue, &one).await.unwrap().jobs;
+    assert_eq!(first.iter().map(|j| &j.id).collect::<Vec<_>>(), [&high.id]);
+    // Batch publish: each job carries its own priority.
+    let queue = queue_name();
+    let batch = [
+        Publish::new(json!("low")).key("c").priority(1),
+        Publish::new(json!("high")).key("d").priority(7),
+    ];
+    let published = client.publish_batch(&queue, &batch).await.unwrap();
+    let first = client.claim(&queue, &one).await.unwrap().jobs;
+    assert_eq!(
+        first.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&published[1].id]
+    );
+    // It is sent as is: the server refuses one outside 0–9.
+    let refused = client
+        .publish(&queue, Publish::new(json!(0)).priority(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, orderly_client::Error::Api { ref fields, .. } if fields.contains_key("priority")),
+        "{refused:?}"
+    );
+    let refused = client
+        .publish_batch(&queue, &[Publish::new(json!(0)).priority(10)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, orderly_client::Error::Api { ref fields, .. } if fields.contains_key("jobs[0].priority")),
+        "{refused:?}"
+    );
+}
