@@ -9,8 +9,38 @@ use orderly::startup::Application;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What `--help` prints: the binary takes no arguments, only its
+/// configuration (README "Configuration").
+const USAGE: &str = "\
+orderly — a strictly ordered job queue service
+
+usage: orderly            (no arguments: configured by files and environment)
+       orderly --help | --version
+
+Settings: config/default.toml, then config/<ORDERLY_ENV>.toml (dev, test or
+production; the folder is ORDERLY_CONFIG_DIR, default ./config), then
+environment variables ORDERLY__SECTION__KEY (e.g. ORDERLY__SERVER__PORT=8080,
+ORDERLY__AUTH__JWT_SECRET=...). RUST_LOG sets the log level.";
+
 #[actix_web::main]
 async fn main() -> ExitCode {
+    // No arguments are taken: anything else is answered, not started on.
+    if let Some(arg) = std::env::args().nth(1) {
+        return match arg.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                ExitCode::SUCCESS
+            }
+            "--version" | "-V" => {
+                println!("orderly {}", env!("CARGO_PKG_VERSION"));
+                ExitCode::SUCCESS
+            }
+            other => {
+                eprintln!("orderly: unexpected argument {other:?}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+        };
+    }
     // Freed memory goes back to the OS 10 ms after it is freed
     // (`mi_option_purge_delay`, 15 in mimalloc's option enum; its default,
     // set here so the choice is visible). At 0 (an earlier choice, for peak

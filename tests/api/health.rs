@@ -69,6 +69,41 @@ async fn readyz_warns_when_redis_may_evict_jobs() {
     assert!(warning.contains("allkeys-lru"), "{ready}");
 }
 
+/// The binary takes no arguments: `--help` prints how it is configured and
+/// exits 0 without starting (it started the server), an unknown argument is
+/// refused with exit code 2.
+#[actix_web::test]
+async fn help_prints_usage_and_an_unknown_argument_is_refused_without_starting() {
+    for (arg, code, says) in [
+        ("--help", 0, "ORDERLY_ENV"),
+        ("--bogus", 2, "unexpected argument"),
+    ] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orderly"));
+        // (A port in use: had it tried to start, it would say so and exit 1.)
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        command.arg(arg).env("ORDERLY_ENV", "test").env(
+            "ORDERLY__SERVER__PORT",
+            taken.local_addr().unwrap().port().to_string(),
+        );
+        let output = actix_web::rt::time::timeout(
+            Duration::from_secs(30),
+            actix_web::rt::task::spawn_blocking(move || command.output()),
+        )
+        .await
+        .expect("it answers at once")
+        .unwrap()
+        .expect("the binary runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(code), "{arg}: {text}");
+        assert!(text.contains(says), "{arg}: {text}");
+        assert!(!text.contains("listening"), "{arg}: {text}");
+    }
+}
+
 /// A port in use is a clean refusal: exit code 1 and one line saying why,
 /// no panic from actors torn down half-started.
 #[actix_web::test]
