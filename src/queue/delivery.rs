@@ -41,17 +41,29 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || o[0] >= 240
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
+            if v6.is_loopback() || v6.is_unspecified() {
+                return true;
             }
             let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
+            // An IPv4 address carried inside: mapped (::ffff:a.b.c.d),
+            // the deprecated compatible form (::a.b.c.d) and 6to4
+            // (2002:aabb:ccdd::, routed to a.b.c.d by a relay) are judged
+            // by it.
+            if let Some(v4) = v6.to_ipv4() {
+                return is_private(IpAddr::V4(v4));
+            }
+            if s[0] == 0x2002 {
+                let [a, b] = s[1].to_be_bytes();
+                let [c, d] = s[2].to_be_bytes();
+                return is_private(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
+            v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
                 || (s[0] == 0x2001 && s[1] == 0x0db8)
                 || (s[0] == 0x64 && s[1] == 0xff9b)
+                // Teredo (2001:0::/32): a tunnel to an obfuscated IPv4 host.
+                || (s[0] == 0x2001 && s[1] == 0)
         }
     }
 }
@@ -417,10 +429,15 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
+        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111", "2002:5db8:d822::1"] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }
