@@ -315,7 +315,10 @@ impl ApiKeys {
                 Ok::<_, KeyError>(found.map(|d| Arc::new(d.grant())))
             })
             .await?;
-        if let Some(grant) = &grant {
+        // Only a use that is let in counts: an expired key is refused.
+        if let Some(grant) = &grant
+            && !grant.is_expired(Utc::now())
+        {
             self.touch(&grant.id).await;
         }
         Ok(grant)

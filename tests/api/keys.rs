@@ -338,3 +338,34 @@ async fn a_key_restricted_to_some_queues_lists_only_those() {
         .collect();
     assert_eq!(names, ["seen"]);
 }
+
+/// A refused use is no use: a key created already expired is answered 401
+/// and keeps `last_used_at` empty (a key let in, used after it, has its use
+/// recorded — the sign the writes were made).
+#[actix_web::test]
+async fn an_expired_key_refused_does_not_record_a_use() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let past = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let expired = create_key(
+        &app,
+        &user.token,
+        json!({"name": "old", "scopes": ["manage"], "expires_at": past.to_rfc3339()}),
+    )
+    .await;
+    let refused = app
+        .get_with_token("/v1/queues", expired["key"].as_str().unwrap())
+        .await;
+    error_body(refused, 401, "unauthorized").await;
+    let (valid, key) = manage_key(&app, &user.token).await;
+    assert_eq!(app.get_with_token("/v1/queues", &key).await.status(), 200);
+    let keys = eventually(Duration::from_secs(5), "the valid key's use", || async {
+        let keys = list_keys(&app, &user.token).await;
+        keys.iter()
+            .any(|k| k["id"] == valid["id"] && k["last_used_at"].is_string())
+            .then_some(keys)
+    })
+    .await;
+    let old = keys.iter().find(|k| k["id"] == expired["id"]).unwrap();
+    assert!(old["last_used_at"].is_null(), "{old}");
+}
