@@ -332,7 +332,46 @@ impl Settings {
                 self.auth.token_lifetime_s,
                 (1, 366 * 24 * 3600),
             ),
+            // Values that start a service nobody can use: every login
+            // refused (0 failures allowed), a pool that takes no password,
+            // Redis or MongoDB calls that time out as they are sent.
+            (
+                "rate_limit.login_failures_per_email",
+                u64::from(self.rate_limit.login_failures_per_email),
+                (1, u64::from(u32::MAX)),
+            ),
+            (
+                "rate_limit.login_failures_per_ip",
+                u64::from(self.rate_limit.login_failures_per_ip),
+                (1, u64::from(u32::MAX)),
+            ),
+            (
+                "rate_limit.login_window_s",
+                self.rate_limit.login_window_s,
+                (1, 366 * 24 * 3600),
+            ),
+            ("auth.hash_queue", self.auth.hash_queue as u64, (1, 1 << 20)),
+            (
+                "redis.connect_timeout_ms",
+                self.redis.connect_timeout_ms,
+                (1, 3_600_000),
+            ),
+            (
+                "redis.response_timeout_ms",
+                self.redis.response_timeout_ms,
+                (1, 3_600_000),
+            ),
+            (
+                "mongodb.server_selection_timeout_ms",
+                self.mongodb.server_selection_timeout_ms,
+                (1, 3_600_000),
+            ),
         ];
+        if self.auth.jwt_issuer.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth.jwt_issuer must not be empty".into(),
+            ));
+        }
         for (name, value, (low, high)) in ranges {
             if !(low..=high).contains(&value) {
                 return Err(ConfigError::Invalid(format!(
@@ -420,7 +459,7 @@ mod tests {
     fn defaults_the_api_would_refuse_are_refused_at_start() {
         let base = Settings::load(Profile::Dev, &config_dir(), false).unwrap();
         type Change = fn(&mut Settings);
-        let cases: [(&str, Change); 7] = [
+        let cases: [(&str, Change); 14] = [
             ("queues.max_attempts", |s| s.queues.max_attempts = 0),
             ("queues.max_attempts", |s| s.queues.max_attempts = 101),
             ("queues.lease_ms", |s| s.queues.lease_ms = 0),
@@ -430,6 +469,23 @@ mod tests {
             }),
             ("delivery.timeout_ms", |s| s.delivery.timeout_ms = 0),
             ("auth.token_lifetime_s", |s| s.auth.token_lifetime_s = 0),
+            ("rate_limit.login_failures_per_email", |s| {
+                s.rate_limit.login_failures_per_email = 0
+            }),
+            ("rate_limit.login_failures_per_ip", |s| {
+                s.rate_limit.login_failures_per_ip = 0
+            }),
+            ("rate_limit.login_window_s", |s| {
+                s.rate_limit.login_window_s = 0
+            }),
+            ("auth.hash_queue", |s| s.auth.hash_queue = 0),
+            ("redis.response_timeout_ms", |s| {
+                s.redis.response_timeout_ms = 0
+            }),
+            ("mongodb.server_selection_timeout_ms", |s| {
+                s.mongodb.server_selection_timeout_ms = 0
+            }),
+            ("auth.jwt_issuer", |s| s.auth.jwt_issuer = " ".into()),
         ];
         for (name, change) in cases {
             let mut settings = base.clone();
