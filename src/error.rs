@@ -119,6 +119,9 @@ pub struct ApiError {
     fields: Option<BTreeMap<String, String>>,
     retry_after_s: Option<u64>,
     bearer_challenge: bool,
+    /// With `bearer_challenge`: why a presented token was refused (RFC 6750
+    /// `error="invalid_token"` with this `error_description`).
+    token_refusal: Option<&'static str>,
     /// `405` only: the path's methods, sent as `Allow` (RFC 9110 §15.5.6).
     allow: Option<String>,
 }
@@ -132,6 +135,7 @@ impl ApiError {
             fields: None,
             retry_after_s: None,
             bearer_challenge: false,
+            token_refusal: None,
             allow: None,
         }
     }
@@ -163,6 +167,15 @@ impl ApiError {
     pub fn unauthorized(message: impl Into<String>) -> Self {
         let mut err = Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
         err.bearer_challenge = true;
+        err
+    }
+
+    /// `401` for a presented bearer token that is refused, saying why in the
+    /// message and in `WWW-Authenticate` (`error="invalid_token"`,
+    /// `error_description` = `why`; `why` is a constant, never client text).
+    pub fn invalid_token(message: impl Into<String>, why: &'static str) -> Self {
+        let mut err = Self::unauthorized(message);
+        err.token_refusal = Some(why);
         err
     }
 
@@ -331,10 +344,14 @@ impl ApiError {
             response.insert_header((header::ALLOW, value));
         }
         if self.bearer_challenge {
-            response.insert_header((
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"orderly\""),
-            ));
+            let challenge = match self.token_refusal {
+                Some(why) => HeaderValue::from_str(&format!(
+                    "Bearer realm=\"orderly\", error=\"invalid_token\", error_description=\"{why}\""
+                ))
+                .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"orderly\"")),
+                None => HeaderValue::from_static("Bearer realm=\"orderly\""),
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
         response.json(ErrorBody {
             error: ErrorDetail {

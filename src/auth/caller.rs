@@ -23,7 +23,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 
 use super::keys::{ApiKeys, KEY_PREFIX, KeyGrant, Scope};
-use super::token::TokenKeys;
+use super::token::{Refused, TokenKeys};
 use crate::error::ApiError;
 use crate::queue::model::JobId;
 
@@ -76,9 +76,16 @@ impl Caller {
         let tokens = req
             .app_data::<web::Data<TokenKeys>>()
             .ok_or_else(|| ApiError::internal("TokenKeys missing from app data"))?;
-        let claims = tokens
-            .verify(token)
-            .ok_or_else(|| ApiError::unauthorized("the token is invalid or expired"))?;
+        let claims = tokens.verify(token).map_err(|refused| match refused {
+            Refused::Expired => ApiError::invalid_token(
+                "the token has expired: log in again for a new one",
+                "The access token expired",
+            ),
+            Refused::Invalid => ApiError::invalid_token(
+                "the token is invalid (malformed, or not signed by this service)",
+                "The access token is invalid",
+            ),
+        })?;
         Ok(Caller {
             user_id: claims.sub,
             key: None,

@@ -104,24 +104,43 @@ impl TokenKeys {
         })
     }
 
-    /// The claims of a valid token, or `None` for anything else.
-    pub fn verify(&self, token: &str) -> Option<Claims> {
+    /// The claims of a valid token, or why it is refused: `Expired` only
+    /// for a token this service signed whose time is up (`decode` checks the
+    /// signature before the expiry), `Invalid` for anything else.
+    pub fn verify(&self, token: &str) -> Result<Claims, Refused> {
         if token.len() > MAX_TOKEN_LEN {
-            return None;
+            return Err(Refused::Invalid);
         }
         if let Some(claims) = self.verified.get(token) {
             // As `decode` judges expiry (no leeway): valid through second `exp`.
-            return (claims.exp >= now_s()).then(|| Claims::clone(&claims));
+            return if claims.exp >= now_s() {
+                Ok(Claims::clone(&claims))
+            } else {
+                Err(Refused::Expired)
+            };
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .ok()?
-            .claims;
+        let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
+            Ok(data) => data.claims,
+            Err(err) if *err.kind() == jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                return Err(Refused::Expired);
+            }
+            Err(_) => return Err(Refused::Invalid),
+        };
         if claims.sub.is_empty() {
-            return None;
+            return Err(Refused::Invalid);
         }
         self.verified.insert(token.into(), Arc::new(claims.clone()));
-        Some(claims)
+        Ok(claims)
     }
+}
+
+/// Why a bearer token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Signed by this service, but its `exp` has passed: log in again.
+    Expired,
+    /// Malformed, forged, of another issuer or algorithm, or too long.
+    Invalid,
 }
 
 #[cfg(test)]
@@ -149,7 +168,10 @@ mod tests {
     #[test]
     fn tokens_of_another_secret_do_not_verify() {
         let token = keys(&"a".repeat(32)).issue("user-1").unwrap();
-        assert!(keys(&"b".repeat(32)).verify(&token.access_token).is_none());
+        assert_eq!(
+            keys(&"b".repeat(32)).verify(&token.access_token).err(),
+            Some(Refused::Invalid)
+        );
     }
 
     #[test]
@@ -167,8 +189,8 @@ mod tests {
         let mut forged = signature.as_bytes().to_vec();
         forged[0] = if forged[0] == b'A' { b'B' } else { b'A' };
         let forged = format!("{body}.{}", String::from_utf8(forged).unwrap());
-        assert!(keys.verify(&forged).is_none());
-        assert!(keys.verify(&token).is_some());
+        assert_eq!(keys.verify(&forged).err(), Some(Refused::Invalid));
+        assert!(keys.verify(&token).is_ok());
     }
 
     #[test]
@@ -183,7 +205,7 @@ mod tests {
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
-        assert!(keys.verify(&token).is_some(), "valid through second `exp`");
+        assert!(keys.verify(&token).is_ok(), "valid through second `exp`");
         // Poll the clock (not the cache) until the token's second has passed.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while now_s() <= exp {
@@ -193,6 +215,23 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        assert!(keys.verify(&token).is_none(), "remembered, yet expired");
+        assert_eq!(
+            keys.verify(&token).err(),
+            Some(Refused::Expired),
+            "remembered, yet expired"
+        );
+        // And as the full check says it, for a token not remembered; an
+        // expired token of another secret is invalid, not expired.
+        let fresh = TokenKeys::new(&AuthSettings {
+            jwt_secret: "s".repeat(32),
+            jwt_issuer: "orderly".into(),
+            token_lifetime_s: 60,
+            bcrypt_cost: 4,
+            hash_threads: 1,
+            hash_queue: 1,
+        });
+        assert_eq!(fresh.verify(&token).err(), Some(Refused::Expired));
+        let other = self::keys(&"o".repeat(32));
+        assert_eq!(other.verify(&token).err(), Some(Refused::Invalid));
     }
 }

@@ -281,14 +281,28 @@ async fn me_rejects_missing_malformed_expired_forged_and_unsigned_tokens() {
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 401, "{name}");
-        assert!(
-            response.headers()["www-authenticate"]
-                .to_str()
-                .unwrap()
-                .starts_with("Bearer"),
-            "{name}"
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(challenge.starts_with("Bearer"), "{name}");
+        let error = error_body(response, 401, "unauthorized").await;
+        let message = error["message"].as_str().unwrap();
+        // Why, in both places: only a token this service signed is called
+        // expired; a token presented but refused is an invalid_token.
+        let expired = name == "expired";
+        assert_eq!(message.contains("expired"), expired, "{name}: {message}");
+        assert_eq!(
+            challenge.contains("The access token expired"),
+            expired,
+            "{name}: {challenge}"
         );
-        error_body(response, 401, "unauthorized").await;
+        let presented = !matches!(name, "missing" | "wrong scheme" | "empty");
+        assert_eq!(
+            challenge.contains("error=\"invalid_token\""),
+            presented,
+            "{name}: {challenge}"
+        );
     }
     // The genuine token still works.
     assert_eq!(
