@@ -155,6 +155,7 @@ impl Application {
             metrics: metrics.jobs.clone(),
             lease_ms: settings.worker.lease_ms,
             waiting_queues: Default::default(),
+            unreadable: Default::default(),
         });
         let concurrency = settings.worker.concurrency;
         let worker = Supervisor::start(move |_| Worker::new(worker_deps, concurrency));

@@ -268,6 +268,12 @@ impl QueueRegistry {
         }
     }
 
+    /// Whether this process holds a copy of the queue's definition (of any
+    /// age): what it can deliver with while MongoDB does not answer.
+    pub fn has_cached(&self, queue: &QueueRef) -> bool {
+        self.look(&queue.tag()).is_some()
+    }
+
     fn forget(&self, tag: &str) {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         cache.remove(tag);

@@ -90,6 +90,9 @@ pub struct WorkerDeps {
     /// to claiming and busy lanes cannot starve other queues (on a cluster
     /// the ack script only sees its own slot group).
     pub waiting_queues: std::sync::atomic::AtomicUsize,
+    /// Queues whose settings this process could not read (none cached and
+    /// MongoDB not answering), and until when it leaves them to others.
+    pub unreadable: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 pub struct Worker {
@@ -220,6 +223,16 @@ impl Worker {
                 // for the next poll, the others go on. A claim whose reply
                 // was lost is repeated once with its claim id, which answers
                 // the leases it took rather than stranding them.
+                // Lanes of a queue whose settings this process cannot read
+                // would only be claimed and handed back (again and again,
+                // while other processes could deliver them): skipped.
+                if !settings_readable(&deps, &queue).await {
+                    next_poll_ms = Some(
+                        next_poll_ms
+                            .map_or(UNREADABLE_RETRY_MS, |p: u64| p.min(UNREADABLE_RETRY_MS)),
+                    );
+                    continue;
+                }
                 let claim = claim_once_more(&deps, &queue, left);
                 let batch: ClaimBatch = match tokio::time::timeout(ROUND_LIMIT, claim).await {
                     Ok(Ok(batch)) => batch,
@@ -564,6 +577,52 @@ where
             }
         }
     }
+}
+
+/// How long a read of a queue's settings may take before a claim round
+/// leaves the queue to other processes.
+const SETTINGS_PROBE: Duration = Duration::from_millis(500);
+/// How long a queue whose settings could not be read is left to others.
+const UNREADABLE_FOR: Duration = Duration::from_secs(5);
+/// How soon a round that skipped such a queue looks again.
+const UNREADABLE_RETRY_MS: u64 = 1_000;
+
+/// Whether this process can deliver `queue`'s jobs: its settings are cached,
+/// or read now from MongoDB within `SETTINGS_PROBE`. A queue that could not
+/// be read is not tried again for `UNREADABLE_FOR` (a process started while
+/// MongoDB is down claimed such lanes and handed them back for the whole
+/// outage — black-box test: 8.5-18 s delays — while a running process could
+/// deliver them). A queue that no longer exists counts as readable: its
+/// claims hand its jobs back as before.
+async fn settings_readable(deps: &WorkerDeps, queue: &QueueRef) -> bool {
+    if deps.registry.has_cached(queue) {
+        return true;
+    }
+    let tag = queue.tag();
+    {
+        let unreadable = deps.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        if unreadable
+            .get(&tag)
+            .is_some_and(|until| Instant::now() < *until)
+        {
+            return false;
+        }
+    }
+    let readable = matches!(
+        tokio::time::timeout(SETTINGS_PROBE, deps.registry.get(queue)).await,
+        Ok(Ok(_))
+    );
+    let mut unreadable = deps.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+    if readable {
+        unreadable.remove(&tag);
+    } else {
+        log::warn!(
+            "queue {tag}: settings unreadable, its lanes are left to other processes for {} s",
+            UNREADABLE_FOR.as_secs()
+        );
+        unreadable.insert(tag, Instant::now() + UNREADABLE_FOR);
+    }
+    readable
 }
 
 /// Runs one delivery attempt to its outcome; with `chain`, a completed job's

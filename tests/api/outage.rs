@@ -155,3 +155,49 @@ async fn with_mongodb_down_auth_is_503_but_publishing_and_reading_jobs_keep_work
     let stats = app.queue(&user.token, "q").await["stats"].clone();
     assert_eq!(stats["waiting"], published.len());
 }
+
+/// A process that cannot read a push queue's settings (started while
+/// MongoDB is down: nothing cached) leaves that queue's lanes to a process
+/// that can, instead of claiming them and handing them back: every job is
+/// delivered under its first lease, by the running process.
+#[actix_web::test]
+async fn a_process_without_a_queues_settings_leaves_its_lanes_to_one_that_has_them() {
+    let warm = crate::helpers::spawn_app().await;
+    let user = warm.signed_up_user().await;
+    let receiver = crate::receiver::Receiver::ok();
+    warm.push_queue(&user.token, "q", &receiver.url, json!({}))
+        .await;
+    warm.publish_ok(&user.token, "q", &json!({"payload": 0, "key": "k0"}))
+        .await;
+    eventually(Duration::from_secs(10), "the first delivery", || async {
+        (!receiver.seen().is_empty()).then_some(())
+    })
+    .await;
+    // Another process on the same Redis whose MongoDB never answers.
+    let redis = warm.settings.redis.clone();
+    let port = crate::helpers::closed_port();
+    let cold = spawn_app_with(|s| {
+        s.redis = redis;
+        s.mongodb.uri = format!("mongodb://127.0.0.1:{port}");
+    })
+    .await;
+    for n in 1..=30 {
+        let job = json!({"payload": n, "key": format!("k{n}")});
+        warm.publish_ok(&user.token, "q", &job).await;
+    }
+    eventually(Duration::from_secs(20), "every job delivered", || async {
+        (receiver.seen().len() >= 31).then_some(())
+    })
+    .await;
+    let handed_back: Vec<_> = receiver
+        .seen()
+        .into_iter()
+        .filter(|s| s.lease != 1)
+        .map(|s| (s.key, s.lease))
+        .collect();
+    assert!(
+        handed_back.is_empty(),
+        "claimed and handed back: {handed_back:?}"
+    );
+    drop(cold);
+}
