@@ -134,46 +134,50 @@ impl Queues {
     /// waiting up to `wait` for some to become startable. With a `claim_id`,
     /// a repeat while its leases live answers the same jobs and leases.
     /// `outcomes` of earlier jobs are applied by the first claim, in its
-    /// script run (one status each, returned): on an error, either both that
-    /// run's outcomes and leases happened (its reply was lost) or neither.
+    /// script run: `on_applied` gets their statuses (one each) as soon as
+    /// that run answers, before any wait, so they are counted, logged and
+    /// timed when they happen; on an error, either both that run's outcomes
+    /// and leases happened (its reply was lost) or neither.
+    #[allow(clippy::too_many_arguments)]
     pub async fn claim_and_wait(
         &self,
         queue: &QueueRef,
         outcomes: &[Outcome],
+        on_applied: impl FnOnce(Vec<Reported>),
         max_jobs: usize,
         lease_ms: u64,
         wait: Duration,
         claim_id: Option<&str>,
-    ) -> EngineResult<(Vec<Reported>, Vec<Job>)> {
+    ) -> EngineResult<Vec<Job>> {
         let deadline = Instant::now() + wait;
         let waiter = self.hub.waiter(&queue.tag());
-        // What the first claim's run answered for `outcomes`.
-        let mut applied: Option<Vec<Reported>> = None;
+        // Until the first claim's run answered for `outcomes`.
+        let mut on_applied = Some(on_applied);
         loop {
             // Registered before claiming, so a wake during the claim is not lost.
             let notified = waiter.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
             // The outcomes go with the first claim only.
-            let given = if applied.is_none() { outcomes } else { &[] };
+            let given = if on_applied.is_some() { outcomes } else { &[] };
             let claim =
                 self.engine
                     .claim_after(queue, given, max_jobs, lease_ms, Mode::Pull, claim_id);
             let batch: ClaimBatch = match claim.await {
                 Ok((statuses, batch)) => {
-                    applied.get_or_insert(statuses);
+                    if let Some(applied) = on_applied.take() {
+                        applied(statuses);
+                    }
                     batch
                 }
                 // A later claim of the wait failed: the outcomes the first
                 // one applied are answered, with no jobs (an error would hide
                 // them; the consumer's next claim meets the failure itself).
-                Err(err) => match applied {
-                    Some(statuses) => {
-                        log::warn!("claim during a wait failed: {err}");
-                        return Ok((statuses, Vec::new()));
-                    }
-                    None => return Err(err),
-                },
+                Err(err) if on_applied.is_none() => {
+                    log::warn!("claim during a wait failed: {err}");
+                    return Ok(Vec::new());
+                }
+                Err(err) => return Err(err),
             };
             let now = Instant::now();
             if !batch.jobs.is_empty() || now >= deadline {
@@ -181,7 +185,7 @@ impl Queues {
                 for job in &jobs {
                     log::info!("job_id={} claimed attempt={}", job.id, job.attempts);
                 }
-                return Ok((applied.unwrap_or_default(), jobs));
+                return Ok(jobs);
             }
             let mut until = deadline.min(now + FALLBACK_RECHECK);
             if let Some(due) = batch.next_due_in_ms {

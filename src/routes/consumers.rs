@@ -142,17 +142,21 @@ pub async fn claim(
     let given = !(body.acks.is_empty() && body.nacks.is_empty());
     let prepared = outcomes::prepare(&queues, &queue, body.acks, body.nacks).await?;
     let lease_ms = definition.settings.lease_ms;
-    let (reported, jobs) = queues
+    // Counted, logged and timed as the first claim's run applies them, not
+    // after the wait for jobs.
+    let mut results = None;
+    let jobs = queues
         .claim_and_wait(
             &queue,
             &prepared.items,
+            |reported| results = Some(outcomes::results(&queues, &prepared, reported)),
             max_jobs,
             lease_ms,
             wait,
             claim_id.as_deref(),
         )
         .await?;
-    let results = given.then(|| outcomes::results(&queues, prepared, reported));
+    let results = if given { results } else { None };
     Ok(HttpResponse::Ok().json(ClaimReply { jobs, results }))
 }
 

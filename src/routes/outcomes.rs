@@ -234,10 +234,10 @@ pub async fn prepare(
 /// One result per outcome given, from what the engine reported for the
 /// prepared items (ids that name no job of the queue are `not_found`);
 /// counts the transitions.
-pub fn results(queues: &Queues, prepared: Prepared, reported: Vec<Reported>) -> Vec<Outcome> {
+pub fn results(queues: &Queues, prepared: &Prepared, reported: Vec<Reported>) -> Vec<Outcome> {
     let mut reported = reported.into_iter();
     let mut results = Vec::with_capacity(prepared.parsed.len());
-    for p in prepared.parsed {
+    for p in &prepared.parsed {
         let reported = match p.job {
             None => Reported::NotFound,
             Some(_) => reported.next().unwrap_or(Reported::NotFound),
@@ -260,7 +260,7 @@ pub fn results(queues: &Queues, prepared: Prepared, reported: Vec<Reported>) -> 
             super::consumers::observe_attempt(queues, &p.lease);
         }
         results.push(Outcome {
-            id: p.raw_id,
+            id: p.raw_id.clone(),
             status,
         });
     }
@@ -284,7 +284,7 @@ pub async fn report(
             .report_outcomes(queue, &prepared.items)
             .await?
     };
-    Ok(results(queues, prepared, reported))
+    Ok(results(queues, &prepared, reported))
 }
 
 /// Report the outcomes of many leased jobs of a pull queue at once.

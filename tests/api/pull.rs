@@ -1247,3 +1247,51 @@ async fn pull_attempts_are_observed_in_the_processing_time_histogram() {
     assert_eq!(batch.status(), 200);
     assert_eq!(app.counter(count).await, before + 3.0);
 }
+
+/// An ack riding on a long-poll claim is counted and timed when the claim's
+/// first run applies it, not after the wait for more jobs: the attempt's
+/// observed time is its own, not the wait's.
+#[actix_web::test]
+async fn an_ack_riding_on_a_waiting_claim_is_timed_when_it_is_applied() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    pull_queue(&app, &user.token, "q", json!({})).await;
+    app.publish_ok(&user.token, "q", &json!({"payload": 1, "key": "a"}))
+        .await;
+    let job = claim(&app, &user.token, "q", 0, 1).await.remove(0);
+    let sum = "orderly_job_processing_duration_seconds_sum";
+    let (sum_before, count_before) = (
+        app.counter(sum).await,
+        app.counter("orderly_job_processing_duration_seconds_count")
+            .await,
+    );
+    let request = json!({
+        "wait_ms": 1500, "max_jobs": 1,
+        "acks": [{"id": id(&job), "lease": lease(&job)}],
+    });
+    let started = Instant::now();
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/queues/q/claim",
+            &user.token,
+            Some(&request),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "the claim waited"
+    );
+    assert_eq!(body(response).await["results"][0]["status"], "completed");
+    assert_eq!(
+        app.counter("orderly_job_processing_duration_seconds_count")
+            .await,
+        count_before + 1.0
+    );
+    let observed = app.counter(sum).await - sum_before;
+    assert!(
+        observed < 1.0,
+        "the attempt was timed with the wait: {observed} s"
+    );
+}
