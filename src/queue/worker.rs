@@ -211,6 +211,9 @@ impl Worker {
                 next_poll_ms = due.next_due_in_ms.filter(|ms| *ms > 0);
             }
             let mut left = capacity;
+            // Settings reads of uncached queues stop for this round after
+            // this (a round must not wait on MongoDB for each of them).
+            let probe_until = Instant::now() + SETTINGS_PROBE_ROUND;
             let mut claimed = Vec::new();
             let mut untried = Vec::new();
             for queue in queues {
@@ -226,7 +229,7 @@ impl Worker {
                 // Lanes of a queue whose settings this process cannot read
                 // would only be claimed and handed back (again and again,
                 // while other processes could deliver them): skipped.
-                if !settings_readable(&deps, &queue).await {
+                if !settings_readable(&deps, &queue, probe_until).await {
                     next_poll_ms = Some(
                         next_poll_ms
                             .map_or(UNREADABLE_RETRY_MS, |p: u64| p.min(UNREADABLE_RETRY_MS)),
@@ -582,6 +585,8 @@ where
 /// How long a read of a queue's settings may take before a claim round
 /// leaves the queue to other processes.
 const SETTINGS_PROBE: Duration = Duration::from_millis(500);
+/// How long one claim round may spend reading uncached queues' settings.
+const SETTINGS_PROBE_ROUND: Duration = Duration::from_secs(1);
 /// How long a queue whose settings could not be read is left to others.
 const UNREADABLE_FOR: Duration = Duration::from_secs(5);
 /// How soon a round that skipped such a queue looks again.
@@ -592,32 +597,40 @@ const UNREADABLE_RETRY_MS: u64 = 1_000;
 /// be read is not tried again for `UNREADABLE_FOR` (a process started while
 /// MongoDB is down claimed such lanes and handed them back for the whole
 /// outage — black-box test: 8.5-18 s delays — while a running process could
-/// deliver them). A queue that no longer exists counts as readable: its
-/// claims hand its jobs back as before.
-async fn settings_readable(deps: &WorkerDeps, queue: &QueueRef) -> bool {
+/// deliver them). The read itself is not cut short: it goes on in the
+/// background and caches the settings when MongoDB answers, so a slow
+/// MongoDB delays a queue, never stops it. Probes stop for the round once
+/// its `probe_until` has passed (the rest wait for the next round). A queue
+/// that no longer exists counts as readable: its claims hand its jobs back
+/// as before.
+async fn settings_readable(deps: &WorkerDeps, queue: &QueueRef, probe_until: Instant) -> bool {
     if deps.registry.has_cached(queue) {
         return true;
     }
     let tag = queue.tag();
+    let now = Instant::now();
     {
         let unreadable = deps.unreadable.lock().unwrap_or_else(|e| e.into_inner());
-        if unreadable
-            .get(&tag)
-            .is_some_and(|until| Instant::now() < *until)
-        {
+        if unreadable.get(&tag).is_some_and(|until| now < *until) {
             return false;
         }
     }
-    let readable = matches!(
-        tokio::time::timeout(SETTINGS_PROBE, deps.registry.get(queue)).await,
-        Ok(Ok(_))
-    );
+    if now >= probe_until {
+        return false;
+    }
+    let (sent, answer) = tokio::sync::oneshot::channel();
+    let (registry, read) = (deps.registry.clone(), queue.clone());
+    actix::spawn(async move {
+        let _ = sent.send(registry.get(&read).await.is_ok());
+    });
+    let wait = SETTINGS_PROBE.min(probe_until.saturating_duration_since(now));
+    let readable = matches!(tokio::time::timeout(wait, answer).await, Ok(Ok(true)));
     let mut unreadable = deps.unreadable.lock().unwrap_or_else(|e| e.into_inner());
     if readable {
         unreadable.remove(&tag);
     } else {
         log::warn!(
-            "queue {tag}: settings unreadable, its lanes are left to other processes for {} s",
+            "queue {tag}: settings not readable now, its lanes are left to other processes for {} s",
             UNREADABLE_FOR.as_secs()
         );
         unreadable.insert(tag, Instant::now() + UNREADABLE_FOR);
