@@ -333,7 +333,8 @@ impl Settings {
                 (1, 366 * 24 * 3600),
             ),
             // Values that start a service nobody can use: every login
-            // refused (0 failures allowed), a pool that takes no password,
+            // refused (0 failures allowed; a window of 0 turns the limit
+            // off and stays allowed), a pool that takes no password,
             // Redis or MongoDB calls that time out as they are sent.
             (
                 "rate_limit.login_failures_per_email",
@@ -344,11 +345,6 @@ impl Settings {
                 "rate_limit.login_failures_per_ip",
                 u64::from(self.rate_limit.login_failures_per_ip),
                 (1, u64::from(u32::MAX)),
-            ),
-            (
-                "rate_limit.login_window_s",
-                self.rate_limit.login_window_s,
-                (1, 366 * 24 * 3600),
             ),
             ("auth.hash_queue", self.auth.hash_queue as u64, (1, 1 << 20)),
             (
@@ -459,7 +455,7 @@ mod tests {
     fn defaults_the_api_would_refuse_are_refused_at_start() {
         let base = Settings::load(Profile::Dev, &config_dir(), false).unwrap();
         type Change = fn(&mut Settings);
-        let cases: [(&str, Change); 14] = [
+        let cases: [(&str, Change); 13] = [
             ("queues.max_attempts", |s| s.queues.max_attempts = 0),
             ("queues.max_attempts", |s| s.queues.max_attempts = 101),
             ("queues.lease_ms", |s| s.queues.lease_ms = 0),
@@ -474,9 +470,6 @@ mod tests {
             }),
             ("rate_limit.login_failures_per_ip", |s| {
                 s.rate_limit.login_failures_per_ip = 0
-            }),
-            ("rate_limit.login_window_s", |s| {
-                s.rate_limit.login_window_s = 0
             }),
             ("auth.hash_queue", |s| s.auth.hash_queue = 0),
             ("redis.response_timeout_ms", |s| {

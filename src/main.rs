@@ -25,8 +25,8 @@ ORDERLY__AUTH__JWT_SECRET=...). RUST_LOG sets the log level.";
 #[actix_web::main]
 async fn main() -> ExitCode {
     // No arguments are taken: anything else is answered, not started on.
-    if let Some(arg) = std::env::args().nth(1) {
-        return match arg.as_str() {
+    if let Some(arg) = std::env::args_os().nth(1) {
+        return match arg.to_string_lossy().as_ref() {
             "--help" | "-h" => {
                 println!("{USAGE}");
                 ExitCode::SUCCESS

@@ -69,8 +69,14 @@ impl Caller {
                     user_id: grant.owner.clone(),
                     key: Some(grant),
                 }),
-                Some(_) => Err(ApiError::unauthorized("the API key has expired")),
-                None => Err(ApiError::unauthorized("the API key is invalid or revoked")),
+                Some(_) => Err(ApiError::invalid_token(
+                    "the API key has expired",
+                    "The API key expired",
+                )),
+                None => Err(ApiError::invalid_token(
+                    "the API key is invalid or revoked",
+                    "The API key is invalid or revoked",
+                )),
             };
         }
         let tokens = req

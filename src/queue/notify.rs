@@ -235,6 +235,7 @@ async fn listen_cluster(
         }
     };
     let conn = subscribe.await;
+    let resubscribing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut resubscribe = tokio::time::interval(RESUBSCRIBE);
     resubscribe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resubscribe.tick().await;
@@ -260,9 +261,16 @@ async fn listen_cluster(
                     _ => {}
                 }
             }
-            // (Off this loop, so messages are dispatched meanwhile.)
+            // (Off this loop, so messages are dispatched meanwhile; one at a
+            // time, so they do not pile up while a shard does not answer.)
             _ = resubscribe.tick() => {
-                actix::spawn(resubscribe_all(conn.clone(), channels.clone()));
+                if !resubscribing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    let (conn, channels, done) = (conn.clone(), channels.clone(), resubscribing.clone());
+                    actix::spawn(async move {
+                        resubscribe_all(conn, channels).await;
+                        done.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
             }
         }
     }

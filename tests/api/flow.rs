@@ -171,8 +171,9 @@ async fn a_push_queue_held_at_max_active_lanes_is_due_again_when_an_expired_leas
     );
     assert!(!due().await.contains(&queue), "a full queue is not polled");
 
-    // The lease expires on the job's last attempt: it blocks its lane, and
-    // the freed slot puts the queue back in the due index for the other.
+    // The lease expires (a push lease: its job goes back to its lane's head,
+    // ready again — it never exhausts), and the freed slot puts the queue
+    // back in the due index; the other lane, ready longer, starts first.
     eventually(Duration::from_secs(5), "the lease recovered", || async {
         (engine.recover(&queue, 10).await.unwrap().len() == 1).then_some(())
     })
