@@ -38,14 +38,41 @@ def _instant(rfc3339: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
 
 
-def lease_length_s(job: Job) -> float:
-    """How long the job's lease runs, from the server's own timestamps (no
-    clock skew between consumer and server matters)."""
-    if job.lease_expires_at and job.started_at:
+#: The shortest lease the API allows (``lease_ms`` >= 1000): the length
+#: assumed for a lease whose length the consumer cannot tell.
+MIN_LEASE_S = 1.0
+
+
+def lease_length_s(job: Job, now: Optional[float] = None) -> float:
+    """How long the job's lease runs. On a first attempt this comes from the
+    server's own timestamps (``lease_expires_at - started_at``, no clock skew
+    between consumer and server matters). On a later attempt ``started_at``
+    is still the *first* attempt's start, so that difference also counts the
+    time since then: the length is estimated from ``lease_expires_at`` and
+    the local clock (``now``, epoch seconds) instead, at least
+    :data:`MIN_LEASE_S`, and at most that upper bound."""
+    if not job.lease_expires_at:
+        return 30.0
+    expires = _instant(job.lease_expires_at)
+    bound: Optional[float] = None
+    if job.started_at:
+        length = (expires - _instant(job.started_at)).total_seconds()
+        if length > 0:
+            if job.attempts <= 1:
+                return length
+            bound = length
+    remaining = expires.timestamp() - (time.time() if now is None else now)
+    estimate = max(MIN_LEASE_S, remaining)
+    return estimate if bound is None else min(bound, estimate)
+
+
+def _exact_lease_s(job: Job) -> Optional[float]:
+    """A first attempt's lease length, exact from the server's timestamps."""
+    if job.attempts <= 1 and job.started_at and job.lease_expires_at:
         length = (_instant(job.lease_expires_at) - _instant(job.started_at)).total_seconds()
         if length > 0:
             return length
-    return 30.0
+    return None
 
 
 class _Held:
@@ -80,6 +107,8 @@ class _LeaseKeeper:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
+        #: The queue's lease length, as learned from a first attempt's lease.
+        self._known_s: Optional[float] = None
 
     def start(self) -> None:
         with self._cond:
@@ -100,13 +129,22 @@ class _LeaseKeeper:
         """Starts keeping the leases of just-claimed ``jobs``: first extended
         a third of their length from now, or at once with ``extend_now`` (a
         claim repeated after a lost reply, whose leases are older)."""
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         with self._cond:
+            # One queue, one lease_ms: a first attempt tells it for all. A
+            # later attempt's started_at is the first attempt's, so its lease
+            # length is only estimated (see lease_length_s).
+            exact = [s for s in map(_exact_lease_s, jobs) if s is not None]
+            if exact:
+                self._known_s = min(exact)
             for job in jobs:
                 assert job.lease is not None, "claimed jobs carry a lease"
-                first_s = lease_length_s(job)  # the queue's lease_ms, as the claim took it
+                # The queue's lease_ms, as the claim took it.
+                first_s = lease_length_s(job, wall)
+                if job.attempts > 1 and self._known_s is not None:
+                    first_s = min(first_s, self._known_s)
                 renew_s = self._lease_ms / 1000 if self._lease_ms else first_s
-                due = now if extend_now else now + first_s / 3
+                due = now if extend_now else now + min(first_s, renew_s) / 3
                 self._held[job.lease] = _Held(job.id, job.lease, renew_s, due)
             self._cond.notify_all()
 

@@ -22,6 +22,7 @@ from orderly_client import (
     OrderlyConnectionError,
     OrderlyError,
     OutcomeUnknownError,
+    Retry,
     UnavailableError,
     ValidationError,
     new_claim_id,
@@ -291,6 +292,31 @@ def test_the_consumer_keeps_the_leases_of_a_whole_batch_alive(client: Client) ->
         done = client.get_job(job.id)
         assert (done.state, done.attempts, done.result) == ("completed", 1, job.payload * 10)
     assert sorted((o.id, o.status) for o in reported) == sorted((j.id, "completed") for j in jobs)
+
+
+def test_the_consumer_keeps_the_lease_of_a_retried_job_alive(client: Client) -> None:
+    queue = queue_name()
+    client.put_queue(queue, lease_ms=1000, max_attempts=3)
+    job = client.publish(queue, "twice")
+    attempts: List[int] = []
+    reported: list = []
+
+    def handler(claimed: Job) -> Any:
+        attempts.append(claimed.attempts)
+        if claimed.attempts == 1:
+            raise Retry("not yet", retry_in_ms=3000)
+        # The second attempt's started_at is still the first attempt's start,
+        # 3 s before its lease began: it tells nothing of the lease's length.
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"attempt": claimed.attempts}
+
+    Consumer(client, queue, handler, wait_ms=5000, on_results=reported.extend).run(exit_when_idle=True)
+    assert [o.status for o in reported] == ["retrying", "completed"]
+    assert attempts == [1, 2]
+    done = client.get_job(job.id)
+    assert (done.state, done.attempts, done.result) == ("completed", 2, {"attempt": 2})
 
 
 class Watching(Client):
