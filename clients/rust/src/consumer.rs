@@ -144,8 +144,10 @@ impl Heartbeat {
         Self { leases, wake, task }
     }
 
-    /// Holds the leases of a claim's `jobs`, just answered.
-    fn hold(&self, jobs: &[Job]) {
+    /// Holds the leases of a claim's `jobs`, just answered. A `retried`
+    /// claim may answer leases taken by an earlier try, long ago: those are
+    /// due for extension at once.
+    fn hold(&self, jobs: &[Job], retried: bool) {
         if jobs.is_empty() {
             return;
         }
@@ -172,7 +174,7 @@ impl Heartbeat {
             let held = Held {
                 id: job.id.clone(),
                 length,
-                due: next_beat(now, length),
+                due: if retried { now } else { next_beat(now, length) },
                 reporting: false,
             };
             leases.held.insert(lease, held);
@@ -411,9 +413,10 @@ impl Consumer {
                     return Err(err);
                 }
             };
+            let retried = failures > 0;
             failures = 0;
             heartbeat.release(&claim.acks, &claim.nacks);
-            heartbeat.hold(&claimed.jobs);
+            heartbeat.hold(&claimed.jobs, retried);
             self.record(claimed.results);
             if claimed.jobs.is_empty() && exit_when_idle {
                 break;

@@ -167,8 +167,9 @@ export class Consumer<P = unknown> {
     const [acks, nacks] = [this.acks, this.nacks];
     this.acks = [];
     this.nacks = [];
+    let results: Outcome[];
     try {
-      this.reported(await this.client.report(this.queue, acks, nacks));
+      results = await this.client.report(this.queue, acks, nacks);
     } catch (err) {
       // Kept (ahead of newer ones) for the next claim or flush: a repeated
       // ack or nack answers the outcome it already produced.
@@ -176,6 +177,7 @@ export class Consumer<P = unknown> {
       this.nacks.unshift(...nacks);
       throw err;
     }
+    this.reported(results);
   }
 
   private reported(results: Outcome[]): void {
