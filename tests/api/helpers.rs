@@ -207,6 +207,11 @@ impl TestApp {
         request.send().await.expect("request sent")
     }
 
+    /// An authenticated `POST` with an optional JSON body.
+    pub async fn post(&self, path: &str, token: &str, body: Option<&Value>) -> reqwest::Response {
+        self.call(reqwest::Method::POST, path, token, body).await
+    }
+
     pub async fn put_queue(&self, token: &str, name: &str, settings: &Value) -> reqwest::Response {
         self.call(
             reqwest::Method::PUT,
@@ -233,13 +238,8 @@ impl TestApp {
     }
 
     pub async fn publish(&self, token: &str, queue: &str, job: &Value) -> reqwest::Response {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/v1/queues/{queue}/jobs"),
-            token,
-            Some(job),
-        )
-        .await
+        self.post(&format!("/v1/queues/{queue}/jobs"), token, Some(job))
+            .await
     }
 
     /// Publishes and returns the accepted job object.

@@ -25,8 +25,7 @@ async fn lanes(app: &TestApp, token: &str, queue: &str, query: &str) -> Value {
 
 async fn lane_call(app: &TestApp, token: &str, queue: &str, key: &str, action: &str) -> Value {
     let response = app
-        .call(
-            reqwest::Method::POST,
+        .post(
             &format!("/v1/queues/{queue}/lanes/{key}/{action}"),
             token,
             None,
@@ -340,27 +339,13 @@ async fn a_push_receiver_sees_the_higher_priority_lane_first_when_both_wait() {
     app.push_queue(&user.token, "q", &receiver.url, json!({}))
         .await;
     // Held back by a paused queue, so both lanes wait when it resumes.
-    let paused = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/pause",
-            &user.token,
-            None,
-        )
-        .await;
+    let paused = app.post("/v1/queues/q/pause", &user.token, None).await;
     assert_eq!(paused.status(), 200);
     app.publish_ok(&user.token, "q", &json!({"payload": {}, "key": "low"}))
         .await;
     let high = json!({"payload": {}, "key": "high", "priority": 7});
     app.publish_ok(&user.token, "q", &high).await;
-    let resumed = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/resume",
-            &user.token,
-            None,
-        )
-        .await;
+    let resumed = app.post("/v1/queues/q/resume", &user.token, None).await;
     assert_eq!(resumed.status(), 200);
     app.wait_for_completed(&user.token, "q", 2, Duration::from_secs(10))
         .await;
@@ -512,14 +497,7 @@ async fn the_lanes_of_a_paused_queue_are_listed_paused() {
     }
     let claimed = claim(&app, &user.token, "q", 0, 1).await;
     assert_eq!(claimed[0]["key"], "a");
-    let pause = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/pause",
-            &user.token,
-            None,
-        )
-        .await;
+    let pause = app.post("/v1/queues/q/pause", &user.token, None).await;
     assert_eq!(pause.status(), 200);
     let state_of = |listing: &Value, key: &str| {
         listing["lanes"]
@@ -543,14 +521,7 @@ async fn the_lanes_of_a_paused_queue_are_listed_paused() {
         ["b"]
     );
 
-    let resume = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/resume",
-            &user.token,
-            None,
-        )
-        .await;
+    let resume = app.post("/v1/queues/q/resume", &user.token, None).await;
     assert_eq!(resume.status(), 200);
     let listing = lanes(&app, &user.token, "q", "").await;
     assert_eq!(state_of(&listing, "b"), Some(json!("ready")), "{listing}");

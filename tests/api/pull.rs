@@ -22,12 +22,7 @@ pub(crate) async fn claim(
 ) -> Vec<Value> {
     let request = json!({"wait_ms": wait_ms, "max_jobs": max_jobs});
     let response = app
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/queues/{queue}/claim"),
-            token,
-            Some(&request),
-        )
+        .post(&format!("/v1/queues/{queue}/claim"), token, Some(&request))
         .await;
     assert_eq!(response.status(), 200, "claim failed");
     body(response).await["jobs"].as_array().unwrap().clone()
@@ -40,13 +35,8 @@ pub(crate) async fn job_call(
     action: &str,
     request: Value,
 ) -> reqwest::Response {
-    app.call(
-        reqwest::Method::POST,
-        &format!("/v1/jobs/{id}/{action}"),
-        token,
-        Some(&request),
-    )
-    .await
+    app.post(&format!("/v1/jobs/{id}/{action}"), token, Some(&request))
+        .await
 }
 
 /// Claims the next job of `queue` and nacks it for an immediate retry;
@@ -928,12 +918,7 @@ async fn claim_and_lease_calls_validate_their_input() {
         json!({"max_jobs": 101}),
     ] {
         let response = app
-            .call(
-                reqwest::Method::POST,
-                "/v1/queues/q/claim",
-                &user.token,
-                Some(&request),
-            )
+            .post("/v1/queues/q/claim", &user.token, Some(&request))
             .await;
         error_body(response, 422, "validation_failed").await;
     }
@@ -1077,12 +1062,7 @@ async fn queue_stats_show_the_last_minutes_throughput_and_drain_time() {
 
     let batch = json!({"jobs": (0..5).map(|i| json!({"payload": i, "key": format!("k{i}")})).collect::<Vec<_>>()});
     let response = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/progress/jobs/batch",
-            &user.token,
-            Some(&batch),
-        )
+        .post("/v1/queues/progress/jobs/batch", &user.token, Some(&batch))
         .await;
     assert_eq!(response.status(), 202);
     app.publish_ok(&user.token, "progress", &json!({"payload": 5, "key": "k5"}))
@@ -1139,14 +1119,7 @@ async fn pause_and_resume_take_effect_after_settings_stamped_by_a_clock_ahead() 
     let put_at = stamped(body(put).await);
     assert!(put_at > ahead.timestamp_millis());
 
-    let pause = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/pause",
-            &user.token,
-            None,
-        )
-        .await;
+    let pause = app.post("/v1/queues/q/pause", &user.token, None).await;
     assert_eq!(pause.status(), 200);
     let paused = body(pause).await;
     assert_eq!(paused["paused"], true);
@@ -1158,14 +1131,7 @@ async fn pause_and_resume_take_effect_after_settings_stamped_by_a_clock_ahead() 
         "a paused queue handed out a job"
     );
 
-    let resume = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/resume",
-            &user.token,
-            None,
-        )
-        .await;
+    let resume = app.post("/v1/queues/q/resume", &user.token, None).await;
     assert_eq!(resume.status(), 200);
     let resumed = body(resume).await;
     assert!(
@@ -1271,12 +1237,7 @@ async fn an_ack_riding_on_a_waiting_claim_is_timed_when_it_is_applied() {
     });
     let started = Instant::now();
     let response = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/claim",
-            &user.token,
-            Some(&request),
-        )
+        .post("/v1/queues/q/claim", &user.token, Some(&request))
         .await;
     assert_eq!(response.status(), 200);
     assert!(

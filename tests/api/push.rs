@@ -511,14 +511,7 @@ async fn a_paused_queue_accepts_jobs_but_starts_none_until_resumed() {
     let receiver = Receiver::ok();
     app.push_queue(&user.token, "q", &receiver.url, json!({}))
         .await;
-    let pause = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/pause",
-            &user.token,
-            None,
-        )
-        .await;
+    let pause = app.post("/v1/queues/q/pause", &user.token, None).await;
     assert_eq!(body(pause).await["paused"], true);
     app.publish_ok(&user.token, "q", &json!({"payload": 1, "key": "k"}))
         .await;
@@ -532,14 +525,7 @@ async fn a_paused_queue_accepts_jobs_but_starts_none_until_resumed() {
     assert_eq!(receiver.seen().len(), 1);
     assert_eq!(app.queue(&user.token, "q").await["stats"]["waiting"], 1);
 
-    let resume = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/queues/q/resume",
-            &user.token,
-            None,
-        )
-        .await;
+    let resume = app.post("/v1/queues/q/resume", &user.token, None).await;
     assert_eq!(body(resume).await["paused"], false);
     app.wait_for_completed(&user.token, "q", 1, SETTLE).await;
     assert_eq!(receiver.seen().len(), 2);
